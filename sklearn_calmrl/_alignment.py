@@ -1,0 +1,393 @@
+"""Alignment objectives on calibrated representations (DESIGN.md section 4).
+
+A batch of calibrated representations is a tensor ``Z`` of shape ``(B, k, d)``:
+batch, modality, embedding dimension, with every ``Z[i, m]`` of unit norm.
+An optional boolean mask ``observed`` of shape ``(B, k)`` marks the real
+columns; when it is given, every quantity is computed on the observed columns
+of each missingness pattern only (the uncalibrated "observed-only" ablation,
+DESIGN 7: zero-filled columns make ``eigh`` fail).
+
+Two objectives are provided:
+
+* PMRL: a softmax over the singular values of each sample's modality matrix
+  (intra-sample alignment) plus a contrastive loss on the leading left
+  singular vectors (inter-sample alignment).
+* GRAM: a contrastive loss on the volume spanned by an anchor modality of one
+  sample and the other modalities of another sample.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "GRAMLoss",
+    "PMRLLoss",
+    "gram_loss",
+    "gram_volume",
+    "leading_direction",
+    "make_alignment_loss",
+    "pmrl_loss",
+]
+
+
+def _check_Z(Z):
+    """Validate a batch of representations of shape ``(B, k, d)``."""
+    if not isinstance(Z, torch.Tensor) or Z.ndim != 3:
+        raise ValueError(
+            "Z must be a torch tensor of shape (batch, modalities, dim); got "
+            f"{type(Z).__name__} with shape {tuple(getattr(Z, 'shape', ()))}."
+        )
+    if min(Z.shape) == 0:
+        raise ValueError(f"Z must have no empty axis; got shape {tuple(Z.shape)}.")
+    if not Z.is_floating_point():
+        raise ValueError(f"Z must be a floating point tensor; got {Z.dtype}.")
+    return Z
+
+
+def _check_observed(observed, Z):
+    """Validate and convert an observation mask of shape ``(B, k)``."""
+    observed = torch.as_tensor(observed, device=Z.device)
+    if observed.dtype != torch.bool:
+        raise ValueError(f"observed must be a boolean mask; got dtype {observed.dtype}.")
+    if tuple(observed.shape) != tuple(Z.shape[:2]):
+        raise ValueError(
+            f"observed must have shape {tuple(Z.shape[:2])} (batch, modalities); "
+            f"got {tuple(observed.shape)}."
+        )
+    return observed
+
+
+def _pattern_groups(observed):
+    """Yield ``(rows, cols)`` index tensors, one pair per distinct missingness pattern.
+
+    Parameters
+    ----------
+    observed : torch.Tensor of shape (B, k), dtype bool
+        Observation mask.
+
+    Yields
+    ------
+    rows : torch.Tensor of int64
+        Indices of the samples sharing the pattern.
+    cols : torch.Tensor of int64
+        Indices of the modalities observed in that pattern (possibly empty).
+    """
+    patterns, inverse = torch.unique(observed, dim=0, return_inverse=True)
+    for p in range(patterns.shape[0]):
+        yield torch.nonzero(inverse == p).flatten(), torch.nonzero(patterns[p]).flatten()
+
+
+def _leading_direction_full(Z, eps):
+    """Leading left singular vector and singular values of every ``Z[i]^T`` (all columns)."""
+    gram = Z @ Z.transpose(-1, -2)  # DESIGN 4, PMRL: k x k Gram matrix Z_i^T Z_i of the d x k stack
+    evals, evecs = torch.linalg.eigh(gram)  # DESIGN 4: eigendecomposition of the Gram matrix
+    s = torch.sqrt(evals.flip(-1).clamp(min=0) + eps)  # DESIGN 4: s_i1 >= ... >= s_ik, eps keeps sqrt' finite
+    v1 = evecs[..., -1].detach()  # DESIGN 4 "guard near-equal": no 1/(lambda_a - lambda_b) backward terms
+    u = torch.einsum("nkd,nk->nd", Z, v1) / s[..., :1]  # DESIGN 4: u_i = Z_i v_i1 / s_i1 (left singular vector)
+    positive = torch.einsum("nkd,nd->n", Z, u).detach() >= 0  # DESIGN 4: sign test sum_m <u_i, z_i^m>
+    u = torch.where(positive.unsqueeze(-1), u, -u)  # DESIGN 4: sign fix, sum_m <u_i, z_i^m> > 0
+    return F.normalize(u, dim=-1), s  # DESIGN 4: unit u_i (the eps in s shrinks its norm slightly)
+
+
+def leading_direction(Z, observed=None, *, eps=1e-6):
+    """Leading left singular vector and singular values of each sample's modality matrix.
+
+    For sample ``i`` the ``k`` unit vectors ``Z[i, m]`` are stacked as the
+    columns of a ``d x k`` matrix (DESIGN 4, PMRL); its singular values come
+    from the eigendecomposition of the ``k x k`` Gram matrix and its leading
+    left singular vector is ``u_i = Z_i v_i1 / s_i1``, with the eigenvector
+    ``v_i1`` detached from the autograd graph (gradients still flow through
+    ``Z``), the sign chosen so that ``sum_m <u_i, z_i^m> > 0``, and ``u_i``
+    re-normalized to unit length.
+
+    This is also the "anchor" of DESIGN 6: the anchor shift of a sample is the
+    distance between ``leading_direction(Z, observed)[0]`` and
+    ``leading_direction(Z)[0]``.
+
+    Parameters
+    ----------
+    Z : torch.Tensor of shape (B, k, d)
+        Unit-norm representations of ``B`` samples in ``k`` modalities.
+    observed : torch.Tensor of shape (B, k), dtype bool, default=None
+        If given, each sample uses only its observed columns; samples are
+        grouped by missingness pattern so no zero column reaches ``eigh``.
+    eps : float, default=1e-6
+        Added to the clamped eigenvalues before the square root, which keeps
+        the gradient finite when singular values are 0.
+
+    Returns
+    -------
+    u : torch.Tensor of shape (B, d)
+        Unit leading left singular vectors (all zeros for a sample with no
+        observed column).
+    s : torch.Tensor of shape (B, k)
+        Singular values ``sqrt(max(lambda, 0) + eps)`` in descending order. With
+        ``observed``, sample ``i`` fills the first ``observed[i].sum()`` entries
+        and the rest are 0 (padding).
+    """
+    Z = _check_Z(Z)
+    if observed is None:
+        return _leading_direction_full(Z, eps)
+    observed = _check_observed(observed, Z)
+    n_samples, k, d = Z.shape
+    rows_parts, u_parts, s_parts = [], [], []
+    for rows, cols in _pattern_groups(observed):
+        if cols.numel() == 0:
+            u_p, s_p = Z.new_zeros(rows.numel(), d), Z.new_zeros(rows.numel(), k)
+        else:
+            u_p, s_p = _leading_direction_full(Z[rows][:, cols], eps)
+            s_p = F.pad(s_p, (0, k - cols.numel()))  # zero padding past the |O| observed singular values
+        rows_parts.append(rows)
+        u_parts.append(u_p)
+        s_parts.append(s_p)
+    order = torch.argsort(torch.cat(rows_parts))
+    return torch.cat(u_parts)[order], torch.cat(s_parts)[order]
+
+
+def pmrl_loss(Z, *, tau_intra=0.05, tau_inter=0.1, observed=None, eps=1e-6):
+    """PMRL alignment loss ``L_intra + L_inter`` (DESIGN 4).
+
+    ``L_intra = mean_i CE(s_i / tau_intra, target=0)`` pushes the top singular
+    value of each sample's modality matrix up (all modalities coinciding);
+    ``L_inter = mean_i CE(u_i . u_j / tau_inter over j, target=i)`` makes the
+    leading directions ``u_i`` of different samples distinguishable.
+
+    Parameters
+    ----------
+    Z : torch.Tensor of shape (B, k, d)
+        Unit-norm (calibrated) representations.
+    tau_intra : float, default=0.05
+        Temperature of the singular-value softmax (``tau1``).
+    tau_inter : float, default=0.1
+        Temperature of the contrastive term on leading directions (``tau2``).
+    observed : torch.Tensor of shape (B, k), dtype bool, default=None
+        If given, singular values and directions use each sample's observed
+        columns only (grouped by missingness pattern). ``L_intra`` averages
+        over samples with at least one observed column (a single observed
+        column contributes 0); ``L_inter`` contrasts all those samples
+        together. Samples with no observed column are ignored.
+    eps : float, default=1e-6
+        See :func:`leading_direction`.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        Scalar loss; a zero with a ``grad_fn`` when no sample has an observed
+        column.
+    """
+    u, s = leading_direction(Z, observed, eps=eps)
+    if observed is None:
+        return _pmrl_from_parts(u, s, torch.full_like(s, True, dtype=torch.bool), tau_intra, tau_inter)
+    observed = _check_observed(observed, Z)
+    n_obs = observed.sum(dim=1)
+    valid = n_obs > 0
+    if not bool(valid.any()):
+        return Z.sum() * 0
+    mask = torch.arange(Z.shape[1], device=Z.device) < n_obs.unsqueeze(1)  # real (unpadded) singular values
+    return _pmrl_from_parts(u[valid], s[valid], mask[valid], tau_intra, tau_inter)
+
+
+def _pmrl_from_parts(u, s, mask, tau_intra, tau_inter):
+    """PMRL loss from leading directions, singular values and a mask of real singular values."""
+    logits_intra = (s / tau_intra).masked_fill(~mask, float("-inf"))  # DESIGN 4, PMRL: s_i / tau1
+    target_intra = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
+    l_intra = F.cross_entropy(logits_intra, target_intra)  # DESIGN 4, PMRL L_intra = mean_i CE(s_i/tau1, 0)
+    logits_inter = u @ u.T / tau_inter  # DESIGN 4, PMRL: u_i^T u_j / tau2
+    target_inter = torch.arange(u.shape[0], device=u.device)
+    l_inter = F.cross_entropy(logits_inter, target_inter)  # DESIGN 4, PMRL L_inter = mean_i CE(., target=i)
+    return l_intra + l_inter  # DESIGN 4, PMRL: L = L_intra + L_inter
+
+
+def _volume_from_gram(G, eps):
+    """Volume ``sqrt(|det G| + eps)`` from Gram matrices ``G`` of shape (..., k, k)."""
+    return torch.sqrt(torch.abs(torch.linalg.det(G)) + eps)  # DESIGN 4, GRAM: Vol = sqrt(|det(A^T A)|)
+
+
+def gram_volume(A, *, eps=1e-6):
+    """Volume of the parallelotope spanned by ``k`` vectors (DESIGN 4, GRAM).
+
+    Parameters
+    ----------
+    A : torch.Tensor of shape (..., k, d)
+        ``k`` (unit) vectors per matrix, as rows.
+    eps : float, default=1e-6
+        Added under the square root so the gradient stays finite at volume 0.
+
+    Returns
+    -------
+    vol : torch.Tensor of shape (...)
+        ``sqrt(|det(A A^T)| + eps)``: about 1 for orthonormal vectors, about
+        ``sqrt(eps)`` for identical ones; smaller means better aligned.
+    """
+    return _volume_from_gram(A @ A.transpose(-1, -2), eps)  # DESIGN 4, GRAM: Gram matrix of the k vectors
+
+
+def _gram_loss_full(Z, anchor, tau, label_smoothing, eps):
+    """Two-way GRAM contrastive loss on a batch with every column observed."""
+    n = Z.shape[0]
+    a = Z[:, anchor]  # DESIGN 4, GRAM: anchor modality a_i, (B, d)
+    others = torch.cat([Z[:, :anchor], Z[:, anchor + 1:]], dim=1)  # DESIGN 4, GRAM: v_2j..v_kj, (B, k-1, d)
+    aa = torch.einsum("id,id->i", a, a)  # <a_i, a_i>, (B,)
+    ao = torch.einsum("id,jmd->ijm", a, others)  # <a_i, v_mj>, (B, B, k-1)
+    oo = torch.einsum("jmd,jnd->jmn", others, others)  # <v_mj, v_nj>, (B, k-1, k-1)
+    top = torch.cat([aa[:, None, None].expand(n, n, 1), ao], dim=-1)  # Gram row of a_i, (B, B, k)
+    bottom = torch.cat([ao.unsqueeze(-1), oo.unsqueeze(0).expand(n, -1, -1, -1)], dim=-1)  # (B, B, k-1, k)
+    gram = torch.cat([top.unsqueeze(-2), bottom], dim=-2)  # DESIGN 4, GRAM: Gram of [a_i, v_2j..v_kj], (B, B, k, k)
+    logits = -_volume_from_gram(gram, eps) / tau  # DESIGN 4, GRAM: logits -Vol(a_i, v_2j, ..., v_kj) / tau
+    target = torch.arange(n, device=Z.device)
+    l_rows = F.cross_entropy(logits, target, label_smoothing=label_smoothing)  # DESIGN 4, GRAM: anchor -> others
+    l_cols = F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)  # DESIGN 4, GRAM: others -> anchor
+    return (l_rows + l_cols) / 2  # DESIGN 4, GRAM: both directions averaged
+
+
+def gram_loss(Z, *, log_tau, anchor=0, label_smoothing=0.1, observed=None, eps=1e-6):
+    """GRAM contrastive volume loss (DESIGN 4).
+
+    For every pair ``(i, j)`` of the batch the logit is
+    ``-Vol(a_i, v_2j, ..., v_kj) / tau``, the volume spanned by the anchor
+    modality of sample ``i`` and the other modalities of sample ``j``; the
+    loss is the label-smoothed cross-entropy towards the diagonal along rows
+    and along columns, averaged. The ``B x B`` Gram matrices are built with
+    einsum (cost ``O(B^2 k d + B^2 k^3)``).
+
+    Parameters
+    ----------
+    Z : torch.Tensor of shape (B, k, d)
+        Unit-norm (calibrated) representations.
+    log_tau : float or torch.Tensor of shape ()
+        Log temperature (``tau = exp(log_tau)``); a tensor lets it be learned.
+    anchor : int, default=0
+        Index of the anchor modality.
+    label_smoothing : float, default=0.1
+        Label smoothing of both cross-entropies.
+    observed : torch.Tensor of shape (B, k), dtype bool, default=None
+        If given, the loss is computed separately on each missingness pattern
+        shared by at least 2 samples and observing at least 2 modalities, on
+        its observed columns, with ``anchor`` as anchor when it is observed and
+        the first observed modality otherwise; the results are averaged with
+        weights equal to the group sizes.
+    eps : float, default=1e-6
+        See :func:`gram_volume`.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        Scalar loss; a zero with a ``grad_fn`` when no pattern qualifies.
+    """
+    Z = _check_Z(Z)
+    k = Z.shape[1]
+    if isinstance(anchor, bool) or not isinstance(anchor, int) or not -k <= anchor < k:
+        raise ValueError(f"anchor must be an integer modality index in [0, {k}); got {anchor!r}.")
+    anchor %= k
+    if not isinstance(log_tau, torch.Tensor):
+        log_tau = torch.tensor(float(log_tau), dtype=Z.dtype, device=Z.device)
+    tau = torch.exp(log_tau)  # DESIGN 4, GRAM: learnable temperature tau = exp(log_tau)
+    if observed is None:
+        return _gram_loss_full(Z, anchor, tau, label_smoothing, eps)
+    observed = _check_observed(observed, Z)
+    total, weight = Z.sum() * 0, 0
+    for rows, cols in _pattern_groups(observed):
+        if rows.numel() < 2 or cols.numel() < 2:
+            continue
+        group_anchor = int(torch.nonzero(cols == anchor).flatten()[0]) if bool(observed[rows[0], anchor]) else 0
+        loss_p = _gram_loss_full(Z[rows][:, cols], group_anchor, tau, label_smoothing, eps)
+        total = total + rows.numel() * loss_p  # weighted by group size
+        weight += rows.numel()
+    return total / max(weight, 1)
+
+
+class PMRLLoss(torch.nn.Module):
+    """PMRL alignment loss as a module (no parameters); see :func:`pmrl_loss`.
+
+    Parameters
+    ----------
+    tau_intra : float, default=0.05
+        Temperature of the singular-value softmax.
+    tau_inter : float, default=0.1
+        Temperature of the contrastive term on leading directions.
+    eps : float, default=1e-6
+        Added to the eigenvalues before the square root.
+    """
+
+    def __init__(self, *, tau_intra=0.05, tau_inter=0.1, eps=1e-6):
+        super().__init__()
+        self.tau_intra = tau_intra
+        self.tau_inter = tau_inter
+        self.eps = eps
+
+    def forward(self, Z, observed=None):
+        """Return :func:`pmrl_loss` of ``Z`` (shape ``(B, k, d)``) and the optional mask."""
+        return pmrl_loss(
+            Z, tau_intra=self.tau_intra, tau_inter=self.tau_inter, observed=observed, eps=self.eps
+        )
+
+
+class GRAMLoss(torch.nn.Module):
+    """GRAM alignment loss with a learnable temperature; see :func:`gram_loss`.
+
+    Parameters
+    ----------
+    tau_init : float, default=0.07
+        Initial temperature; the parameter ``log_tau`` starts at ``log(tau_init)``.
+    anchor : int, default=0
+        Index of the anchor modality.
+    label_smoothing : float, default=0.1
+        Label smoothing of both cross-entropies.
+    eps : float, default=1e-6
+        Added under the square root of the volume.
+
+    Attributes
+    ----------
+    log_tau : torch.nn.Parameter of shape ()
+        Learnable log temperature.
+    """
+
+    def __init__(self, *, tau_init=0.07, anchor=0, label_smoothing=0.1, eps=1e-6):
+        super().__init__()
+        if not tau_init > 0:
+            raise ValueError(f"tau_init must be positive; got {tau_init!r}.")
+        self.log_tau = torch.nn.Parameter(torch.tensor(math.log(tau_init)))  # DESIGN 4, GRAM: tau init 0.07
+        self.anchor = anchor
+        self.label_smoothing = label_smoothing
+        self.eps = eps
+
+    def forward(self, Z, observed=None):
+        """Return :func:`gram_loss` of ``Z`` (shape ``(B, k, d)``) and the optional mask."""
+        return gram_loss(
+            Z,
+            log_tau=self.log_tau,
+            anchor=self.anchor,
+            label_smoothing=self.label_smoothing,
+            observed=observed,
+            eps=self.eps,
+        )
+
+
+_LOSSES = {"pmrl": PMRLLoss, "gram": GRAMLoss}
+
+
+def make_alignment_loss(name, **kwargs):
+    """Build an alignment loss module by name.
+
+    Parameters
+    ----------
+    name : {'pmrl', 'gram'}
+        Which objective.
+    **kwargs
+        Keyword arguments of :class:`PMRLLoss` or :class:`GRAMLoss`.
+
+    Returns
+    -------
+    loss : PMRLLoss or GRAMLoss
+        The loss module.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of the supported objectives.
+    """
+    if not isinstance(name, str) or name not in _LOSSES:
+        raise ValueError(f"alignment must be one of {sorted(_LOSSES)}; got {name!r}.")
+    return _LOSSES[name](**kwargs)

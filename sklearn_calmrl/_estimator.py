@@ -1,0 +1,637 @@
+"""The scikit-learn estimator shell: :class:`CalMRLTransformer`."""
+
+import copy
+import numbers
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+
+from ._alignment import leading_direction
+from ._encoders import make_encoder
+from ._latent import NOISE_MODELS, LatentParams, fit_em, init_params, log_likelihood, posterior, predictive_variance
+from ._modalities import is_list_of_blocks, observed_mask, resolve_modalities, stack_modalities
+from ._training import TrainConfig, calibrated, encode, train
+
+__all__ = ["CalMRLTransformer"]
+
+_CHUNK = 4096  # rows per transform chunk: bounds the working set
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
+    return device
+
+
+class CalMRLTransformer(TransformerMixin, BaseEstimator):
+    """Calibrated multimodal representation learning with missing modalities (CalMRL).
+
+    ``X`` holds one block of columns per modality; a row that is NaN across a
+    whole block misses that modality. One encoder per modality maps each observed
+    block into a shared space, a closed-form probabilistic latent model gives the
+    posterior of a shared latent from whatever modalities a sample has and imputes
+    the missing ones at the representation level, and training alternates that
+    closed-form step (E/M) with gradient steps of an alignment loss (PMRL or GRAM)
+    on observed plus imputed representations.
+
+    Parameters
+    ----------
+    modalities : None, list or dict, default=None
+        How the columns of ``X`` split into modalities: a list of block sizes
+        (``[76, 216, 64]``), a list of column-index lists, slices or (for
+        DataFrames) column-name lists, or a dict ``{name: columns}``. ``None``
+        means one block of all columns. A list of per-modality arrays passed to
+        ``fit`` sets the blocks itself (leave ``modalities=None``).
+    encoder : {'linear', 'mlp', 'identity'}, default='linear'
+        Per-modality encoder. Both torch encoders start from the block's PCA
+        projection (the MLP adds a zero-initialised residual branch).
+        ``'identity'`` trains no network: the closed-form multi-view
+        probabilistic PCA on the standardized blocks.
+    latent_dim : int, default=32
+        Dimension ``q`` of the shared latent ``b``.
+    embed_dim : int, default=64
+        Dimension ``d`` of each modality's representation (ignored by
+        ``encoder='identity'``, which keeps each block's own width).
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Hidden widths of the MLP encoders' residual branch.
+    alignment : {'pmrl', 'gram'}, default='pmrl'
+        Alignment objective on the calibrated representations.
+    calibrate : bool, default=True
+        Align observed plus imputed representations (CalMRL). False aligns the
+        observed modalities only (the paper's uncalibrated ablation).
+    output : {'concat', 'latent', 'anchor', 'mean'}, default='concat'
+        What :meth:`transform` returns: the ``k`` calibrated representations side
+        by side, the latent posterior mean ``m_i`` (``latent_dim`` columns), the
+        leading left singular vector ``u_i`` of the calibrated columns, or their
+        normalized mean.
+    noise : {'isotropic', 'diagonal', 'shared'}, default='isotropic'
+        Noise model of the latent model: ``s_m^2 I`` per modality, a diagonal per
+        modality (factor analysis), or one ``s^2`` for all.
+    max_epochs : int, default=50
+        Maximum number of training epochs (torch encoders only).
+    batch_size : int, default=256
+        Mini-batch size.
+    learning_rate : float, default=1e-3
+        Adam learning rate of the encoders.
+    em_every : int, default=1
+        Re-encode every row and refresh the latent model with ``em_refresh_iter``
+        EM iterations every ``em_every`` epochs. 0 uses streaming EM instead: one
+        M-step per epoch from the sufficient statistics summed over that epoch's
+        mini-batches (no re-encoding).
+    em_refresh_iter : int, default=3
+        EM iterations per refresh.
+    em_max_iter : int, default=200
+        Maximum EM iterations of the initial fit (and of ``encoder='identity'``).
+    em_tol : float, default=1e-5
+        EM stops when the mean log-likelihood gains less than this.
+    detach_imputation : bool, default=True
+        Treat imputed columns as calibrated targets (no gradient through the
+        imputation into the observed encoders).
+    normalize_imputed : bool, default=True
+        Re-normalize imputed representations to unit length (torch encoders).
+    tau_intra, tau_inter : float, default=0.05, 0.1
+        PMRL temperatures of the singular-value and inter-sample terms.
+    standardize : bool, default=True
+        Standardize every feature on the training rows that observe it.
+    partial_nan : {'mean', 'raise'}, default='mean'
+        What to do with NaNs inside an otherwise observed block: fill with the
+        feature's training mean, or raise a ValueError.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when their loss stops
+        improving and restore the best weights.
+    validation_fraction : float, default=0.1
+        Share of rows held out for early stopping.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` before stopping.
+    tol : float, default=1e-4
+        Minimum loss improvement that counts.
+    device : {'auto', 'cpu', 'cuda'}, default='auto'
+        Where torch computes; 'auto' uses CUDA when available.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the encoders' initialisation, the shuffles and the latent model's
+        initialisation. The caller's global torch RNG state is left unchanged.
+    verbose : int, default=0
+        1 prints one line per epoch, 2 adds EM detail.
+
+    Attributes
+    ----------
+    modalities_ : dict
+        Resolved blocks, ``{name: column indices}``.
+    components_ : list of ndarray of shape (representation_dim, latent_dim)
+        ``W_m`` per modality.
+    means_ : list of ndarray of shape (representation_dim,)
+        ``mu_m`` per modality.
+    noise_variance_ : ndarray of shape (n_modalities,)
+        ``s_m^2`` per modality (mean over dimensions for ``noise='diagonal'``).
+    noise_variances_ : list of ndarray of shape (representation_dim,)
+        Per-dimension noise variances.
+    encoders_ : torch.nn.ModuleList or None
+        The fitted encoders (None for ``encoder='identity'``).
+    n_iter_ : int
+        Training epochs run (EM iterations for ``encoder='identity'``).
+    loss_curve_ : list of float
+        Mean alignment loss per epoch.
+    validation_scores_ : list of float
+        Validation loss per epoch when ``early_stopping``.
+    loglik_curve_ : list of float
+        Mean observed-data log-likelihood after each closed-form step.
+    device_ : str
+        Device the model computes on (re-resolved when unpickled).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Defined when ``X`` has string column names.
+
+    Examples
+    --------
+    >>> from sklearn_calmrl import CalMRLTransformer
+    >>> from sklearn_calmrl.datasets import load_multiple_features, ampute_modalities
+    >>> data = load_multiple_features()
+    >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
+    >>> est = CalMRLTransformer(data.modalities, encoder="identity", latent_dim=8, random_state=0)
+    >>> est.fit_transform(X).shape
+    (2000, 649)
+    """
+
+    _parameter_constraints: dict = {
+        "modalities": [None, list, tuple, dict],
+        "encoder": [StrOptions({"linear", "mlp", "identity"})],
+        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "embed_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": [tuple, list],
+        "alignment": [StrOptions({"pmrl", "gram"})],
+        "calibrate": ["boolean"],
+        "output": [StrOptions({"concat", "latent", "anchor", "mean"})],
+        "noise": [StrOptions(set(NOISE_MODELS))],
+        "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "em_every": [Interval(numbers.Integral, 0, None, closed="left")],
+        "em_refresh_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "em_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "em_tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "detach_imputation": ["boolean"],
+        "normalize_imputed": ["boolean"],
+        "tau_intra": [Interval(numbers.Real, 0, None, closed="neither")],
+        "tau_inter": [Interval(numbers.Real, 0, None, closed="neither")],
+        "standardize": ["boolean"],
+        "partial_nan": [StrOptions({"mean", "raise"})],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        modalities=None,
+        *,
+        encoder="linear",
+        latent_dim=32,
+        embed_dim=64,
+        hidden_layer_sizes=(128,),
+        alignment="pmrl",
+        calibrate=True,
+        output="concat",
+        noise="isotropic",
+        max_epochs=50,
+        batch_size=256,
+        learning_rate=1e-3,
+        em_every=1,
+        em_refresh_iter=3,
+        em_max_iter=200,
+        em_tol=1e-5,
+        detach_imputation=True,
+        normalize_imputed=True,
+        tau_intra=0.05,
+        tau_inter=0.1,
+        standardize=True,
+        partial_nan="mean",
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        self.modalities = modalities
+        self.encoder = encoder
+        self.latent_dim = latent_dim
+        self.embed_dim = embed_dim
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.alignment = alignment
+        self.calibrate = calibrate
+        self.output = output
+        self.noise = noise
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.em_every = em_every
+        self.em_refresh_iter = em_refresh_iter
+        self.em_max_iter = em_max_iter
+        self.em_tol = em_tol
+        self.detach_imputation = detach_imputation
+        self.normalize_imputed = normalize_imputed
+        self.tau_intra = tau_intra
+        self.tau_inter = tau_inter
+        self.standardize = standardize
+        self.partial_nan = partial_nan
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ input
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _validate_input(self, X, *, reset):
+        """Validate X, resolve the modalities and build the observed mask.
+
+        Returns the float array (never the caller's object when it must change),
+        the list of (name, column indices) blocks and the observed mask.
+        """
+        list_form = is_list_of_blocks(X)
+        if list_form:
+            if reset and self.modalities is not None:
+                raise ValueError(
+                    "fit got a list of per-modality arrays and modalities is set as well: pass either "
+                    "the list with modalities=None, or one 2-D X with modalities."
+                )
+            names = list(self.modalities_) if not reset else None
+            if not reset and len(X) != len(self.modalities_):
+                raise ValueError(f"X is a list of {len(X)} blocks, but the model was fitted on {len(self.modalities_)} modalities.")
+            X, spec = stack_modalities(X, names=names)
+        X = validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=[np.float64, np.float32])
+        if reset:
+            spec = spec if list_form else self.modalities
+            blocks = resolve_modalities(spec, X.shape[1], getattr(self, "feature_names_in_", None))
+        else:
+            blocks = [(name, np.asarray(idx)) for name, idx in self.modalities_.items()]
+            if list_form:
+                for (name, idx), (_, got) in zip(blocks, resolve_modalities(spec, X.shape[1])):
+                    if len(idx) != len(got):
+                        raise ValueError(f"Modality {name!r} has {len(got)} columns in X, but {len(idx)} during fit.")
+        observed = observed_mask(X, blocks)
+        if self.partial_nan == "raise":
+            for m, (name, idx) in enumerate(blocks):
+                partial = np.isnan(X[observed[:, m]][:, idx]).any(axis=1)
+                if partial.any():
+                    raise ValueError(
+                        f"Modality {name!r} has NaN entries in {int(partial.sum())} row(s) where the block is not "
+                        "entirely NaN (partial_nan='raise'); fill them or use partial_nan='mean'."
+                    )
+        return X, blocks, observed
+
+    def _standardized_blocks(self, X, blocks, observed):
+        """Standardized float blocks; partial NaNs get the training mean (0 after scaling), missing blocks 0."""
+        out = []
+        for m, (_, idx) in enumerate(blocks):
+            B = (X[:, idx] - self.feature_mean_[idx]) / self.feature_scale_[idx]
+            B = np.where(np.isnan(B), 0.0, B)
+            B[~observed[:, m]] = 0.0
+            out.append(B)
+        return out
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the encoders and the latent model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            Blocks side by side as described by ``modalities`` (NaN blocks mark
+            missing modalities), or a list of per-modality arrays.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : CalMRLTransformer
+            The fitted estimator.
+        """
+        X, blocks, observed = self._validate_input(X, reset=True)
+        names = [name for name, _ in blocks]
+        empty = ~observed.any(axis=1)
+        if empty.all():
+            raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them.",
+                UserWarning,
+                stacklevel=2,
+            )
+        keep = ~empty
+        counts = observed[keep].sum(axis=0)
+        never = [names[m] for m in np.flatnonzero(counts == 0)]
+        if never:
+            raise ValueError(
+                f"Modality {never[0]!r} is never observed in fit (all {int(keep.sum())} rows are NaN across its "
+                "block): its encoder and loadings cannot be learned."
+            )
+        _warn_disconnected(observed[keep], names)
+        if self.encoder == "identity" and self.output in ("anchor", "mean"):
+            sizes = {len(idx) for _, idx in blocks}
+            if len(sizes) > 1:
+                raise ValueError(
+                    f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
+                    f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
+                )
+
+        # Standardize each feature on the rows that observe it (DESIGN 6).
+        mean = np.zeros(X.shape[1])
+        scale = np.ones(X.shape[1])
+        if self.standardize:
+            for m, (_, idx) in enumerate(blocks):
+                rows = X[observed[:, m]][:, idx].astype(np.float64)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    mu = np.nanmean(rows, axis=0)
+                    sd = np.nanstd(rows, axis=0)
+                mean[idx] = np.where(np.isfinite(mu), mu, 0.0)
+                scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
+        self.feature_mean_ = mean
+        self.feature_scale_ = scale
+        device = _resolve_device(self.device)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        Xs = self._standardized_blocks(X, blocks, observed)
+        Xs = [b[keep] for b in Xs]
+        obs = torch.as_tensor(observed[keep], device=device)
+
+        fork_devices = [torch.device(device).index or 0] if device == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            if self.encoder == "identity":
+                Z = [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
+                init_gen = torch.Generator(device=device).manual_seed(seed)
+                params = init_params(Z, obs, self.latent_dim, generator=init_gen)
+                params, history, n_iter = fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
+                encoders, loss_curve, val_curve, loglik_curve = None, [], [], history
+            else:
+                result = self._train_encoders(Xs, obs, device, generator, rng)
+                encoders, params, n_iter = result.encoders, result.params, result.n_epochs
+                loss_curve, val_curve, loglik_curve = result.loss_curve, result.validation_curve, result.loglik_curve
+                self.fit_time_em_, self.fit_time_gradient_ = result.time_em, result.time_gradient
+
+        # Assign the fitted state only now: an interrupted fit leaves the estimator as it was.
+        self.modalities_ = {name: idx.tolist() for name, idx in blocks}
+        self.device_ = device
+        self.encoders_ = encoders
+        self._set_params(params)
+        self.n_iter_ = n_iter
+        self.loss_curve_ = loss_curve
+        self.validation_scores_ = val_curve
+        self.loglik_curve_ = loglik_curve
+        return self
+
+    def _train_encoders(self, Xs, obs, device, generator, rng):
+        encoders = torch.nn.ModuleList(
+            make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes) for b in Xs
+        )
+        X_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in Xs]
+        for m, enc in enumerate(encoders):
+            enc.init_from_data(X_t[m][obs[:, m]])
+        encoders.to(device)
+        validation = None
+        if self.early_stopping:
+            n = obs.shape[0]
+            n_val = max(1, int(round(self.validation_fraction * n)))
+            if n - n_val < 2:
+                raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
+            perm = torch.as_tensor(rng.permutation(n), device=device)
+            val_idx, train_idx = perm[:n_val], perm[n_val:]
+            validation = ([x[val_idx] for x in X_t], obs[val_idx])
+            X_t, obs = [x[train_idx] for x in X_t], obs[train_idx]
+        cfg = TrainConfig(
+            latent_dim=self.latent_dim,
+            alignment=self.alignment,
+            calibrate=self.calibrate,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            em_every=self.em_every,
+            em_init_iter=self.em_max_iter,
+            em_refresh_iter=self.em_refresh_iter,
+            em_tol=self.em_tol,
+            noise=self.noise,
+            detach_imputation=self.detach_imputation,
+            normalize_imputed=self.normalize_imputed,
+            tau_intra=self.tau_intra,
+            tau_inter=self.tau_inter,
+            early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            verbose=self.verbose,
+        )
+        return train(encoders, X_t, obs, cfg, generator=generator, device=device, validation=validation)
+
+    def _set_params(self, params):
+        self.components_ = [w.detach().cpu().numpy() for w in params.W]
+        self.means_ = [m.detach().cpu().numpy() for m in params.mu]
+        self.noise_variances_ = [p.detach().cpu().numpy() for p in params.psi]
+        self.noise_variance_ = np.array([p.mean() for p in self.noise_variances_])
+
+    def _latent_params(self):
+        to = dict(dtype=torch.float64, device=self.device_)
+        return LatentParams(
+            [torch.as_tensor(w, **to) for w in self.components_],
+            [torch.as_tensor(m, **to) for m in self.means_],
+            [torch.as_tensor(p, **to) for p in self.noise_variances_],
+        )
+
+    # ------------------------------------------------------------------ inference
+    def _representations(self, X):
+        """Validated X -> (list of float64 representation chunks generator inputs)."""
+        check_is_fitted(self)
+        X, blocks, observed = self._validate_input(X, reset=False)
+        empty = ~observed.any(axis=1)
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality; they get the prior "
+                "(latent mean 0 and the model's mean representations).",
+                UserWarning,
+                stacklevel=3,
+            )
+        return X, self._standardized_blocks(X, blocks, observed), observed
+
+    def _chunks(self, X):
+        """Yield (Z, observed, Zhat, posterior) per chunk of rows, in float64, without gradients."""
+        X, Xs, observed = self._representations(X)
+        params = self._latent_params()
+        deep = self.encoders_ is not None
+        encoders = self.encoders_.to(self.device_) if deep else None
+        with torch.no_grad():
+            for s in range(0, X.shape[0], _CHUNK):
+                obs = torch.as_tensor(observed[s : s + _CHUNK], device=self.device_)
+                if deep:
+                    xb = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float32, device=self.device_) for b in Xs]
+                    Z = [z.double() for z in encode(encoders, xb, obs)]
+                else:
+                    Z = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float64, device=self.device_) for b in Xs]
+                Zhat, post = calibrated(Z, obs, params, normalize_imputed=deep and self.normalize_imputed)
+                yield Z, obs, Zhat, post, params
+        return X
+
+    def transform(self, X):
+        """Representation of every sample, as chosen by ``output``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            Same layout as in ``fit``; rows may miss any modalities.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_components)
+            float32 when ``X`` is float32, float64 otherwise.
+        """
+        dtype = _output_dtype(X)
+        parts = []
+        for _, _, Zhat, post, _ in self._chunks(X):
+            if self.output == "latent":
+                out = post.mean
+            elif self.output == "concat":
+                out = torch.cat(Zhat, dim=1)
+            elif self.output == "mean":
+                out = torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
+            else:
+                out, _ = leading_direction(torch.stack(Zhat, dim=1), eps=0.0)
+            parts.append(out.cpu().numpy())
+        return np.concatenate(parts).astype(dtype, copy=False)
+
+    def impute_representations(self, X, *, return_variance=False):
+        """Per-modality representations with missing modalities imputed (DESIGN 2.3).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+        return_variance : bool, default=False
+            Also return the diagonal of the predictive covariance
+            ``W_m V_O W_m^T + s_m^2 I`` (0 for observed modalities).
+
+        Returns
+        -------
+        representations : dict
+            ``{modality name: ndarray (n_samples, representation_dim)}``.
+        variances : dict
+            Same layout; only when ``return_variance``.
+        """
+        names = list(self.modalities_) if hasattr(self, "modalities_") else None
+        reps, variances = [], []
+        for _, obs, Zhat, post, params in self._chunks(X):
+            reps.append([z.cpu().numpy() for z in Zhat])
+            if return_variance:
+                var = predictive_variance(post, params)
+                variances.append([torch.where(obs[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
+        out = {name: np.concatenate([r[m] for r in reps]) for m, name in enumerate(names)}
+        if not return_variance:
+            return out
+        return out, {name: np.concatenate([v[m] for v in variances]) for m, name in enumerate(names)}
+
+    def score_samples(self, X):
+        """Observed-data log-likelihood of each sample's representations under the latent model (DESIGN 2.5).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return np.concatenate([log_likelihood(Z, obs, params, post).cpu().numpy() for Z, obs, _, post, params in self._chunks(X)])
+
+    def score(self, X, y=None):
+        """Mean observed-data log-likelihood of the samples' representations (DESIGN 2.5).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns.
+
+        ``latent0..``, ``anchor0..``, ``mean0..``, or ``<modality>_<j>`` for
+        ``output='concat'``.
+        """
+        check_is_fitted(self)
+        _check_feature_names_in(self, input_features, generate_names=False)
+        if self.output == "concat":
+            names = [f"{name}_{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[0])]
+        elif self.output == "latent":
+            names = [f"latent{j}" for j in range(self.components_[0].shape[1])]
+        else:
+            names = [f"{self.output}{j}" for j in range(self.components_[0].shape[0])]
+        return np.asarray(names, dtype=object)
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        state = super().__getstate__()
+        if state.get("encoders_") is not None:
+            state["encoders_"] = copy.deepcopy(state["encoders_"]).cpu()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "device_" in state:
+            self.device_ = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+            if self.encoders_ is not None:
+                self.encoders_.to(self.device_)
+
+
+def _output_dtype(X):
+    dtype = getattr(X, "dtype", None)
+    if is_list_of_blocks(X):
+        dtype = np.result_type(*[getattr(b, "dtype", np.float64) for b in X])
+    return np.float32 if dtype == np.float32 else np.float64
+
+
+def _warn_disconnected(observed, names):
+    """Warn when modalities fall into groups that never co-occur, directly or through a chain."""
+    k = observed.shape[1]
+    if k < 2:
+        return
+    co = (observed.T.astype(int) @ observed.astype(int)) > 0
+    group = -np.ones(k, dtype=int)
+    for start in range(k):
+        if group[start] >= 0:
+            continue
+        stack = [start]
+        group[start] = start
+        while stack:
+            a = stack.pop()
+            for b in np.flatnonzero(co[a] & (group < 0)):
+                group[b] = start
+                stack.append(b)
+    groups = [[names[m] for m in np.flatnonzero(group == g)] for g in np.unique(group)]
+    if len(groups) > 1:
+        warnings.warn(
+            f"Modalities fall into groups that never co-occur in any row, directly or through a chain: {groups}. "
+            "The cross-structure between groups cannot be learned; imputation across them returns the prior.",
+            UserWarning,
+            stacklevel=3,
+        )

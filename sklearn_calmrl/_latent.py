@@ -1,0 +1,325 @@
+"""Closed-form latent model over modality representations (DESIGN.md section 2).
+
+Pure tensor functions, no estimator state. The generative model is
+
+    z^m = W_m b + mu_m + e_m,   b ~ N(0, I_q),   e_m ~ N(0, Psi_m)        (DESIGN 2.1)
+
+with ``Psi_m = s_m^2 I`` (isotropic, the paper's model), ``diag(psi_m)`` (factor
+analysis) or one ``s^2`` shared by all modalities. Representations are passed as a
+list ``Z`` of ``k`` tensors of shape ``(n, d_m)`` plus a boolean ``observed`` of shape
+``(n, k)``; entries of unobserved rows are ignored (they may hold anything, NaN too).
+The noise is always stored as a per-dimension vector ``psi_m`` so one code path
+serves the three noise models.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import List, NamedTuple
+
+import torch
+
+__all__ = [
+    "LatentParams",
+    "Posterior",
+    "SufficientStatistics",
+    "NOISE_MODELS",
+    "posterior",
+    "impute",
+    "predictive_variance",
+    "log_likelihood",
+    "sufficient_statistics",
+    "m_step",
+    "init_params",
+    "fit_em",
+]
+
+NOISE_MODELS = ("isotropic", "diagonal", "shared")
+
+
+class LatentParams(NamedTuple):
+    """Parameters ``theta = {W_m, mu_m, Psi_m}`` of DESIGN 2.1, one entry per modality."""
+
+    W: List[torch.Tensor]  # (d_m, q) loadings
+    mu: List[torch.Tensor]  # (d_m,) means
+    psi: List[torch.Tensor]  # (d_m,) noise variances (constant vector unless diagonal)
+
+    def to(self, *args, **kwargs):
+        """Move / cast every tensor (same arguments as ``torch.Tensor.to``)."""
+        return LatentParams(*([t.to(*args, **kwargs) for t in group] for group in self))
+
+
+class Posterior(NamedTuple):
+    """Posterior ``N(mean_i, V_{O_i})`` of the shared latent (DESIGN 2.2)."""
+
+    mean: torch.Tensor  # (n, q) posterior means m_i
+    cov: torch.Tensor  # (P, q, q) V_O, one per distinct missingness pattern
+    chol: torch.Tensor  # (P, q, q) Cholesky factor of the precision V_O^-1
+    pattern_index: torch.Tensor  # (n,) row -> pattern
+    patterns: torch.Tensor  # (P, k) bool, the distinct patterns
+    h: torch.Tensor  # (n, q) sum_{m in O_i} W_m^T Psi_m^-1 (z_i^m - mu_m)
+
+
+def _masked_residuals(Z, observed, params):
+    """``r_i^m = z_i^m - mu_m`` on observed rows, zero elsewhere."""
+    return [
+        torch.where(observed[:, m, None], Z[m] - params.mu[m], torch.zeros((), dtype=Z[m].dtype, device=Z[m].device))
+        for m in range(len(Z))
+    ]
+
+
+def posterior(Z, observed, params):
+    """E-step: posterior of the shared latent given the observed modalities (DESIGN 2.2).
+
+    One Cholesky factorisation of ``V_O^-1`` per distinct missingness pattern ``O``,
+    then a matrix product per row. A row with no observed modality gets ``m = 0, V = I``.
+
+    Parameters
+    ----------
+    Z : list of Tensor of shape (n, d_m)
+    observed : bool Tensor of shape (n, k)
+    params : LatentParams
+
+    Returns
+    -------
+    Posterior
+    """
+    q = params.W[0].shape[1]
+    dtype, device = params.W[0].dtype, params.W[0].device
+    patterns, pattern_index = torch.unique(observed, dim=0, return_inverse=True)
+    # W_m^T Psi_m^-1 W_m, the precision each modality contributes (DESIGN 2.2)
+    lam = torch.stack([W.T @ (W / psi[:, None]) for W, psi in zip(params.W, params.psi)])
+    # V_O^-1 = I_q + sum_{m in O} W_m^T W_m / s_m^2  (DESIGN 2.2), one per pattern
+    precision = torch.eye(q, dtype=dtype, device=device) + torch.einsum("pk,kab->pab", patterns.to(dtype), lam)
+    chol = torch.linalg.cholesky(precision)
+    cov = torch.cholesky_inverse(chol)
+    residuals = _masked_residuals(Z, observed, params)
+    # h_i = sum_{m in O_i} W_m^T (z_i^m - mu_m) / s_m^2  (DESIGN 2.2)
+    h = sum((r / psi) @ W for r, W, psi in zip(residuals, params.W, params.psi))
+    # m_i = V_{O_i} h_i  (DESIGN 2.2)
+    mean = torch.cholesky_solve(h[:, :, None], chol[pattern_index])[:, :, 0]
+    return Posterior(mean, cov, chol, pattern_index, patterns, h)
+
+
+def impute(mean, params):
+    """Representation-level imputation ``zhat^m = W_m m_i + mu_m`` for every modality (DESIGN 2.3)."""
+    return [mean @ W.T + mu for W, mu in zip(params.W, params.mu)]
+
+
+def predictive_variance(post, params):
+    """Diagonal of the predictive covariance ``W_m V_O W_m^T + Psi_m`` per row and modality (DESIGN 2.3)."""
+    out = []
+    for W, psi in zip(params.W, params.psi):
+        per_pattern = torch.einsum("dq,pqr,dr->pd", W, post.cov, W) + psi
+        out.append(per_pattern[post.pattern_index])
+    return out
+
+
+def log_likelihood(Z, observed, params, post=None):
+    """Observed-data log-likelihood ``log p(z_i^O)`` of every row (DESIGN 2.5).
+
+    Returns
+    -------
+    Tensor of shape (n,)
+    """
+    if post is None:
+        post = posterior(Z, observed, params)
+    obs = observed.to(params.W[0].dtype)
+    residuals = _masked_residuals(Z, observed, params)
+    # sum_{m in O} (d_m log 2pi + sum_j log psi_mj)  (DESIGN 2.5)
+    const = obs @ torch.stack([psi.numel() * math.log(2 * math.pi) + torch.log(psi).sum() for psi in params.psi])
+    # sum_{m in O} ||r_m||^2 / s_m^2  (DESIGN 2.5)
+    quad = sum(((r * r) / psi).sum(dim=1) for r, psi in zip(residuals, params.psi))
+    # log det P with P = V_O^-1 = L L^T  (DESIGN 2.5)
+    logdet = 2 * torch.log(torch.diagonal(post.chol, dim1=-2, dim2=-1)).sum(-1)
+    # c^T V_O c = c^T m  (DESIGN 2.5, c = h)
+    cvc = (post.h * post.mean).sum(dim=1)
+    return -0.5 * (const + logdet[post.pattern_index] + quad - cvc)
+
+
+@dataclass
+class SufficientStatistics:
+    """Expected complete-data statistics of DESIGN 2.4, additive over row chunks.
+
+    Attributes
+    ----------
+    count : Tensor of shape (k,)
+        ``|I_m|``, rows observing modality m.
+    A : list of Tensor (q+1, q+1)
+        ``sum_{i in I_m} E[b~ b~^T]`` with ``b~ = [b; 1]``.
+    C : list of Tensor (d_m, q+1)
+        ``sum_{i in I_m} z_i^m E[b~]^T``.
+    S : list of Tensor (d_m,)
+        ``sum_{i in I_m} (z_i^m)^2`` element-wise.
+    loglik : Tensor
+        Sum of the observed-data log-likelihood of the rows (under the parameters used).
+    n_rows : int
+        Number of rows summed.
+    """
+
+    count: torch.Tensor
+    A: List[torch.Tensor]
+    C: List[torch.Tensor]
+    S: List[torch.Tensor]
+    loglik: torch.Tensor
+    n_rows: int
+
+    def __add__(self, other):
+        return SufficientStatistics(
+            self.count + other.count,
+            [a + b for a, b in zip(self.A, other.A)],
+            [a + b for a, b in zip(self.C, other.C)],
+            [a + b for a, b in zip(self.S, other.S)],
+            self.loglik + other.loglik,
+            self.n_rows + other.n_rows,
+        )
+
+
+def sufficient_statistics(Z, observed, params, post=None):
+    """E-step statistics for the M-step (DESIGN 2.4) and the log-likelihood (DESIGN 2.5) of a chunk.
+
+    ``post`` may pass the chunk's already computed :func:`posterior` under ``params``.
+    """
+    if post is None:
+        post = posterior(Z, observed, params)
+    dtype = params.W[0].dtype
+    obs = observed.to(dtype)
+    pattern_counts = torch.bincount(post.pattern_index, minlength=post.patterns.shape[0]).to(dtype)
+    ones = torch.ones(post.mean.shape[0], 1, dtype=dtype, device=post.mean.device)
+    b_aug = torch.cat([post.mean, ones], dim=1)  # E[b~_i] = [m_i; 1]
+    A, C, S = [], [], []
+    for m, z in enumerate(Z):
+        w = obs[:, m]
+        z = torch.where(observed[:, m, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+        # sum_{i in I_m} V_i, grouped by pattern (DESIGN 2.4)
+        v_sum = torch.einsum("p,pab->ab", pattern_counts * post.patterns[:, m].to(dtype), post.cov)
+        # A_m = sum_{i in I_m} [[V_i + m_i m_i^T, m_i], [m_i^T, 1]]  (DESIGN 2.4)
+        a = (b_aug * w[:, None]).T @ b_aug
+        a[:-1, :-1] += v_sum
+        A.append(a)
+        # C_m = sum_{i in I_m} z_i^m [m_i^T, 1]  (DESIGN 2.4)
+        C.append(z.T @ (b_aug * w[:, None]))
+        S.append((z * z).sum(dim=0))
+    loglik = log_likelihood(Z, observed, params, post).sum()
+    return SufficientStatistics(obs.sum(dim=0), A, C, S, loglik, int(observed.shape[0]))
+
+
+def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
+    """M-step: exact maximiser of the expected complete-data log-likelihood (DESIGN 2.4).
+
+    ``W~_m = [W_m, mu_m] = C_m A_m^-1`` (solved with a small ridge on the loading
+    block), then the noise update. A modality with no observed row keeps its
+    previous parameters.
+    """
+    if noise not in NOISE_MODELS:
+        raise ValueError(f"noise must be one of {NOISE_MODELS}, got {noise!r}.")
+    q = params.W[0].shape[1]
+    W_new, mu_new, resid = [], [], []
+    for m, (A, C, S) in enumerate(zip(stats.A, stats.C, stats.S)):
+        n_m = stats.count[m]
+        if n_m <= 0:
+            W_new.append(params.W[m])
+            mu_new.append(params.mu[m])
+            resid.append(None)
+            continue
+        A_reg = A.clone()
+        A_reg[:-1, :-1] += ridge * (1.0 + torch.diagonal(A[:-1, :-1]).mean()) * torch.eye(q, dtype=A.dtype, device=A.device)
+        # W~_m <- C_m A_m^-1  (DESIGN 2.4; a solve, not an inverse)
+        Wt = torch.linalg.solve(A_reg, C.T).T
+        W_new.append(Wt[:, :q].contiguous())
+        mu_new.append(Wt[:, q].contiguous())
+        # E||z - W~ b~||^2 per dimension: S - 2 diag(W~ C^T) + diag(W~ A W~^T)  (DESIGN 2.4 noise update)
+        resid.append((S - 2 * (Wt * C).sum(dim=1) + ((Wt @ A) * Wt).sum(dim=1)) / n_m)
+    if noise == "shared":
+        # one s^2 for all modalities: the pooled mean over every observed entry
+        shared = sum(stats.count[m] * r.sum() for m, r in enumerate(resid) if r is not None) / sum(
+            stats.count[m] * r.numel() for m, r in enumerate(resid) if r is not None
+        )
+    psi_new = []
+    for m, r in enumerate(resid):
+        if r is None:
+            psi_new.append(params.psi[m])
+        elif noise == "isotropic":
+            # s_m^2 <- 1/(|I_m| d) sum_{i in I_m} E||z_i^m - W_m b - mu_m||^2  (DESIGN 2.4)
+            psi_new.append((torch.zeros_like(r) + r.mean()).clamp_min(noise_floor))
+        elif noise == "diagonal":
+            psi_new.append(r.clamp_min(noise_floor))
+        else:
+            psi_new.append((torch.zeros_like(r) + shared).clamp_min(noise_floor))
+    return LatentParams(W_new, mu_new, psi_new)
+
+
+def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
+    """Initial parameters (DESIGN 2.6).
+
+    Probabilistic PCA (Tipping & Bishop's closed form) of the concatenated
+    representations of complete rows when there are at least ``2 * latent_dim``
+    (and 10) of them; otherwise small random loadings. Means are the observed-row
+    means (the M-step then moves them to the maximiser) and the noise starts at
+    each modality's mean per-dimension variance.
+    """
+    dtype, device = Z[0].dtype, Z[0].device
+    q = latent_dim
+    mu, var = [], []
+    for m, z in enumerate(Z):
+        rows = z[observed[:, m]]
+        mu.append(rows.mean(dim=0) if rows.shape[0] else torch.zeros(z.shape[1], dtype=dtype, device=device))
+        v = rows.var(dim=0, unbiased=False).mean() if rows.shape[0] > 1 else torch.ones((), dtype=dtype, device=device)
+        var.append(v.clamp_min(noise_floor))
+    dims = [z.shape[1] for z in Z]
+    complete = observed.all(dim=1)
+    n_complete = int(complete.sum())
+    W_full = 0.1 * torch.randn(sum(dims), q, dtype=dtype, device=device, generator=generator)
+    W_full *= torch.cat([v.sqrt().expand(d) for v, d in zip(var, dims)])[:, None]
+    psi = [torch.zeros(d, dtype=dtype, device=device) + v for d, v in zip(dims, var)]
+    if n_complete >= max(2 * q, 10):
+        Zc = torch.cat([z[complete] - mu_m for z, mu_m in zip(Z, mu)], dim=1)
+        _, sing, Vh = torch.linalg.svd(Zc, full_matrices=False)
+        eig = sing**2 / n_complete
+        r = min(q, eig.numel())
+        rest = eig[r:]
+        sigma2 = (rest.mean() if rest.numel() else eig[-1] * 0.01).clamp_min(noise_floor)
+        # PPCA: W = U_q (Lambda_q - sigma^2 I)^{1/2}  (Tipping & Bishop 1999)
+        W_full[:, :r] = Vh[:r].T * (eig[:r] - sigma2).clamp_min(0).sqrt()
+        psi = [torch.zeros(d, dtype=dtype, device=device) + sigma2 for d in dims]
+    W = list(torch.split(W_full, dims, dim=0))
+    return LatentParams([w.contiguous() for w in W], mu, psi)
+
+
+def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None):
+    """Run EM on in-memory representations until the mean log-likelihood gains less than ``tol``.
+
+    Parameters
+    ----------
+    Z : list of Tensor (n, d_m)
+    observed : bool Tensor (n, k)
+    params : LatentParams
+        Starting point (warm start).
+    max_iter : int
+    tol : float
+        Stop when the mean per-row log-likelihood changes by less than this.
+    noise : {'isotropic', 'diagonal', 'shared'}
+    chunk_size : int, default=None
+        Rows per chunk for the statistics (bounded memory); all rows at once when None.
+
+    Returns
+    -------
+    params : LatentParams
+    history : list of float
+        Mean log-likelihood before each M-step (non-decreasing, DESIGN 2.5).
+    n_iter : int
+    """
+    n = observed.shape[0]
+    step = n if chunk_size is None else max(1, int(chunk_size))
+    history = []
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        stats = None
+        for start in range(0, n, step):
+            sl = slice(start, start + step)
+            chunk = sufficient_statistics([z[sl] for z in Z], observed[sl], params)
+            stats = chunk if stats is None else stats + chunk
+        history.append(float(stats.loglik) / max(n, 1))
+        params = m_step(stats, params, noise=noise, noise_floor=noise_floor)
+        if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+            break
+    return params, history, n_iter

@@ -1,0 +1,212 @@
+"""Modality specification, missing-modality masks and the list-of-blocks helper.
+
+A *modality* is a block of columns of the canonical input ``X``. Sample ``i``
+misses modality ``m`` when every entry of block ``m`` in row ``i`` is NaN
+(DESIGN.md section 1).
+"""
+
+import numbers
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["resolve_modalities", "observed_mask", "stack_modalities", "is_list_of_blocks"]
+
+
+def _default_name(position):
+    return f"m{position}"
+
+
+def _columns_to_indices(name, columns, n_features, feature_names):
+    """Turn one modality's column spec into a sorted array of column indices."""
+    if isinstance(columns, slice):
+        idx = np.arange(n_features)[columns]
+    elif isinstance(columns, (str, numbers.Integral)):
+        raise ValueError(
+            f"Modality {name!r}: columns must be a list of column indices, column names or a "
+            f"slice, got the scalar {columns!r}."
+        )
+    else:
+        cols = list(columns)
+        if len(cols) == 0:
+            raise ValueError(f"Modality {name!r} is empty: give it at least one column.")
+        if all(isinstance(c, str) for c in cols):
+            if feature_names is None:
+                raise ValueError(
+                    f"Modality {name!r} is given by column names, but X has no column names "
+                    "(pass a pandas DataFrame, or give column indices)."
+                )
+            lookup = {str(f): j for j, f in enumerate(feature_names)}
+            unknown = [c for c in cols if c not in lookup]
+            if unknown:
+                raise ValueError(
+                    f"Modality {name!r} names columns that X does not have: {unknown[:10]}."
+                )
+            idx = np.array([lookup[c] for c in cols], dtype=np.intp)
+        elif all(isinstance(c, (numbers.Integral, np.integer)) and not isinstance(c, bool) for c in cols):
+            idx = np.asarray(cols, dtype=np.intp)
+            bad = idx[(idx < -n_features) | (idx >= n_features)]
+            if bad.size:
+                raise ValueError(
+                    f"Modality {name!r} has column indices out of range for X with "
+                    f"{n_features} columns: {bad[:10].tolist()}."
+                )
+            idx = np.where(idx < 0, idx + n_features, idx)
+        else:
+            raise ValueError(
+                f"Modality {name!r}: columns must be all integers or all strings, got {cols[:5]!r}."
+            )
+    if idx.size == 0:
+        raise ValueError(f"Modality {name!r} is empty: give it at least one column.")
+    if np.unique(idx).size != idx.size:
+        raise ValueError(f"Modality {name!r} lists the same column more than once.")
+    return idx
+
+
+def resolve_modalities(modalities, n_features, feature_names=None):
+    """Resolve a ``modalities`` specification into named column blocks.
+
+    Parameters
+    ----------
+    modalities : None, list or dict
+        ``None`` (one block of all columns); a list of block sizes (``[76, 216]``);
+        a list of column-index lists, slices or (for DataFrames) column-name lists;
+        or a dict ``{name: columns}`` with any of those column forms.
+    n_features : int
+        Number of columns of ``X``.
+    feature_names : array-like of str, default=None
+        Column names of ``X`` when it is a DataFrame.
+
+    Returns
+    -------
+    blocks : list of (str, ndarray of int)
+        Modality names and their column indices, in specification order.
+
+    Raises
+    ------
+    ValueError
+        If a modality is empty, blocks overlap, leave columns out or name columns
+        that do not exist.
+    """
+    if modalities is None:
+        blocks = [(_default_name(0), np.arange(n_features))]
+    elif isinstance(modalities, Mapping):
+        if len(modalities) == 0:
+            raise ValueError("modalities is an empty dict: give at least one modality.")
+        blocks = [
+            (str(name), _columns_to_indices(str(name), cols, n_features, feature_names))
+            for name, cols in modalities.items()
+        ]
+    elif isinstance(modalities, (list, tuple)):
+        if len(modalities) == 0:
+            raise ValueError("modalities is an empty list: give at least one modality.")
+        if all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in modalities):
+            sizes = [int(s) for s in modalities]
+            if any(s <= 0 for s in sizes):
+                raise ValueError(f"modalities given as block sizes must be positive, got {sizes}.")
+            if sum(sizes) != n_features:
+                raise ValueError(
+                    f"modalities block sizes {sizes} sum to {sum(sizes)}, but X has "
+                    f"{n_features} columns."
+                )
+            stops = np.cumsum(sizes)
+            blocks = [
+                (_default_name(m), np.arange(stop - size, stop))
+                for m, (size, stop) in enumerate(zip(sizes, stops))
+            ]
+        else:
+            blocks = [
+                (_default_name(m), _columns_to_indices(_default_name(m), cols, n_features, feature_names))
+                for m, cols in enumerate(modalities)
+            ]
+    else:
+        raise ValueError(
+            "modalities must be None, a list of block sizes or column lists, or a dict "
+            f"{{name: columns}}; got {type(modalities).__name__}."
+        )
+
+    owner = np.full(n_features, -1)
+    for m, (name, idx) in enumerate(blocks):
+        clash = idx[owner[idx] >= 0]
+        if clash.size:
+            other = blocks[owner[clash[0]]][0]
+            raise ValueError(
+                f"Modalities {other!r} and {name!r} overlap: column(s) {clash[:10].tolist()} "
+                "belong to both. Every column must belong to exactly one modality."
+            )
+        owner[idx] = m
+    left_out = np.flatnonzero(owner < 0)
+    if left_out.size:
+        raise ValueError(
+            f"modalities leave {left_out.size} column(s) out (indices {left_out[:10].tolist()}): "
+            "every column must belong to exactly one modality (drop unused columns first, "
+            "e.g. with a ColumnTransformer)."
+        )
+    return blocks
+
+
+def observed_mask(X, blocks):
+    """Boolean ``(n_samples, n_modalities)`` mask: True where a modality is observed.
+
+    A modality is missing in a row when every entry of its block is NaN.
+    """
+    nan = np.isnan(X)
+    return np.stack([~nan[:, idx].all(axis=1) for _, idx in blocks], axis=1)
+
+
+def is_list_of_blocks(X):
+    """True when ``X`` is a list or tuple of 2-D per-modality arrays (the convenience form)."""
+    return (
+        isinstance(X, (list, tuple))
+        and len(X) > 0
+        and all(hasattr(b, "shape") and len(b.shape) == 2 for b in X)
+    )
+
+
+def stack_modalities(blocks, names=None):
+    """Build the canonical ``(X, modalities)`` pair from a list of per-modality arrays.
+
+    Parameters
+    ----------
+    blocks : list of array-like of shape (n_samples, d_m)
+        One array per modality, rows aligned; a row of a block that is all NaN
+        marks that modality missing for the sample.
+    names : list of str, default=None
+        Modality names; ``m0, m1, ...`` when omitted.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, sum(d_m))
+        The blocks side by side (a new array; the inputs are not modified).
+    modalities : dict
+        ``{name: list of column indices}``, ready for ``CalMRLTransformer(modalities=...)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_calmrl import stack_modalities
+    >>> X, mods = stack_modalities([np.zeros((3, 2)), np.ones((3, 1))], names=["a", "b"])
+    >>> X.shape, mods
+    ((3, 3), {'a': [0, 1], 'b': [2]})
+    """
+    arrays = [np.asarray(b) for b in blocks]
+    if len(arrays) == 0:
+        raise ValueError("stack_modalities needs at least one block.")
+    for m, a in enumerate(arrays):
+        if a.ndim != 2:
+            raise ValueError(f"Block {m} must be 2-D (n_samples, n_features), got shape {a.shape}.")
+    n_rows = [a.shape[0] for a in arrays]
+    if len(set(n_rows)) != 1:
+        raise ValueError(
+            f"All modality blocks must have the same number of rows (samples); got row counts {n_rows}."
+        )
+    if names is None:
+        names = [_default_name(m) for m in range(len(arrays))]
+    names = [str(n) for n in names]
+    if len(names) != len(arrays) or len(set(names)) != len(names):
+        raise ValueError(f"names must be {len(arrays)} distinct strings, got {names}.")
+    stops = np.cumsum([a.shape[1] for a in arrays])
+    modalities = {
+        name: list(range(stop - a.shape[1], stop)) for name, a, stop in zip(names, arrays, stops)
+    }
+    return np.concatenate(arrays, axis=1), modalities

@@ -1,0 +1,25 @@
+"""Data sets, missing-modality simulators and a synthetic generator.
+
+- :func:`load_multiple_features` and :func:`load_image_segmentation` load the two
+  real multi-modal data sets shipped with the package (UCI, CC BY 4.0).
+- :func:`ampute_modalities` and :func:`ampute_modalities_structured` mask whole
+  modality blocks with NaN to simulate samples that miss modalities.
+- :func:`make_latent_modalities` draws data from the shared linear-Gaussian
+  latent model.
+"""
+
+from ._base import (
+    ampute_modalities,
+    ampute_modalities_structured,
+    load_image_segmentation,
+    load_multiple_features,
+    make_latent_modalities,
+)
+
+__all__ = [
+    "load_multiple_features",
+    "load_image_segmentation",
+    "ampute_modalities",
+    "ampute_modalities_structured",
+    "make_latent_modalities",
+]

@@ -1,0 +1,388 @@
+"""Exact checks of the alignment objectives (DESIGN.md section 4) against slow references."""
+
+import math
+
+import pytest
+import torch
+
+from sklearn_calmrl._alignment import (
+    GRAMLoss,
+    PMRLLoss,
+    gram_loss,
+    gram_volume,
+    leading_direction,
+    make_alignment_loss,
+    pmrl_loss,
+)
+
+
+def _unit(shape, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(*shape, generator=g, dtype=dtype), dim=-1)
+
+
+def _smoothed_ce(logits, target, smoothing):
+    """Cross-entropy with label smoothing, written out (independent of F.cross_entropy)."""
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+    n_classes = logits.shape[-1]
+    losses = [
+        -(1 - smoothing) * logp[i, target[i]] - smoothing * logp[i].sum() / n_classes
+        for i in range(logits.shape[0])
+    ]
+    return torch.stack(losses).mean()
+
+
+def _svd_direction(Zi):
+    """Leading left singular vector (sign-fixed) and singular values of the d x |O| stack Zi^T, via SVD."""
+    U, S, _ = torch.linalg.svd(Zi.T, full_matrices=False)
+    u = U[:, 0]
+    if (Zi @ u).sum() < 0:
+        u = -u
+    return u, S
+
+
+def _pmrl_reference(Z, observed=None, tau_intra=0.05, tau_inter=0.1, eps=1e-6):
+    """Per-sample loop reference of PMRL with torch.linalg.svd."""
+    if observed is None:
+        observed = torch.ones(Z.shape[:2], dtype=torch.bool)
+    intra, us = [], []
+    for i in range(Z.shape[0]):
+        cols = torch.nonzero(observed[i]).flatten()
+        if cols.numel() == 0:
+            continue
+        u, S = _svd_direction(Z[i, cols])
+        s = torch.sqrt(S**2 + eps)
+        intra.append(-torch.log_softmax(s / tau_intra, dim=0)[0])
+        us.append(u)
+    U = torch.stack(us)
+    logits = U @ U.T / tau_inter
+    inter = torch.stack([-torch.log_softmax(logits[i], dim=0)[i] for i in range(len(us))])
+    return torch.stack(intra).mean(), inter.mean()
+
+
+def _det_volume(A, eps=1e-6):
+    return torch.sqrt(torch.abs(torch.det(A @ A.T)) + eps)
+
+
+def _gram_reference(Z, tau, anchor=0, smoothing=0.1, eps=1e-6):
+    """Loop over pairs (i, j) of Vol(a_i, v_2j, ..., v_kj) with torch.det."""
+    B, k, _ = Z.shape
+    others = [m for m in range(k) if m != anchor]
+    logits = torch.empty(B, B, dtype=Z.dtype)
+    for i in range(B):
+        for j in range(B):
+            A = torch.stack([Z[i, anchor]] + [Z[j, m] for m in others])
+            logits[i, j] = -_det_volume(A, eps) / tau
+    target = torch.arange(B)
+    return (_smoothed_ce(logits, target, smoothing) + _smoothed_ce(logits.T, target, smoothing)) / 2
+
+
+MASK = torch.tensor(
+    [
+        [True, True, True],
+        [True, False, True],
+        [False, True, False],
+        [True, True, True],
+        [True, False, True],
+        [False, True, False],
+        [True, False, True],
+        [False, False, False],
+    ]
+)
+
+
+# ----------------------------------------------------------------------------- leading_direction
+
+
+def test_leading_direction_matches_svd():
+    Z = _unit((6, 3, 5), seed=0)
+    u, s = leading_direction(Z, eps=0.0)
+    assert u.shape == (6, 5) and s.shape == (6, 3)
+    for i in range(6):
+        u_ref, S = _svd_direction(Z[i])
+        torch.testing.assert_close(s[i], torch.linalg.svdvals(Z[i].T), atol=1e-8, rtol=0)
+        torch.testing.assert_close(s[i], S, atol=1e-8, rtol=0)
+        torch.testing.assert_close(u[i], u_ref, atol=1e-8, rtol=0)
+    assert torch.all((Z @ u.unsqueeze(-1)).squeeze(-1).sum(1) > 0)  # sign convention
+    torch.testing.assert_close(u.norm(dim=1), torch.ones(6, dtype=Z.dtype))
+
+
+def test_leading_direction_eps_and_ordering():
+    Z = _unit((4, 4, 6), seed=1)
+    eps = 1e-3
+    _, s = leading_direction(Z, eps=eps)
+    S = torch.linalg.svdvals(Z.transpose(1, 2))
+    torch.testing.assert_close(s, torch.sqrt(S**2 + eps), atol=1e-8, rtol=0)
+    assert torch.all(s[:, :-1] >= s[:, 1:])
+    # unit columns: sum_j s_ij^2 = k (DESIGN 4)
+    torch.testing.assert_close((s**2).sum(1), torch.full((4,), 4 + 4 * eps, dtype=Z.dtype))
+
+
+def test_leading_direction_observed_uses_observed_columns_only():
+    Z = _unit((8, 3, 5), seed=2)
+    Z_poisoned = Z.clone()
+    Z_poisoned[~MASK] = float("nan")  # missing columns must never be read
+    u, s = leading_direction(Z_poisoned, MASK, eps=0.0)
+    assert torch.isfinite(u).all() and torch.isfinite(s).all()
+    for i in range(8):
+        cols = torch.nonzero(MASK[i]).flatten()
+        if cols.numel() == 0:
+            assert torch.all(u[i] == 0) and torch.all(s[i] == 0)
+            continue
+        u_ref, S = _svd_direction(Z[i, cols])
+        torch.testing.assert_close(u[i], u_ref, atol=1e-8, rtol=0)
+        torch.testing.assert_close(s[i, : cols.numel()], S, atol=1e-8, rtol=0)
+        assert torch.all(s[i, cols.numel():] == 0)
+    # an all-true mask is the unmasked computation
+    u_all, s_all = leading_direction(Z, torch.ones(8, 3, dtype=torch.bool))
+    u_full, s_full = leading_direction(Z)
+    torch.testing.assert_close(u_all, u_full)
+    torch.testing.assert_close(s_all, s_full)
+
+
+def test_anchor_shift_is_zero_for_aligned_and_positive_otherwise():
+    z = _unit((1, 5), seed=3)
+    Z_aligned = z.expand(3, 5).unsqueeze(0)
+    mask = torch.tensor([[True, False, True]])
+    u_obs, _ = leading_direction(Z_aligned, mask)
+    u_full, _ = leading_direction(Z_aligned)
+    torch.testing.assert_close(u_obs, u_full)
+    Z = _unit((1, 3, 5), seed=4)
+    assert (leading_direction(Z, mask)[0] - leading_direction(Z)[0]).norm() > 1e-3
+
+
+# ----------------------------------------------------------------------------- pmrl_loss
+
+
+@pytest.mark.parametrize("tau_intra,tau_inter", [(0.05, 0.1), (0.5, 0.3)])
+def test_pmrl_matches_loop_reference(tau_intra, tau_inter):
+    Z = _unit((7, 3, 6), seed=5)
+    intra, inter = _pmrl_reference(Z, tau_intra=tau_intra, tau_inter=tau_inter)
+    loss = pmrl_loss(Z, tau_intra=tau_intra, tau_inter=tau_inter)
+    torch.testing.assert_close(loss, intra + inter, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(PMRLLoss(tau_intra=tau_intra, tau_inter=tau_inter)(Z), loss)
+
+
+def test_pmrl_single_sample_is_intra_and_aligned_is_lower():
+    # with one sample L_inter = CE over a single logit = 0, so the loss is L_intra
+    Z = _unit((1, 3, 6), seed=6)
+    intra, inter = _pmrl_reference(Z)
+    assert inter.item() == 0
+    torch.testing.assert_close(pmrl_loss(Z), intra)
+    aligned = _unit((1, 1, 6), seed=7).expand(1, 3, 6)
+    assert pmrl_loss(aligned) < 1e-3 * pmrl_loss(Z)
+    # perfect alignment: s = (sqrt(k + eps), sqrt(eps), sqrt(eps))
+    s = torch.tensor([math.sqrt(3 + 1e-6), 1e-3, 1e-3], dtype=torch.float64)
+    torch.testing.assert_close(pmrl_loss(aligned), -torch.log_softmax(s / 0.05, 0)[0])
+
+
+def test_pmrl_observed_matches_reference_by_pattern():
+    Z = _unit((8, 3, 5), seed=8)
+    intra, inter = _pmrl_reference(Z, MASK)
+    loss = pmrl_loss(Z, observed=MASK)
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, intra + inter, atol=1e-10, rtol=1e-10)
+    Z_poisoned = Z.clone().requires_grad_(True)
+    with torch.no_grad():
+        Z_poisoned[~MASK] = float("nan")
+    loss_p = pmrl_loss(Z_poisoned, observed=MASK)
+    loss_p.backward()
+    torch.testing.assert_close(loss_p, loss)
+    assert torch.isfinite(Z_poisoned.grad[MASK]).all()
+    assert torch.all(Z_poisoned.grad[~MASK] == 0)
+    torch.testing.assert_close(pmrl_loss(Z, observed=torch.ones(8, 3, dtype=torch.bool)), pmrl_loss(Z))
+
+
+def test_pmrl_observed_single_modality_rows_and_empty():
+    Z = _unit((4, 3, 5), seed=9, dtype=torch.float32).requires_grad_(True)
+    single = torch.tensor([[True, False, False], [False, True, False], [False, False, True], [True, False, False]])
+    loss = pmrl_loss(Z, observed=single)
+    _, inter = _pmrl_reference(Z.detach().double(), single)
+    torch.testing.assert_close(loss.double(), inter, atol=1e-5, rtol=1e-5)  # intra is 0
+    loss.backward()
+    assert torch.isfinite(Z.grad).all()
+    empty = pmrl_loss(Z, observed=torch.zeros(4, 3, dtype=torch.bool))
+    assert empty.item() == 0 and empty.grad_fn is not None
+
+
+def _orthonormal_case():
+    e = torch.eye(4, dtype=torch.float64)
+    return torch.stack([e[:3], e[[0, 0, 1]], e[[1, 2, 2]]])  # equal singular values in each sample
+
+
+def test_pmrl_gradients_finite_on_degenerate_spectra():
+    e = torch.eye(4, dtype=torch.float64)
+    cases = {
+        "orthonormal": _orthonormal_case(),
+        "two_equal_top": torch.stack([e[[0, 0, 1, 1]], e[[2, 2, 3, 3]]]),
+        "identical": _unit((3, 1, 4), seed=10).expand(3, 4, 4).contiguous(),
+    }
+    for name, base in cases.items():
+        for dtype in (torch.float64, torch.float32):
+            Z = base.to(dtype).clone().requires_grad_(True)
+            loss = pmrl_loss(Z)
+            loss.backward()
+            assert torch.isfinite(loss), name
+            assert torch.isfinite(Z.grad).all(), name
+            assert Z.grad.abs().sum() > 0, name
+
+
+def test_pmrl_gradcheck_intra():
+    # one sample: L_inter is identically 0 and L_intra depends on eigenvalues only, whose gradient is exact
+    X = torch.randn(1, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+
+    def f(x):
+        return pmrl_loss(torch.nn.functional.normalize(x, dim=-1), tau_intra=0.5)
+
+    assert torch.autograd.gradcheck(f, (X.requires_grad_(True),))
+    X4 = torch.randn(1, 4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    mask = torch.tensor([[True, False, True, True]])
+
+    def g(x):
+        return pmrl_loss(torch.nn.functional.normalize(x, dim=-1), tau_intra=0.5, observed=mask)
+
+    assert torch.autograd.gradcheck(g, (X4.requires_grad_(True),))
+
+
+def _pmrl_frozen_eigvec(Z, V1, signs, observed, tau_intra=0.5, tau_inter=0.5, eps=1e-6):
+    """PMRL with the eigenvectors v_i1 and signs frozen (the surrogate the detach implements), via SVD."""
+    intra, us = [], []
+    for i in range(Z.shape[0]):
+        cols = torch.nonzero(observed[i]).flatten()
+        s = torch.sqrt(torch.linalg.svdvals(Z[i, cols].T) ** 2 + eps)
+        intra.append(-torch.log_softmax(s / tau_intra, dim=0)[0])
+        us.append(torch.nn.functional.normalize(signs[i] * Z[i, cols].T @ V1[i], dim=0))
+    U = torch.stack(us)
+    logits = U @ U.T / tau_inter
+    inter = torch.stack([-torch.log_softmax(logits[i], dim=0)[i] for i in range(len(us))])
+    return torch.stack(intra).mean() + inter.mean()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_pmrl_gradient_is_frozen_eigenvector_gradient(masked):
+    # the gradient reaches Z through s and through u = Z^T v1 / s1, but not through v1 itself (detached):
+    # it equals the finite-difference gradient of the loss with v1 held fixed
+    Z = _unit((3, 3, 4), seed=13)
+    observed = MASK[[0, 1, 4]] if masked else torch.ones(3, 3, dtype=torch.bool)
+    V1, signs = [], []
+    for i in range(3):
+        cols = torch.nonzero(observed[i]).flatten()
+        _, _, Vh = torch.linalg.svd(Z[i, cols].T, full_matrices=False)
+        u_ref, _ = _svd_direction(Z[i, cols])
+        V1.append(Vh[0])
+        signs.append(torch.sign(u_ref @ (Z[i, cols].T @ Vh[0])))
+    Zg = Z.clone().requires_grad_(True)
+    pmrl_loss(Zg, tau_intra=0.5, tau_inter=0.5, observed=observed if masked else None).backward()
+    h = 1e-6
+    numeric = torch.zeros_like(Z)
+    for idx in torch.nonzero(observed.unsqueeze(-1).expand_as(Z)):
+        idx = tuple(idx.tolist())
+        Zp, Zm = Z.clone(), Z.clone()
+        Zp[idx] += h
+        Zm[idx] -= h
+        f_p = _pmrl_frozen_eigvec(Zp, V1, signs, observed)
+        f_m = _pmrl_frozen_eigvec(Zm, V1, signs, observed)
+        numeric[idx] = (f_p - f_m) / (2 * h)
+    torch.testing.assert_close(Zg.grad, numeric, atol=1e-7, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- GRAM
+
+
+def test_gram_volume_matches_det_reference():
+    A = _unit((2, 3, 3, 5), seed=12)
+    vol = gram_volume(A)
+    assert vol.shape == (2, 3)
+    for idx in [(0, 0), (0, 2), (1, 1)]:
+        torch.testing.assert_close(vol[idx], _det_volume(A[idx]), atol=1e-12, rtol=1e-12)
+    e = torch.eye(5, dtype=torch.float64)
+    torch.testing.assert_close(gram_volume(e[:3], eps=0.0), torch.tensor(1.0, dtype=torch.float64))
+    same = _unit((1, 5), seed=13).expand(3, 5)
+    assert gram_volume(same, eps=0.0) < 1e-6
+    torch.testing.assert_close(gram_volume(same), torch.tensor(1e-3, dtype=torch.float64), atol=1e-6, rtol=0)
+
+
+def test_gram_volume_gradcheck_and_degenerate_grad():
+    X = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(14))
+    assert torch.autograd.gradcheck(
+        lambda x: gram_volume(torch.nn.functional.normalize(x, dim=-1)), (X.requires_grad_(True),)
+    )
+    same = _unit((1, 5), seed=15).expand(3, 5).clone().requires_grad_(True)
+    gram_volume(same).backward()
+    assert torch.isfinite(same.grad).all()
+
+
+@pytest.mark.parametrize("anchor", [0, 2])
+def test_gram_loss_matches_pair_loop_reference(anchor):
+    Z = _unit((5, 3, 4), seed=16)
+    log_tau = math.log(0.07)
+    loss = gram_loss(Z, log_tau=log_tau, anchor=anchor)
+    torch.testing.assert_close(loss, _gram_reference(Z, 0.07, anchor=anchor), atol=1e-10, rtol=1e-10)
+    module = GRAMLoss(anchor=anchor).double()
+    torch.testing.assert_close(module.log_tau.detach(), torch.tensor(log_tau, dtype=torch.float64))
+    torch.testing.assert_close(module(Z), loss)
+
+
+def test_gram_loss_gradients_reach_tau_and_gradcheck():
+    module = GRAMLoss()
+    Z = _unit((4, 3, 5), seed=17, dtype=torch.float32).requires_grad_(True)
+    module(Z).backward()
+    assert module.log_tau.grad is not None and torch.isfinite(module.log_tau.grad)
+    assert torch.isfinite(Z.grad).all()
+    X = torch.randn(3, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(18))
+    log_tau = torch.tensor(math.log(0.5), dtype=torch.float64)
+
+    def f(x, lt):
+        return gram_loss(torch.nn.functional.normalize(x, dim=-1), log_tau=lt)
+
+    assert torch.autograd.gradcheck(f, (X.requires_grad_(True), log_tau.requires_grad_(True)))
+
+
+def test_gram_loss_observed_matches_groups_by_hand():
+    Z = _unit((8, 3, 4), seed=19)
+    loss = gram_loss(Z, log_tau=math.log(0.1), observed=MASK)
+    # qualifying groups: rows {0, 3} with columns {0, 1, 2}; rows {1, 4, 6} with columns {0, 2}
+    ref = (
+        2 * _gram_reference(Z[[0, 3]], 0.1) + 3 * _gram_reference(Z[[1, 4, 6]][:, [0, 2]], 0.1)
+    ) / 5
+    torch.testing.assert_close(loss, ref, atol=1e-10, rtol=1e-10)
+    # with anchor 1, the full group anchors on modality 1, the {0, 2} group on its first observed (0)
+    loss_a = gram_loss(Z, log_tau=math.log(0.1), observed=MASK, anchor=1)
+    ref_a = (
+        2 * _gram_reference(Z[[0, 3]], 0.1, anchor=1) + 3 * _gram_reference(Z[[1, 4, 6]][:, [0, 2]], 0.1)
+    ) / 5
+    torch.testing.assert_close(loss_a, ref_a, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(
+        gram_loss(Z, log_tau=0.0, observed=torch.ones(8, 3, dtype=torch.bool)), gram_loss(Z, log_tau=0.0)
+    )
+
+
+def test_gram_loss_observed_no_qualifying_group():
+    Z = _unit((3, 3, 4), seed=20).requires_grad_(True)
+    mask = torch.tensor([[True, False, False], [False, True, True], [True, True, False]])
+    loss = gram_loss(Z, log_tau=0.0, observed=mask)
+    assert loss.item() == 0 and loss.grad_fn is not None
+    loss.backward()
+    assert torch.isfinite(Z.grad).all()
+
+
+# ----------------------------------------------------------------------------- factory
+
+
+def test_make_alignment_loss():
+    assert isinstance(make_alignment_loss("pmrl", tau_intra=0.01), PMRLLoss)
+    gram = make_alignment_loss("gram", tau_init=0.2)
+    assert isinstance(gram, GRAMLoss)
+    torch.testing.assert_close(gram.log_tau.detach(), torch.tensor(math.log(0.2)))
+    assert len(list(make_alignment_loss("pmrl").parameters())) == 0
+    with pytest.raises(ValueError, match="bogus_loss"):
+        make_alignment_loss("bogus_loss")
+
+
+def test_input_validation():
+    with pytest.raises(ValueError, match="shape"):
+        pmrl_loss(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="observed"):
+        pmrl_loss(_unit((2, 3, 4), seed=21), observed=torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="anchor"):
+        gram_loss(_unit((2, 3, 4), seed=22), log_tau=0.0, anchor=3)

@@ -1,0 +1,372 @@
+"""Tests for sklearn_calmrl.datasets: loaders, amputation and the synthetic generator."""
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_calmrl._modalities import observed_mask, resolve_modalities
+from sklearn_calmrl.datasets import (
+    ampute_modalities,
+    ampute_modalities_structured,
+    load_image_segmentation,
+    load_multiple_features,
+    make_latent_modalities,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+MF_BLOCKS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
+SEG_BLOCKS = {"shape": 8, "color": 10}
+
+
+@pytest.fixture(scope="module")
+def mf():
+    return load_multiple_features()
+
+
+@pytest.fixture(scope="module")
+def seg():
+    return load_image_segmentation()
+
+
+def _blocks(mods, n_features):
+    return resolve_modalities(mods, n_features)
+
+
+# --------------------------------------------------------------------------- #
+# Loaders
+# --------------------------------------------------------------------------- #
+
+
+def _check_modalities_cover(modalities, sizes, n_features):
+    assert list(modalities) == list(sizes)
+    start = 0
+    for name, size in sizes.items():
+        cols = modalities[name]
+        assert isinstance(cols, list)
+        assert all(type(c) is int for c in cols)
+        assert cols == list(range(start, start + size))
+        start += size
+    assert start == n_features
+    # also accepted by the package's own resolver
+    resolve_modalities(modalities, n_features)
+
+
+def test_load_multiple_features(mf):
+    assert mf.data.shape == (2000, 649)
+    assert mf.data.dtype == np.float64
+    assert mf.target.shape == (2000,)
+    assert np.issubdtype(mf.target.dtype, np.integer)
+    assert np.array_equal(np.bincount(mf.target), np.full(10, 200))
+    assert mf.frame is None
+    _check_modalities_cover(mf.modalities, MF_BLOCKS, 649)
+    assert isinstance(mf.feature_names, np.ndarray) and mf.feature_names.shape == (649,)
+    assert mf.feature_names[0] == "fou_0" and mf.feature_names[75] == "fou_75"
+    assert mf.feature_names[76] == "fac_0" and mf.feature_names[-1] == "mor_5"
+    assert all(isinstance(f, str) for f in mf.feature_names)
+    assert list(mf.target_names) == [str(d) for d in range(10)]
+    assert "Multiple Features" in mf.DESCR and "Breukelen" in mf.DESCR
+    assert "CC BY 4.0" in mf.DESCR
+    assert np.isfinite(mf.data).all()
+
+
+def test_load_image_segmentation(seg):
+    assert seg.data.shape == (2310, 18)
+    assert seg.data.dtype == np.float64
+    assert np.issubdtype(seg.target.dtype, np.integer)
+    assert np.array_equal(np.bincount(seg.target), np.full(7, 330))
+    assert seg.frame is None
+    _check_modalities_cover(seg.modalities, SEG_BLOCKS, 18)
+    assert seg.feature_names.shape == (18,)
+    assert seg.feature_names[0] == "region-centroid-col"
+    assert seg.feature_names[8] == "intensity-mean"
+    assert len(set(seg.feature_names)) == 18
+    assert list(seg.target_names) == [
+        "brickface", "cement", "foliage", "grass", "path", "sky", "window"
+    ]
+    assert "Image Segmentation" in seg.DESCR and "CC BY 4.0" in seg.DESCR
+
+
+@pytest.mark.parametrize("loader", [load_multiple_features, load_image_segmentation])
+def test_as_frame(loader):
+    plain = loader()
+    b = loader(as_frame=True)
+    assert isinstance(b.data, pd.DataFrame)
+    assert list(b.data.columns) == list(plain.feature_names)
+    assert isinstance(b.target, pd.Series) and b.target.name == "target"
+    assert isinstance(b.frame, pd.DataFrame)
+    assert b.frame.shape == (plain.data.shape[0], plain.data.shape[1] + 1)
+    assert list(b.frame.columns) == list(plain.feature_names) + ["target"]
+    np.testing.assert_array_equal(b.data.to_numpy(), plain.data)
+    np.testing.assert_array_equal(b.target.to_numpy(), plain.target)
+    assert b.modalities == plain.modalities
+    # the column-name form of the modalities resolves on the frame
+    by_name = {m: list(b.data.columns[cols]) for m, cols in b.modalities.items()}
+    resolved = resolve_modalities(by_name, b.data.shape[1], feature_names=b.data.columns)
+    assert [idx.tolist() for _, idx in resolved] == list(plain.modalities.values())
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="shared data folder not available")
+def test_matches_shared_data(mf, seg):
+    with np.load(SHARED_DATA / "multiple_features.npz") as ref:
+        for name, cols in mf.modalities.items():
+            np.testing.assert_array_equal(mf.data[:, cols], ref[name])
+        np.testing.assert_array_equal(mf.target, ref["target"])
+    with np.load(SHARED_DATA / "image_segmentation.npz") as ref:
+        for name, cols in seg.modalities.items():
+            np.testing.assert_array_equal(seg.data[:, cols], ref[name])
+        np.testing.assert_array_equal(seg.target, ref["target"])
+        assert list(seg.target_names) == list(ref["target_names"])
+        assert list(seg.feature_names) == list(ref["shape_names"]) + list(ref["color_names"])
+
+
+# --------------------------------------------------------------------------- #
+# ampute_modalities
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_ampute_invariants(mf, rate):
+    X = mf.data[::4]  # 500 rows: keep it fast
+    X_before = X.copy()
+    blocks = _blocks(mf.modalities, X.shape[1])
+    Xm = ampute_modalities(X, mf.modalities, rate=rate, random_state=0)
+
+    assert isinstance(Xm, np.ndarray) and Xm.shape == X.shape and Xm.dtype == np.float64
+    assert not np.shares_memory(Xm, X)
+    np.testing.assert_array_equal(X, X_before)  # input unmodified
+
+    obs = observed_mask(Xm, blocks)
+    amputed = ~obs.all(axis=1)
+    assert amputed.sum() == round(rate * X.shape[0])
+    assert obs.any(axis=1).all()  # every row keeps >= 1 modality
+    # amputed blocks are all NaN, never partly NaN (the data have no NaN)
+    nan = np.isnan(Xm)
+    for m, (_, cols) in enumerate(blocks):
+        assert np.array_equal(nan[:, cols].any(axis=1), ~obs[:, m])
+    # un-amputed entries equal the input
+    np.testing.assert_array_equal(Xm[~nan], X[~nan])
+
+
+def test_ampute_rounding():
+    X = np.zeros((7, 4))
+    for rate in [0.1, 0.25, 0.5, 0.64, 0.99]:
+        Xm = ampute_modalities(X, [1, 1, 2], rate=rate, random_state=1)
+        obs = observed_mask(Xm, _blocks([1, 1, 2], 4))
+        assert (~obs.all(axis=1)).sum() == round(rate * 7)
+        assert obs.any(axis=1).all()
+
+
+def test_ampute_dataframe():
+    X, mods, _ = make_latent_modalities(n_samples=60, block_sizes=(3, 2, 2), random_state=0)
+    cols = [f"c{j}" for j in range(X.shape[1])]
+    df = pd.DataFrame(X, columns=cols, index=np.arange(100, 160))
+    df_before = df.copy()
+    by_name = {m: [cols[j] for j in c] for m, c in mods.items()}
+    out = ampute_modalities(df, by_name, rate=0.5, random_state=3)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == cols and out.index.equals(df.index)
+    pd.testing.assert_frame_equal(df, df_before)
+    assert not np.shares_memory(out.to_numpy(), df.to_numpy())
+    # same result as the ndarray path with index-based modalities
+    ref = ampute_modalities(X, mods, rate=0.5, random_state=3)
+    np.testing.assert_array_equal(out.to_numpy(), ref)
+    assert (~observed_mask(ref, _blocks(mods, X.shape[1])).all(axis=1)).sum() == 30
+
+
+def test_ampute_reproducible_and_modality_forms():
+    X = np.random.RandomState(0).randn(200, 6)
+    a = ampute_modalities(X, [2, 3, 1], rate=0.6, random_state=42)
+    b = ampute_modalities(X, [2, 3, 1], rate=0.6, random_state=42)
+    c = ampute_modalities(X, [2, 3, 1], rate=0.6, random_state=43)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.isnan(a), np.isnan(c))
+    # every spec form that resolve_modalities accepts gives the same blocks
+    for spec in ([[0, 1], [2, 3, 4], [5]], [slice(0, 2), slice(2, 5), slice(5, 6)],
+                 {"x": [0, 1], "y": [2, 3, 4], "z": [5]}):
+        np.testing.assert_array_equal(ampute_modalities(X, spec, rate=0.6, random_state=42), a)
+    rs = np.random.RandomState(5)
+    ampute_modalities(X, [2, 3, 1], rate=0.6, random_state=rs)  # accepts a RandomState
+
+
+def test_ampute_dtypes():
+    X32 = np.ones((10, 4), dtype=np.float32)
+    assert ampute_modalities(X32, [2, 2], rate=0.5, random_state=0).dtype == np.float32
+    Xint = np.ones((10, 4), dtype=np.int64)
+    out = ampute_modalities(Xint, [2, 2], rate=0.5, random_state=0)
+    assert out.dtype == np.float64 and np.isnan(out).any()
+    # a list input works too
+    assert isinstance(ampute_modalities(Xint.tolist(), [2, 2], rate=0.5, random_state=0), np.ndarray)
+
+
+def test_ampute_rate_zero_is_copy():
+    X = np.arange(12.0).reshape(4, 3)
+    out = ampute_modalities(X, None, rate=0.0)
+    np.testing.assert_array_equal(out, X)
+    assert not np.shares_memory(out, X)
+
+
+def test_ampute_subsets_roughly_uniform():
+    k = 4
+    n = 7000  # 14 subsets -> about 500 each
+    X = np.zeros((n, k))
+    Xm = ampute_modalities(X, [1] * k, rate=1.0, random_state=0)
+    lost = np.isnan(Xm)
+    codes = lost @ (1 << np.arange(k))
+    counts = np.bincount(codes, minlength=2**k)
+    assert counts[0] == 0 and counts[-1] == 0
+    inner = counts[1:-1]
+    expected = n / (2**k - 2)
+    chi2 = ((inner - expected) ** 2 / expected).sum()
+    assert chi2 < 45  # 13 dof: P(chi2 > 45) ~ 2e-5
+    assert inner.min() > 0.8 * expected
+
+
+def test_ampute_two_modalities_both_patterns():
+    X = np.zeros((1000, 2))
+    lost = np.isnan(ampute_modalities(X, [1, 1], rate=1.0, random_state=0))
+    assert (lost.sum(axis=1) == 1).all()
+    assert 400 < lost[:, 0].sum() < 600
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, np.nan, "half", None, True])
+def test_ampute_bad_rate(rate):
+    with pytest.raises(ValueError, match="rate"):
+        ampute_modalities(np.zeros((4, 2)), [1, 1], rate=rate)
+
+
+def test_ampute_single_modality():
+    with pytest.raises(ValueError, match="at least 2 modalities"):
+        ampute_modalities(np.zeros((4, 2)), None, rate=0.5)
+    with pytest.raises(ValueError, match="at least 2 modalities"):
+        ampute_modalities(np.zeros((4, 2)), [2], rate=0.1)
+
+
+def test_ampute_bad_modalities():
+    with pytest.raises(ValueError):
+        ampute_modalities(np.zeros((4, 3)), [1, 1], rate=0.5)  # leaves a column out
+
+
+# --------------------------------------------------------------------------- #
+# ampute_modalities_structured
+# --------------------------------------------------------------------------- #
+
+
+def test_structured_groups():
+    X, _, _ = make_latent_modalities(n_samples=203, block_sizes=(2, 3, 2, 1), random_state=0)
+    X_before = X.copy()
+    mods = {"v": [0, 1], "a": [2, 3, 4], "t": [5, 6], "d": [7]}
+    pairs = [("v", "t"), ("a", "t"), (3, 0)]
+    Xm = ampute_modalities_structured(X, mods, pairs=pairs, complete_fraction=0.1, random_state=0)
+    np.testing.assert_array_equal(X, X_before)
+    assert not np.shares_memory(Xm, X)
+    obs = observed_mask(Xm, _blocks(mods, X.shape[1]))
+    patterns = {
+        "complete": np.array([True, True, True, True]),
+        0: np.array([True, False, True, False]),
+        1: np.array([False, True, True, False]),
+        2: np.array([True, False, False, True]),
+    }
+    counts = {key: int((obs == p).all(axis=1).sum()) for key, p in patterns.items()}
+    assert sum(counts.values()) == 203  # every row has exactly one of these patterns
+    assert counts["complete"] == round(0.1 * 203)
+    rest = 203 - counts["complete"]
+    for g in range(3):
+        assert counts[g] in (rest // 3, rest // 3 + 1)
+    nan = np.isnan(Xm)
+    np.testing.assert_array_equal(Xm[~nan], X[~nan])
+    # dropped blocks are entirely NaN
+    for m, (_, cols) in enumerate(_blocks(mods, X.shape[1])):
+        assert np.array_equal(nan[:, cols].all(axis=1), ~obs[:, m])
+    # reproducible
+    again = ampute_modalities_structured(X, mods, pairs=pairs, complete_fraction=0.1, random_state=0)
+    np.testing.assert_array_equal(Xm, again)
+
+
+def test_structured_dataframe_and_extremes():
+    df = pd.DataFrame(np.ones((20, 3)), columns=["a", "b", "c"], index=list("abcdefghijklmnopqrst"))
+    mods = {"x": ["a"], "y": ["b"], "z": ["c"]}
+    out = ampute_modalities_structured(df, mods, pairs=[("x", "y")], complete_fraction=0.5, random_state=0)
+    assert isinstance(out, pd.DataFrame) and out.index.equals(df.index)
+    assert list(out.columns) == ["a", "b", "c"]
+    assert out["c"].isna().sum() == 10 and out[["a", "b"]].isna().sum().sum() == 0
+    assert df.notna().all().all()
+    full = ampute_modalities_structured(df, mods, pairs=[("x", "y")], complete_fraction=1.0)
+    assert full.notna().all().all()
+    none = ampute_modalities_structured(df, mods, pairs=[(0, 2), (1,)], complete_fraction=0.0, random_state=1)
+    assert none.isna().any(axis=1).all()
+
+
+def test_structured_errors():
+    X = np.zeros((10, 3))
+    mods = {"v": [0], "a": [1], "t": [2]}
+    with pytest.raises(ValueError, match="'x'"):
+        ampute_modalities_structured(X, mods, pairs=[("v", "x")])
+    with pytest.raises(ValueError, match="position"):
+        ampute_modalities_structured(X, mods, pairs=[(0, 5)])
+    with pytest.raises(ValueError, match="empty"):
+        ampute_modalities_structured(X, mods, pairs=[])
+    with pytest.raises(ValueError, match="more than once"):
+        ampute_modalities_structured(X, mods, pairs=[("v", "v")])
+    with pytest.raises(ValueError, match="complete_fraction"):
+        ampute_modalities_structured(X, mods, pairs=[("v", "t")], complete_fraction=1.2)
+    with pytest.raises(TypeError):
+        ampute_modalities_structured(X, mods)  # pairs is required
+
+
+# --------------------------------------------------------------------------- #
+# make_latent_modalities
+# --------------------------------------------------------------------------- #
+
+
+def test_make_latent_modalities_structure():
+    X, mods, params = make_latent_modalities(n_samples=50, random_state=0)
+    assert X.shape == (50, 18) and X.dtype == np.float64
+    assert mods == {"m0": list(range(8)), "m1": list(range(8, 14)), "m2": list(range(14, 18))}
+    assert [W.shape for W in params["W"]] == [(8, 3), (6, 3), (4, 3)]
+    assert [mu.shape for mu in params["mu"]] == [(8,), (6,), (4,)]
+    np.testing.assert_allclose(params["noise_variance"], [0.01] * 3)
+    assert params["latent"].shape == (50, 3)
+    X2, _, _ = make_latent_modalities(n_samples=50, random_state=0)
+    np.testing.assert_array_equal(X, X2)
+    # noiseless data is exactly the linear model
+    Xn, mods_n, p = make_latent_modalities(n_samples=20, block_sizes=(3, 2), noise=0.0, random_state=1)
+    for m, cols in enumerate(mods_n.values()):
+        np.testing.assert_allclose(Xn[:, cols], p["latent"] @ p["W"][m].T + p["mu"][m])
+
+
+def test_make_latent_modalities_covariance():
+    noise = [0.5, 1.0, 0.2]
+    X, mods, params = make_latent_modalities(
+        n_samples=40000, block_sizes=(5, 4, 3), latent_dim=2, noise=noise, random_state=0
+    )
+    for m, cols in enumerate(mods.values()):
+        W = params["W"][m]
+        expected = W @ W.T + params["noise_variance"][m] * np.eye(len(cols))
+        emp = np.cov(X[:, cols], rowvar=False)
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(emp, expected, atol=0.05 * scale)
+        np.testing.assert_allclose(X[:, cols].mean(axis=0), params["mu"][m], atol=0.05 * np.sqrt(scale))
+    np.testing.assert_allclose(params["noise_variance"], np.square(noise))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"n_samples": 0}, {"latent_dim": 0}, {"block_sizes": ()}, {"block_sizes": (3, 0)},
+     {"noise": -1.0}, {"noise": [0.1, 0.2]}],
+)
+def test_make_latent_modalities_errors(kwargs):
+    with pytest.raises(ValueError):
+        make_latent_modalities(**kwargs)
+
+
+def test_make_latent_then_ampute():
+    X, mods, _ = make_latent_modalities(n_samples=100, random_state=0)
+    Xm = ampute_modalities(X, mods, rate=0.7, random_state=0)
+    obs = observed_mask(Xm, _blocks(mods, X.shape[1]))
+    assert (~obs.all(axis=1)).sum() == 70 and obs.any(axis=1).all()
+    patterns = {tuple(r) for r in obs[~obs.all(axis=1)]}
+    assert patterns <= {p for p in itertools.product([False, True], repeat=3) if 0 < sum(p) < 3}
