@@ -1,6 +1,7 @@
 """The scikit-learn estimator shell: :class:`CalMRLTransformer`."""
 
 import copy
+import functools
 import numbers
 import warnings
 
@@ -20,6 +21,7 @@ from ._training import TrainConfig, calibrated, encode, train
 __all__ = ["CalMRLTransformer"]
 
 _CHUNK = 4096  # rows per transform chunk: bounds the working set
+_MAX_ABS = 1e15  # largest |value| fed to the model after standardization: beyond it float32 encoders overflow
 
 
 def _resolve_device(device):
@@ -28,6 +30,24 @@ def _resolve_device(device):
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
     return device
+
+
+def _restore_on_error(fit):
+    """Make ``fit`` all-or-nothing: on any exception (KeyboardInterrupt included) the fitted attributes
+    (names ending in ``_``) are put back as they were, so the estimator is never half-updated."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        saved = {k: v for k, v in vars(self).items() if k.endswith("_") and not k.startswith("__")}
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            for k in [k for k in vars(self) if k.endswith("_") and not k.startswith("__")]:
+                delattr(self, k)
+            vars(self).update(saved)
+            raise
+
+    return wrapper
 
 
 class CalMRLTransformer(TransformerMixin, BaseEstimator):
@@ -79,7 +99,9 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
     batch_size : int, default=256
         Mini-batch size.
     learning_rate : float, default=1e-3
-        Adam learning rate of the encoders.
+        Adam learning rate of the encoders, at most 1e30 (larger steps overflow
+        float32). A step that makes a weight non-finite stops training with a
+        RuntimeWarning and keeps the last completed epoch.
     em_every : int, default=1
         Re-encode every row and refresh the latent model with ``em_refresh_iter``
         EM iterations every ``em_every`` epochs. 0 uses streaming EM instead: one
@@ -89,8 +111,8 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         EM iterations per refresh.
     em_max_iter : int, default=200
         Maximum EM iterations of the initial fit (and of ``encoder='identity'``).
-    em_tol : float, default=1e-5
-        EM stops when the mean log-likelihood gains less than this.
+    em_tol : float, default=1e-3
+        EM stops when the mean per-sample log-likelihood gains less than this.
     detach_imputation : bool, default=True
         Treat imputed columns as calibrated targets (no gradient through the
         imputation into the observed encoders).
@@ -171,7 +193,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         "noise": [StrOptions(set(NOISE_MODELS))],
         "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
-        "learning_rate": [Interval(numbers.Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(numbers.Real, 0, 1e30, closed="right")],
         "em_every": [Interval(numbers.Integral, 0, None, closed="left")],
         "em_refresh_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "em_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -209,7 +231,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         em_every=1,
         em_refresh_iter=3,
         em_max_iter=200,
-        em_tol=1e-5,
+        em_tol=1e-3,
         detach_imputation=True,
         normalize_imputed=True,
         tau_intra=0.05,
@@ -302,14 +324,23 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
     def _standardized_blocks(self, X, blocks, observed):
         """Standardized float blocks; partial NaNs get the training mean (0 after scaling), missing blocks 0."""
         out = []
-        for m, (_, idx) in enumerate(blocks):
+        for m, (name, idx) in enumerate(blocks):
             B = (X[:, idx] - self.feature_mean_[idx]) / self.feature_scale_[idx]
-            B = np.where(np.isnan(B), 0.0, B)
+            fill = (self.feature_fill_[idx] - self.feature_mean_[idx]) / self.feature_scale_[idx]  # 0 if standardized
+            B = np.where(np.isnan(B), fill, B)
             B[~observed[:, m]] = 0.0
+            big = float(np.abs(B).max(initial=0.0))
+            if not big <= _MAX_ABS:
+                raise ValueError(
+                    f"Modality {name!r} has values too large to compute with: after centering and scaling by the "
+                    f"training statistics they reach {big:.3g} in magnitude (limit {_MAX_ABS:.0e}). Rescale X or "
+                    "remove these outliers."
+                )
             out.append(B)
         return out
 
     # ------------------------------------------------------------------ fit
+    @_restore_on_error
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the encoders and the latent model.
@@ -358,17 +389,20 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         # Standardize each feature on the rows that observe it (DESIGN 6).
         mean = np.zeros(X.shape[1])
         scale = np.ones(X.shape[1])
-        if self.standardize:
-            for m, (_, idx) in enumerate(blocks):
-                rows = X[observed[:, m]][:, idx].astype(np.float64)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    mu = np.nanmean(rows, axis=0)
-                    sd = np.nanstd(rows, axis=0)
-                mean[idx] = np.where(np.isfinite(mu), mu, 0.0)
+        fill = np.zeros(X.shape[1])  # training mean: fills partial NaNs (DESIGN 1), standardized or not
+        for m, (_, idx) in enumerate(blocks):
+            rows = X[observed[:, m]][:, idx].astype(np.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mu = np.nanmean(rows, axis=0)
+                sd = np.nanstd(rows, axis=0)
+            fill[idx] = np.where(np.isfinite(mu), mu, 0.0)
+            if self.standardize:
+                mean[idx] = fill[idx]
                 scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
         self.feature_mean_ = mean
         self.feature_scale_ = scale
+        self.feature_fill_ = fill
         device = _resolve_device(self.device)
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))

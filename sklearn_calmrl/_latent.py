@@ -96,7 +96,7 @@ def posterior(Z, observed, params):
     # h_i = sum_{m in O_i} W_m^T (z_i^m - mu_m) / s_m^2  (DESIGN 2.2)
     h = sum((r / psi) @ W for r, W, psi in zip(residuals, params.W, params.psi))
     # m_i = V_{O_i} h_i  (DESIGN 2.2)
-    mean = torch.cholesky_solve(h[:, :, None], chol[pattern_index])[:, :, 0]
+    mean = torch.bmm(cov[pattern_index], h[:, :, None])[:, :, 0]
     return Posterior(mean, cov, chol, pattern_index, patterns, h)
 
 

@@ -35,7 +35,7 @@ class TrainConfig:
     em_every: int = 1
     em_init_iter: int = 200
     em_refresh_iter: int = 3
-    em_tol: float = 1e-5
+    em_tol: float = 1e-3
     noise: str = "isotropic"
     detach_imputation: bool = True
     normalize_imputed: bool = True
@@ -102,6 +102,12 @@ def _restore(encoders, loss_fn, snap):
     encoders.load_state_dict(snap[0])
     loss_fn.load_state_dict(snap[1])
     return snap[2]
+
+
+def _parameters_finite(*modules):
+    """True when every parameter is finite (one reduction and one host sync per call)."""
+    flags = [torch.isfinite(p).all() for mod in modules for p in mod.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _batch_loss(encoders, loss_fn, xb, ob, params, cfg, stats_sink=None):
@@ -188,6 +194,9 @@ def train(encoders, X, observed, cfg, *, generator, device, validation=None):
             loss.backward()
             optimizer.step()
             total += loss.detach() * idx.shape[0]
+            if not _parameters_finite(encoders, loss_fn):  # an overflowing step: end the epoch, the guard below restores
+                total += float("nan")
+                break
         epoch_loss = float(total) / n
         result.time_gradient += time.perf_counter() - t0
 

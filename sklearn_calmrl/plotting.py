@@ -1,0 +1,94 @@
+"""Plotting helpers (need matplotlib, which is an optional dependency)."""
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["plot_training_curves"]
+
+
+def plot_training_curves(estimator, ax=None):
+    """Plot the training history of a fitted :class:`~sklearn_calmrl.CalMRLTransformer`.
+
+    The left panel shows the mean alignment loss per epoch (``loss_curve_``)
+    and, when the model was fitted with ``early_stopping=True``, the loss on
+    the held-out rows (``validation_scores_``). The right panel shows the
+    mean observed-data log-likelihood after each closed-form step
+    (``loglik_curve_``): for torch encoders the initial EM fit and then one
+    point per refresh; for ``encoder='identity'`` one point per EM iteration
+    (such a model has no loss curve, and its left panel says so).
+
+    Parameters
+    ----------
+    estimator : CalMRLTransformer
+        A fitted estimator (any object with ``loss_curve_`` and
+        ``loglik_curve_`` attributes).
+    ax : matplotlib Axes or sequence of two Axes, default=None
+        Where to draw. ``None`` creates a new figure with two panels side by
+        side. Two Axes get the loss and the log-likelihood. A single Axes gets
+        the loss, and the log-likelihood on a twin y-axis (``ax.twinx()``).
+
+    Returns
+    -------
+    axes : ndarray of matplotlib Axes of shape (2,)
+        The Axes of the loss and of the log-likelihood.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn_calmrl import CalMRLTransformer
+    >>> from sklearn_calmrl.datasets import make_latent_modalities
+    >>> from sklearn_calmrl.plotting import plot_training_curves
+    >>> X, mods, _ = make_latent_modalities(n_samples=200, random_state=0)
+    >>> est = CalMRLTransformer(mods, encoder="identity", latent_dim=3).fit(X)
+    >>> axes = plot_training_curves(est)
+    >>> [a.get_ylabel() for a in axes]
+    ['alignment loss', 'mean log-likelihood']
+    """
+    import matplotlib.pyplot as plt
+
+    check_is_fitted(estimator, ["loss_curve_", "loglik_curve_"])
+    loss = np.asarray(estimator.loss_curve_, dtype=float)
+    loglik = np.asarray(estimator.loglik_curve_, dtype=float)
+    validation = np.asarray(getattr(estimator, "validation_scores_", None) or [], dtype=float)
+
+    twin = False
+    if ax is None:
+        _, (ax_loss, ax_ll) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    elif np.iterable(ax):
+        axes = list(np.ravel(ax))
+        if len(axes) != 2:
+            raise ValueError(f"ax must be one Axes or a sequence of two Axes, got {len(axes)}.")
+        ax_loss, ax_ll = axes
+    else:
+        ax_loss, ax_ll, twin = ax, ax.twinx(), True
+
+    epochs = np.arange(1, loss.size + 1)
+    if loss.size:
+        ax_loss.plot(epochs, loss, marker="o", markersize=3, color="C0", label="training loss")
+        if validation.size:
+            ax_loss.plot(np.arange(1, validation.size + 1), validation, marker="s", markersize=3, color="C1", label="validation loss")
+            best = int(np.argmin(validation)) + 1
+            ax_loss.axvline(best, color="C1", linestyle=":", linewidth=1, label=f"best epoch ({best})")
+        ax_loss.set_xlabel("epoch")
+    else:
+        ax_loss.text(0.5, 0.5, "no gradient training\n(encoder='identity')", ha="center", va="center", transform=ax_loss.transAxes)
+        ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("alignment loss")
+
+    if loglik.size:
+        ax_ll.plot(np.arange(loglik.size), loglik, marker="^", markersize=3, color="C2", label="log-likelihood")
+    ax_ll.set_ylabel("mean log-likelihood")
+    if not twin:
+        identity = getattr(estimator, "encoders_", None) is None and not loss.size
+        ax_ll.set_xlabel("EM iteration" if identity else "closed-form step (0 = initial EM)")
+        ax_loss.set_title("alignment loss")
+        ax_ll.set_title("latent model log-likelihood")
+        if loss.size:
+            ax_loss.legend(loc="best", fontsize="small")
+    else:
+        handles = ax_loss.get_legend_handles_labels()
+        handles_ll = ax_ll.get_legend_handles_labels()
+        if handles[0] or handles_ll[0]:
+            ax_loss.legend(handles[0] + handles_ll[0], handles[1] + handles_ll[1], loc="best", fontsize="small")
+    return np.array([ax_loss, ax_ll], dtype=object)

@@ -1,0 +1,231 @@
+"""End-to-end behaviour of CalMRLTransformer on the bundled real data and in scikit-learn tools."""
+
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.compose import ColumnTransformer
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_calmrl import CalMRLTransformer, stack_modalities
+from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, load_multiple_features
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, em_max_iter=30, device="cpu", random_state=0)
+
+
+@pytest.fixture(scope="module")
+def mfeat():
+    data = load_multiple_features()
+    rows = np.random.RandomState(0).choice(2000, 600, replace=False)
+    X = ampute_modalities(data.data[rows], data.modalities, rate=0.5, random_state=0)
+    return X, data.target[rows], data.modalities
+
+
+@pytest.fixture(scope="module")
+def segment():
+    data = load_image_segmentation()
+    X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
+    return X, data.target, data.modalities, data
+
+
+@pytest.mark.parametrize("encoder", ["identity", "linear", "mlp"])
+def test_pipeline_on_real_data_beats_chance_by_far(mfeat, encoder):
+    X, y, mods = mfeat
+    pipe = make_pipeline(StandardScaler(), CalMRLTransformer(mods, encoder=encoder, **FAST), LogisticRegression(max_iter=500))
+    pipe.fit(X[:450], y[:450])
+    assert pipe.score(X[450:], y[450:]) > 0.8  # chance is 0.1
+
+
+@pytest.mark.parametrize("output,width", [("latent", 8), ("anchor", 16), ("mean", 16), ("concat", 6 * 16)])
+def test_outputs_and_feature_names(mfeat, output, width):
+    X, _, mods = mfeat
+    est = CalMRLTransformer(mods, output=output, **FAST).fit(X)
+    Z = est.transform(X)
+    assert Z.shape == (X.shape[0], width) and np.isfinite(Z).all()
+    names = est.get_feature_names_out()
+    assert len(names) == width
+    if output == "concat":
+        assert names[0] == "fou_0" and names[-1] == "mor_15"
+    else:
+        assert names[0] == f"{output}0"
+    if output in ("anchor", "mean"):
+        np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, atol=1e-6)
+
+
+def test_fitted_attributes(mfeat):
+    X, _, mods = mfeat
+    est = CalMRLTransformer(mods, **FAST).fit(X)
+    assert list(est.modalities_) == list(mods)
+    assert len(est.components_) == 6 and est.components_[0].shape == (16, 8)
+    assert len(est.means_) == 6 and est.noise_variance_.shape == (6,)
+    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3 and est.device_ == "cpu"
+    assert all(np.isfinite(est.loss_curve_)) and len(est.loglik_curve_) >= 3
+
+
+def test_calibrated_columns_keep_observed_and_impute_missing(mfeat):
+    X, _, mods = mfeat
+    est = CalMRLTransformer(mods, **FAST).fit(X)
+    reps, var = est.impute_representations(X[:50], return_variance=True)
+    concat = est.transform(X[:50])
+    np.testing.assert_allclose(np.hstack(list(reps.values())), concat)
+    cols = mods["fou"]
+    missing = np.isnan(X[:50, cols]).all(axis=1)
+    assert missing.any() and (~missing).any()
+    assert np.all(var["fou"][~missing] == 0) and np.all(var["fou"][missing] > 0)
+    np.testing.assert_allclose(np.linalg.norm(reps["fou"], axis=1), 1.0, atol=1e-6)
+
+
+def test_identity_encoder_imputes_in_feature_space():
+    data = load_multiple_features()
+    mods = data.modalities
+    X = ampute_modalities(data.data, mods, rate=0.5, random_state=0)
+    est = CalMRLTransformer(mods, encoder="identity", latent_dim=16, em_max_iter=50, random_state=0).fit(X)
+    reps = est.impute_representations(X)
+    cols = mods["kar"]
+    missing = np.isnan(X[:, cols]).all(axis=1)
+    # the imputed standardized block, from the other modalities, is far better than the mean (0)
+    truth = (data.data[:, cols] - est.feature_mean_[cols]) / est.feature_scale_[cols]
+    err_impute = np.mean((reps["kar"][missing] - truth[missing]) ** 2)
+    err_mean = np.mean(truth[missing] ** 2)
+    assert err_impute < 0.7 * err_mean
+    assert est.encoders_ is None and est.loss_curve_ == []
+
+
+def test_score_is_mean_loglik_and_em_improves(segment):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, encoder="identity", latent_dim=4, random_state=0).fit(X)
+    assert np.isclose(est.score(X), est.score_samples(X).mean())
+    assert np.all(np.diff(est.loglik_curve_) >= -1e-9)
+
+
+def test_grid_search_two_params_n_jobs_2(mfeat):
+    X, y, mods = mfeat
+    pipe = make_pipeline(CalMRLTransformer(mods, **FAST), LogisticRegression(max_iter=300))
+    grid = GridSearchCV(
+        pipe,
+        {"calmrltransformer__latent_dim": [4, 8], "calmrltransformer__output": ["latent", "concat"]},
+        cv=StratifiedKFold(2),
+        n_jobs=2,
+    )
+    grid.fit(X, y)
+    assert grid.best_score_ > 0.7 and len(grid.cv_results_["params"]) == 4
+
+
+def test_column_transformer_upstream(segment):
+    X, y, mods, data = segment
+    df = pd.DataFrame(X, columns=data.feature_names)
+    shape_cols, color_cols = list(data.feature_names[:8]), list(data.feature_names[8:])
+    pre = ColumnTransformer([("shape", StandardScaler(), shape_cols), ("color", StandardScaler(), color_cols)])
+    pipe = make_pipeline(pre, CalMRLTransformer([8, 10], **FAST), LogisticRegression(max_iter=500))
+    pipe.fit(df, y)
+    assert pipe.score(df, y) > 0.6
+
+
+def test_dataframe_with_named_modalities_and_pandas_output(segment):
+    X, _, _, data = segment
+    df = pd.DataFrame(X, columns=data.feature_names)
+    mods = {"shape": list(data.feature_names[:8]), "color": list(data.feature_names[8:])}
+    est = CalMRLTransformer(mods, output="latent", **FAST).set_output(transform="pandas")
+    out = est.fit_transform(df)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == [f"latent{j}" for j in range(8)]
+    assert list(est.feature_names_in_) == list(data.feature_names)
+    reordered = df[df.columns[::-1]]
+    with pytest.raises(ValueError, match="[Ff]eature names"):
+        est.transform(reordered)
+
+
+def test_samples_with_exactly_one_modality(segment):
+    X, _, mods, data = segment
+    est = CalMRLTransformer(mods, **FAST).fit(X)
+    only_shape = data.data.copy()
+    only_shape[:, mods["color"]] = np.nan
+    only_color = data.data.copy()
+    only_color[:, mods["shape"]] = np.nan
+    for Xo in (only_shape, only_color):
+        Z = est.transform(Xo[:20])
+        assert Z.shape == (20, 32) and np.isfinite(Z).all()
+
+
+def test_list_of_blocks_equals_canonical_form(segment):
+    X, _, mods, _ = segment
+    blocks = [X[:, mods["shape"]], X[:, mods["color"]]]
+    Xc, spec = stack_modalities(blocks)
+    a = CalMRLTransformer(**FAST).fit(blocks)
+    b = CalMRLTransformer(spec, **FAST).fit(Xc)
+    np.testing.assert_array_equal(a.transform(blocks), b.transform(Xc))
+    np.testing.assert_array_equal(a.transform(Xc), b.transform(blocks))
+
+
+def test_same_seed_same_output_and_rng_untouched(segment):
+    X, _, mods, _ = segment
+    np_state = np.random.get_state()[1].copy()
+    torch_state = torch.get_rng_state().clone()
+    Z1 = CalMRLTransformer(mods, **FAST).fit_transform(X)
+    Z2 = CalMRLTransformer(mods, **FAST).fit_transform(X)
+    np.testing.assert_array_equal(Z1, Z2)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+
+
+def test_dtype_follows_input_and_input_not_modified(segment):
+    X, _, mods, _ = segment
+    X32 = X.astype(np.float32)
+    before = X32.copy()
+    est = CalMRLTransformer(mods, **FAST).fit(X32)
+    Z = est.transform(X32)
+    assert Z.dtype == np.float32 and est.transform(X).dtype == np.float64
+    np.testing.assert_array_equal(X32, before)
+    assert not np.shares_memory(Z, X32)
+
+
+@pytest.mark.parametrize("encoder", ["identity", "linear", "mlp"])
+def test_pickle_round_trip(segment, encoder):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, encoder=encoder, **FAST).fit(X)
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(est.transform(X), clone.transform(X))
+
+
+@pytest.mark.parametrize("alignment", ["pmrl", "gram"])
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_alignment_and_calibration_variants_train(segment, alignment, calibrate):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, alignment=alignment, calibrate=calibrate, **FAST).fit(X[:500])
+    assert np.all(np.isfinite(est.loss_curve_)) and np.isfinite(est.transform(X[:50])).all()
+
+
+def test_streaming_em_mode(segment):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, em_every=0, **FAST).fit(X)
+    assert len(est.loglik_curve_) == 1 + est.n_iter_ and np.isfinite(est.transform(X)).all()
+
+
+def test_early_stopping_restores_best_and_warns_on_max_epochs(segment):
+    X, _, mods, _ = segment
+    params = {**FAST, "max_epochs": 30}
+    est = CalMRLTransformer(mods, early_stopping=True, n_iter_no_change=2, tol=10.0, **{k: v for k, v in params.items()})
+    est.fit(X)
+    assert est.n_iter_ == 3 and len(est.validation_scores_) == 3  # first epoch is best, two without 10-point gains
+    with pytest.warns(ConvergenceWarning, match="max_epochs"):
+        CalMRLTransformer(mods, **FAST).fit(X)
+
+
+def test_cuda_path_runs():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    data = load_image_segmentation()
+    X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
+    est = CalMRLTransformer(data.modalities, **{**FAST, "device": "cuda"}).fit(X)
+    assert est.device_ == "cuda" and next(est.encoders_.parameters()).is_cuda
+    Z = est.transform(X)
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(clone.transform(X), Z, atol=1e-5)

@@ -1,0 +1,26 @@
+"""scikit-learn's official estimator checks on cheap instances."""
+
+import warnings
+
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_calmrl import CalMRLTransformer
+
+# Every check expected to fail, with the reason (empty: all checks pass).
+EXPECTED_FAILED_CHECKS = {}
+
+
+def _cheap(**kw):
+    return CalMRLTransformer(latent_dim=2, embed_dim=4, max_epochs=2, batch_size=16, em_max_iter=20, device="cpu", **kw)
+
+
+ESTIMATORS = [_cheap(encoder="linear"), _cheap(encoder="mlp", hidden_layer_sizes=(8,)), _cheap(encoder="identity")]
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS)
+def test_sklearn_compatible_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
