@@ -1,0 +1,79 @@
+"""Modality specification, masks and stacking."""
+
+import numpy as np
+import pytest
+
+from sklearn_calmrl import stack_modalities
+from sklearn_calmrl._modalities import is_list_of_blocks, observed_mask, resolve_modalities
+
+NAMES = np.array([f"c{j}" for j in range(6)])
+
+
+@pytest.mark.parametrize(
+    "spec,expected",
+    [
+        (None, [("m0", [0, 1, 2, 3, 4, 5])]),
+        ([2, 4], [("m0", [0, 1]), ("m1", [2, 3, 4, 5])]),
+        ([[5, 0], [1, 2, 3, 4]], [("m0", [5, 0]), ("m1", [1, 2, 3, 4])]),
+        ([slice(0, 3), slice(3, None)], [("m0", [0, 1, 2]), ("m1", [3, 4, 5])]),
+        ({"a": [0, 1], "b": slice(2, 6)}, [("a", [0, 1]), ("b", [2, 3, 4, 5])]),
+        ({"a": ["c0", "c1", "c2"], "b": ["c3", "c4", "c5"]}, [("a", [0, 1, 2]), ("b", [3, 4, 5])]),
+        ([[-1, 0, 1, 2, 3], [4]], [("m0", [5, 0, 1, 2, 3]), ("m1", [4])]),
+    ],
+)
+def test_resolve_forms(spec, expected):
+    blocks = resolve_modalities(spec, 6, NAMES)
+    assert [(n, idx.tolist()) for n, idx in blocks] == expected
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ([2, 3], "sum to 5, but X has 6"),
+        ([[0, 1, 2], [2, 3, 4, 5]], "overlap"),
+        ([[0, 1], [2, 3]], "leave 2 column"),
+        ({"a": [], "b": list(range(6))}, "'a' is empty"),
+        ({}, "empty dict"),
+        ([], "empty list"),
+        ({"a": ["c0", "zz"], "b": ["c1"]}, "does not have: \\['zz'\\]"),
+        ([[0, 9], [1, 2, 3, 4, 5]], "out of range"),
+        ([[0, 0], [1, 2, 3, 4, 5]], "same column more than once"),
+        ([0, 6], "must be positive"),
+        ("abc", "must be None, a list"),
+        ({"a": 3, "b": [0]}, "scalar"),
+    ],
+)
+def test_resolve_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_modalities(spec, 6, NAMES)
+
+
+def test_names_need_a_dataframe():
+    with pytest.raises(ValueError, match="no column names"):
+        resolve_modalities({"a": ["c0"]}, 1)
+
+
+def test_observed_mask_whole_block_nan_only():
+    X = np.arange(12, dtype=float).reshape(3, 4)
+    X[0, :2] = np.nan  # whole block 0 missing
+    X[1, 2] = np.nan  # partial NaN: still observed
+    mask = observed_mask(X, resolve_modalities([2, 2], 4))
+    assert mask.tolist() == [[False, True], [True, True], [True, True]]
+
+
+def test_stack_modalities_round_trip():
+    a, b = np.ones((4, 2)), np.zeros((4, 3))
+    X, spec = stack_modalities([a, b], names=["x", "y"])
+    assert spec == {"x": [0, 1], "y": [2, 3, 4]}
+    blocks = resolve_modalities(spec, X.shape[1])
+    np.testing.assert_array_equal(X[:, blocks[1][1]], b)
+    assert is_list_of_blocks([a, b]) and not is_list_of_blocks(X) and not is_list_of_blocks([[1, 2], [3, 4]])
+
+
+def test_stack_modalities_errors():
+    with pytest.raises(ValueError, match="row counts \\[4, 3\\]"):
+        stack_modalities([np.ones((4, 2)), np.ones((3, 2))])
+    with pytest.raises(ValueError, match="2-D"):
+        stack_modalities([np.ones(4)])
+    with pytest.raises(ValueError, match="distinct"):
+        stack_modalities([np.ones((2, 1)), np.ones((2, 1))], names=["a", "a"])

@@ -1,0 +1,78 @@
+"""The bi-step loop: calibration, gradient routing, EM refreshes."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_calmrl._alignment import PMRLLoss
+from sklearn_calmrl._encoders import LinearEncoder
+from sklearn_calmrl._latent import init_params
+from sklearn_calmrl._training import TrainConfig, _batch_loss, calibrated, encode, encode_all, train
+from sklearn_calmrl.datasets import make_latent_modalities
+
+
+def _setup(n=120, seed=0):
+    X, mods, _ = make_latent_modalities(n_samples=n, block_sizes=(6, 5, 4), latent_dim=2, noise=0.2, random_state=seed)
+    blocks = [torch.tensor(X[:, cols], dtype=torch.float32) for cols in mods.values()]
+    rng = np.random.default_rng(seed)
+    observed = torch.tensor(rng.random((n, 3)) < 0.7)
+    observed[observed.sum(1) == 0, 0] = True
+    torch.manual_seed(seed)
+    encoders = torch.nn.ModuleList(LinearEncoder(b.shape[1], 4) for b in blocks)
+    for enc, b, m in zip(encoders, blocks, range(3)):
+        enc.init_from_data(b[observed[:, m]])
+    return blocks, observed, encoders
+
+
+def test_encode_is_unit_norm_and_zero_when_missing():
+    blocks, observed, encoders = _setup()
+    Z = encode(encoders, blocks, observed)
+    for m, z in enumerate(Z):
+        norms = z.norm(dim=1)
+        torch.testing.assert_close(norms[observed[:, m]], torch.ones(int(observed[:, m].sum())))
+        assert torch.all(norms[~observed[:, m]] == 0)
+
+
+def test_calibrated_keeps_observed_columns_and_imputes_unit_vectors():
+    blocks, observed, encoders = _setup()
+    Z = encode_all(encoders, blocks, observed)
+    params = init_params(Z, observed, 2, generator=torch.Generator().manual_seed(0))
+    Zhat, post = calibrated(Z, observed, params)
+    for m in range(3):
+        assert torch.equal(Zhat[m][observed[:, m]], Z[m][observed[:, m]])
+        miss = ~observed[:, m]
+        expected = torch.nn.functional.normalize(post.mean[miss] @ params.W[m].T + params.mu[m], dim=1)
+        torch.testing.assert_close(Zhat[m][miss], expected)
+
+
+def test_detach_flag_changes_gradient_routing():
+    blocks, observed, encoders = _setup()
+    Z = encode_all(encoders, blocks, observed)
+    params = init_params(Z, observed, 2, generator=torch.Generator().manual_seed(0))
+    grads = {}
+    for detach in (True, False):
+        encoders.zero_grad()
+        cfg = TrainConfig(latent_dim=2, detach_imputation=detach)
+        _batch_loss(encoders, PMRLLoss(), blocks, observed, params, cfg).backward()
+        grads[detach] = encoders[0].linear.weight.grad.clone()
+    assert torch.isfinite(grads[True]).all() and torch.isfinite(grads[False]).all()
+    assert not torch.allclose(grads[True], grads[False])
+
+
+def test_unobserved_encoder_gets_no_gradient():
+    blocks, observed, encoders = _setup()
+    observed[:, 2] = False
+    Z = encode_all(encoders, blocks, observed)
+    params = init_params(Z, observed, 2, generator=torch.Generator().manual_seed(0))
+    _batch_loss(encoders, PMRLLoss(), blocks, observed, params, TrainConfig(latent_dim=2)).backward()
+    assert encoders[2].linear.weight.grad is None or torch.all(encoders[2].linear.weight.grad == 0)
+
+
+@pytest.mark.parametrize("em_every", [1, 0])
+def test_train_lowers_the_loss(em_every):
+    blocks, observed, encoders = _setup(n=200)
+    cfg = TrainConfig(latent_dim=2, max_epochs=15, batch_size=50, learning_rate=1e-2, em_every=em_every, n_iter_no_change=100)
+    with pytest.warns(Warning):
+        result = train(encoders, blocks, observed, cfg, generator=torch.Generator().manual_seed(0), device="cpu")
+    assert result.n_epochs == 15 and result.loss_curve[-1] < result.loss_curve[0]
+    assert all(np.isfinite(result.loglik_curve)) and result.time_em > 0 and result.time_gradient > 0
