@@ -1,11 +1,14 @@
 """Per-modality torch encoders ``f_m`` (DESIGN.md section 2).
 
-Both encoders start from the block's principal components, so the deep model
-starts from the closed-form solution instead of a random projection (DESIGN 7:
-random-init MLPs lost about 5 points of probe accuracy to PCA-initialised linear
-encoders). The MLP adds a residual branch whose output layer starts at zero, so
-at initialisation it computes exactly the PCA projection and training only adds
-non-linear corrections.
+Both encoders start from a closed-form linear map instead of a random projection
+(DESIGN 7: random-init MLPs lost about 5 points of probe accuracy to
+PCA-initialised linear encoders). With ``shared_map`` the first rows are the
+posterior-mean map ``x^m -> E[b | x^m]`` of the multi-view probabilistic PCA fitted
+on the raw blocks, so every modality starts in the same latent coordinates
+(aligned across modalities before the first gradient step); the remaining rows
+are the block's leading principal axes. The MLP adds a residual branch whose
+output layer starts at zero, so at initialisation it computes exactly that linear
+map and training only adds non-linear corrections.
 """
 
 import torch
@@ -16,18 +19,28 @@ __all__ = ["LinearEncoder", "MLPEncoder", "make_encoder", "ENCODERS"]
 ENCODERS = ("linear", "mlp")
 
 
-def _pca_init_(linear, X):
-    """Set ``linear`` to the projection on the leading principal axes of ``X`` (rows beyond rank start at 0)."""
+def _linear_init_(linear, X, shared_map=None):
+    """Initialise ``linear`` from data (rows beyond what the data determine start at 0).
+
+    ``shared_map = (A, c)`` fills the first rows with ``x -> A x + c``; the rows
+    after them project on the leading principal axes of ``X``.
+    """
     with torch.no_grad():
         linear.weight.zero_()
         linear.bias.zero_()
-        if X.shape[0] == 0:
+        start = 0
+        if shared_map is not None:
+            A, c = shared_map
+            start = min(A.shape[0], linear.out_features)
+            linear.weight[:start] = A[:start]
+            linear.bias[:start] = c[:start]
+        if X.shape[0] == 0 or start >= linear.out_features:
             return
         center = X.mean(dim=0)
         _, _, Vh = torch.linalg.svd(X - center, full_matrices=False)
-        r = min(Vh.shape[0], linear.out_features)
-        linear.weight[:r] = Vh[:r]
-        linear.bias[:r] = -(Vh[:r] @ center)
+        r = min(Vh.shape[0], linear.out_features - start)
+        linear.weight[start : start + r] = Vh[:r]
+        linear.bias[start : start + r] = -(Vh[:r] @ center)
 
 
 class LinearEncoder(nn.Module):
@@ -37,9 +50,9 @@ class LinearEncoder(nn.Module):
         super().__init__()
         self.linear = nn.Linear(n_features, embed_dim)
 
-    def init_from_data(self, X):
-        """PCA initialisation from the observed, standardized rows ``X`` of the block."""
-        _pca_init_(self.linear, X)
+    def init_from_data(self, X, shared_map=None):
+        """Initialise from the observed, standardized rows ``X`` of the block (see the module docstring)."""
+        _linear_init_(self.linear, X, shared_map)
 
     def forward(self, x):
         return self.linear(x)
@@ -60,9 +73,9 @@ class MLPEncoder(nn.Module):
         nn.init.zeros_(out.bias)
         self.residual = nn.Sequential(*layers, out)
 
-    def init_from_data(self, X):
-        """PCA initialisation of the linear path from the observed, standardized rows ``X``."""
-        _pca_init_(self.linear, X)
+    def init_from_data(self, X, shared_map=None):
+        """Initialise the linear path from the observed, standardized rows ``X`` (see the module docstring)."""
+        _linear_init_(self.linear, X, shared_map)
 
     def forward(self, x):
         return self.linear(x) + self.residual(x)

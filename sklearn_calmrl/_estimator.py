@@ -2,7 +2,9 @@
 
 import copy
 import functools
+import hashlib
 import numbers
+import time
 import warnings
 
 import numpy as np
@@ -12,11 +14,21 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from ._alignment import leading_direction
+from ._alignment import leading_direction, make_alignment_loss
 from ._encoders import make_encoder
-from ._latent import NOISE_MODELS, LatentParams, fit_em, init_params, log_likelihood, posterior, predictive_variance
+from ._latent import (
+    NOISE_MODELS,
+    LatentParams,
+    fit_em,
+    init_params,
+    log_likelihood,
+    predictive_variance,
+    single_modality_maps,
+)
+from ._latent import SufficientStatistics, m_step, sufficient_statistics
 from ._modalities import is_list_of_blocks, observed_mask, resolve_modalities, stack_modalities
 from ._training import TrainConfig, calibrated, encode, train
+from ._training import _batch_loss, _parameters_finite, encode_all
 
 __all__ = ["CalMRLTransformer"]
 
@@ -81,6 +93,12 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         ``encoder='identity'``, which keeps each block's own width).
     hidden_layer_sizes : tuple of int, default=(128,)
         Hidden widths of the MLP encoders' residual branch.
+    encoder_init : {'ppca', 'pca'}, default='ppca'
+        How the torch encoders start. 'ppca' fits the closed-form model of
+        ``encoder='identity'`` first and sets the first ``latent_dim`` outputs of
+        encoder m to the posterior-mean map ``x^m -> E[b | x^m]``, so all
+        modalities start aligned in one latent coordinate system; the other
+        outputs (and all of them with 'pca') project on the block's principal axes.
     alignment : {'pmrl', 'gram'}, default='pmrl'
         Alignment objective on the calibrated representations.
     calibrate : bool, default=True
@@ -187,6 +205,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "embed_dim": [Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
+        "encoder_init": [StrOptions({"ppca", "pca"})],
         "alignment": [StrOptions({"pmrl", "gram"})],
         "calibrate": ["boolean"],
         "output": [StrOptions({"concat", "latent", "anchor", "mean"})],
@@ -221,6 +240,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         latent_dim=32,
         embed_dim=64,
         hidden_layer_sizes=(128,),
+        encoder_init="ppca",
         alignment="pmrl",
         calibrate=True,
         output="concat",
@@ -251,6 +271,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         self.latent_dim = latent_dim
         self.embed_dim = embed_dim
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.encoder_init = encoder_init
         self.alignment = alignment
         self.calibrate = calibrate
         self.output = output
@@ -415,13 +436,10 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             torch.manual_seed(seed)
             generator = torch.Generator().manual_seed(seed)
             if self.encoder == "identity":
-                Z = [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
-                init_gen = torch.Generator(device=device).manual_seed(seed)
-                params = init_params(Z, obs, self.latent_dim, generator=init_gen)
-                params, history, n_iter = fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
+                params, history, n_iter = self._fit_identity(Xs, obs, device, seed)
                 encoders, loss_curve, val_curve, loglik_curve = None, [], [], history
             else:
-                result = self._train_encoders(Xs, obs, device, generator, rng)
+                result = self._train_encoders(Xs, obs, device, generator, rng, seed)
                 encoders, params, n_iter = result.encoders, result.params, result.n_epochs
                 loss_curve, val_curve, loglik_curve = result.loss_curve, result.validation_curve, result.loglik_curve
                 self.fit_time_em_, self.fit_time_gradient_ = result.time_em, result.time_gradient
@@ -437,13 +455,23 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         self.loglik_curve_ = loglik_curve
         return self
 
-    def _train_encoders(self, Xs, obs, device, generator, rng):
+    def _fit_identity(self, Xs, obs, device, seed):
+        """Closed-form multi-view probabilistic PCA on the standardized blocks (DESIGN 3, identity encoders)."""
+        Z = [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
+        params = init_params(Z, obs, self.latent_dim, generator=torch.Generator(device=device).manual_seed(seed))
+        return fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
+
+    def _train_encoders(self, Xs, obs, device, generator, rng, seed):
         encoders = torch.nn.ModuleList(
             make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes) for b in Xs
         )
         X_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in Xs]
+        maps = [None] * len(Xs)
+        if self.encoder_init == "ppca":
+            ppca, _, _ = self._fit_identity(Xs, obs, device, seed)
+            maps = [(A.float(), c.float()) for A, c in single_modality_maps(ppca)]
         for m, enc in enumerate(encoders):
-            enc.init_from_data(X_t[m][obs[:, m]])
+            enc.init_from_data(X_t[m][obs[:, m]], maps[m])
         encoders.to(device)
         validation = None
         if self.early_stopping:
@@ -492,6 +520,199 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             [torch.as_tensor(m, **to) for m in self.means_],
             [torch.as_tensor(p, **to) for p in self.noise_variances_],
         )
+
+    # ------------------------------------------------------------------ incremental fit
+    @_restore_on_error
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Update the model from one chunk of rows (scikit-learn's incremental convention).
+
+        The first call initialises the model from its chunk: the standardization
+        statistics (each feature's mean and standard deviation over the chunk's
+        rows that observe it; they are frozen afterwards), the encoders (PCA
+        initialisation on the chunk) and the latent model (``init_params`` and EM
+        to convergence on the chunk). Every call then
+
+        1. for torch encoders, runs one pass of mini-batch gradient steps of the
+           alignment loss over the chunk (E-step with the current latent
+           parameters, as in ``fit``; ``max_epochs`` and ``early_stopping`` do not
+           apply);
+        2. computes the chunk's EM sufficient statistics (``A_m``, ``C_m``,
+           scatter, counts; DESIGN 2.4) under the current parameters and encoders;
+        3. adds them to running totals and does one M-step from the totals.
+
+        Statistics are kept per chunk, keyed by a hash of the chunk's contents: a
+        chunk seen before has its old contribution *replaced* by the recomputed
+        one (Neal & Hinton's incremental EM), so passing the same chunks several
+        times converges to the full-batch EM fixed point, while new chunks add to
+        the totals. Contributions of chunks that are not seen again stay as they
+        were computed (under older parameters and, for torch encoders, older
+        encoders). Memory: one set of statistics per distinct chunk,
+        ``k (q+1)^2 + sum_m d_m (q+2)`` floats.
+
+        Calling ``partial_fit`` after ``fit`` continues from the fitted encoders
+        and latent parameters with empty running totals; calling ``fit`` starts
+        afresh.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            One chunk, same layout on every call. The first chunk must observe
+            every modality.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : CalMRLTransformer
+        """
+        first = not hasattr(self, "modalities_")
+        state = None if first else getattr(self, "_partial_fit_state_", None)
+        if state is not None and state.owner is not self.components_:
+            state = None  # fit ran since the last partial_fit: its totals belong to another model
+        X, blocks, observed = self._validate_input(X, reset=first)
+        names = [name for name, _ in blocks]
+        key = _chunk_key(X)
+        keep = observed.any(axis=1)
+        if first:
+            if not keep.any():
+                raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
+            never = [names[m] for m in np.flatnonzero(observed[keep].sum(axis=0) == 0)]
+            if never:
+                raise ValueError(
+                    f"Modality {never[0]!r} is not observed in the first chunk passed to partial_fit: the first chunk "
+                    "sets the standardization and the encoder initialisation, so it must observe every modality."
+                )
+            if self.encoder == "identity" and self.output in ("anchor", "mean") and len({len(i) for _, i in blocks}) > 1:
+                raise ValueError(
+                    f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
+                    f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
+                )
+            self.feature_mean_, self.feature_scale_, self.feature_fill_ = _feature_statistics(X, blocks, observed, self.standardize)
+        if not keep.all():
+            warnings.warn(
+                f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); partial_fit ignores them.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if not keep.any():
+            return self
+        device = _resolve_device(self.device) if first else self.device_
+        if state is None:
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            state = _PartialFitState(seed)
+        else:
+            state = state.copy().to(device)
+        Xs = [b[keep] for b in self._standardized_blocks(X, blocks, observed)]
+        obs = torch.as_tensor(observed[keep], device=device)
+        deep = self.encoder != "identity"
+        cfg = TrainConfig(
+            latent_dim=self.latent_dim,
+            calibrate=self.calibrate,
+            batch_size=self.batch_size,
+            detach_imputation=self.detach_imputation,
+            normalize_imputed=self.normalize_imputed,
+        )
+        fork_devices = [torch.device(device).index or 0] if device == "cuda" else []
+        time_em = time_grad = 0.0
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(state.seed + state.calls)
+            generator = torch.Generator().manual_seed(state.seed + state.calls)
+            if deep:
+                X_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in Xs]
+                if first:
+                    encoders = torch.nn.ModuleList(
+                        make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes) for b in Xs
+                    )
+                    for m, enc in enumerate(encoders):
+                        enc.init_from_data(X_t[m][obs[:, m]])
+                    encoders.to(device)
+                else:
+                    encoders = copy.deepcopy(self.encoders_).to(device)
+                if state.loss_fn is None:
+                    kw = {"tau_intra": self.tau_intra, "tau_inter": self.tau_inter} if self.alignment == "pmrl" else {}
+                    state.loss_fn = make_alignment_loss(self.alignment, **kw).to(device)
+                else:
+                    state.loss_fn = copy.deepcopy(state.loss_fn)
+                optimizer = torch.optim.Adam(list(encoders.parameters()) + list(state.loss_fn.parameters()), lr=self.learning_rate)
+                if state.optim is not None:
+                    optimizer.load_state_dict(copy.deepcopy(state.optim))
+            t0 = time.perf_counter()
+            if first:  # latent model: init_params and EM to convergence on the first chunk (DESIGN 2.6)
+                Z = encode_all(encoders, X_t, obs) if deep else [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
+                init_gen = torch.Generator(device=device).manual_seed(state.seed)
+                params = init_params(Z, obs, self.latent_dim, generator=init_gen)
+                params, _, _ = fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
+            else:
+                params = self._latent_params()
+            time_em += time.perf_counter() - t0
+
+            chunk_loss = float("nan")
+            if deep:  # one pass of gradient steps over the chunk, latent parameters fixed (DESIGN 3)
+                init_state = copy.deepcopy(encoders.state_dict()) if first else None
+                t0 = time.perf_counter()
+                encoders.train()
+                n = obs.shape[0]
+                order = torch.randperm(n, generator=generator).to(device)
+                total = torch.zeros((), dtype=torch.float64, device=device)
+                for start in range(0, n, self.batch_size):
+                    idx = order[start : start + self.batch_size]
+                    loss = _batch_loss(encoders, state.loss_fn, [x[idx] for x in X_t], obs[idx], params, cfg)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.detach() * idx.shape[0]
+                encoders.eval()
+                chunk_loss = float(total) / n
+                time_grad += time.perf_counter() - t0
+                if not (np.isfinite(chunk_loss) and _parameters_finite(encoders, state.loss_fn)):
+                    warnings.warn(
+                        f"partial_fit diverged on this chunk (loss={chunk_loss}); "
+                        + ("kept the PCA-initialised encoders. " if first else "the model was left as it was. ")
+                        + f"Lower learning_rate (now {self.learning_rate}).",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                    if not first:
+                        return self
+                    encoders.load_state_dict(init_state)
+                    state.loss_fn, state.optim = None, None
+                else:
+                    state.optim = optimizer.state_dict()
+
+            # the chunk's statistics under the current parameters replace its previous contribution (DESIGN 2.4, 3)
+            t0 = time.perf_counter()
+            Z = encode_all(encoders, X_t, obs) if deep else [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
+            stats = None
+            for s in range(0, obs.shape[0], _CHUNK):
+                part = sufficient_statistics([z[s : s + _CHUNK] for z in Z], obs[s : s + _CHUNK], params)
+                stats = part if stats is None else stats + part
+            del Z
+            state.add_chunk(key, stats)
+            params = m_step(state.total, params, noise=self.noise)
+            time_em += time.perf_counter() - t0
+        if not all(bool(torch.isfinite(t).all()) for group in params for t in group):
+            if first:
+                raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
+            warnings.warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning, stacklevel=2)
+            return self
+
+        state.calls += 1
+        self.modalities_ = {name: idx.tolist() for name, idx in blocks}
+        self.device_ = device
+        self.encoders_ = encoders if deep else None
+        self._set_params(params)
+        state.owner = self.components_
+        self._partial_fit_state_ = state
+        self.n_iter_ = state.calls
+        self.n_samples_seen_ = (0 if first else getattr(self, "n_samples_seen_", 0)) + int(obs.shape[0])
+        self.loss_curve_ = ([] if first else list(getattr(self, "loss_curve_", []))) + ([chunk_loss] if deep else [])
+        self.loglik_curve_ = ([] if first else list(getattr(self, "loglik_curve_", []))) + [float(stats.loglik) / stats.n_rows]
+        self.validation_scores_ = []
+        if deep:
+            self.fit_time_em_ = (0.0 if first else getattr(self, "fit_time_em_", 0.0)) + time_em
+            self.fit_time_gradient_ = (0.0 if first else getattr(self, "fit_time_gradient_", 0.0)) + time_grad
+        return self
 
     # ------------------------------------------------------------------ inference
     def _representations(self, X):
@@ -669,3 +890,91 @@ def _warn_disconnected(observed, names):
             UserWarning,
             stacklevel=3,
         )
+
+
+# ---------------------------------------------------------------------- partial_fit helpers
+def _feature_statistics(X, blocks, observed, standardize):
+    """Per-feature (mean, scale, fill) over the rows observing each block, as ``fit`` computes them (DESIGN 6)."""
+    mean = np.zeros(X.shape[1])
+    scale = np.ones(X.shape[1])
+    fill = np.zeros(X.shape[1])
+    for m, (_, idx) in enumerate(blocks):
+        rows = X[observed[:, m]][:, idx].astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mu = np.nanmean(rows, axis=0)
+            sd = np.nanstd(rows, axis=0)
+        fill[idx] = np.where(np.isfinite(mu), mu, 0.0)
+        if standardize:
+            mean[idx] = fill[idx]
+            scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
+    return mean, scale, fill
+
+
+def _chunk_key(X):
+    """Fingerprint of a validated chunk: its shape, dtype and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((X.shape, X.dtype.str)).encode())
+    h.update(np.ascontiguousarray(X).data)
+    return h.hexdigest()
+
+
+def _stats_map(stats, fn):
+    return SufficientStatistics(fn(stats.count), [fn(a) for a in stats.A], [fn(c) for c in stats.C], [fn(s) for s in stats.S], fn(stats.loglik), stats.n_rows)
+
+
+class _PartialFitState:
+    """What ``partial_fit`` carries between calls: running EM statistics, per-chunk contributions, optimizer.
+
+    ``owner`` is the ``components_`` list this state was built with: ``fit`` replaces that
+    list, which is how ``partial_fit`` notices that its totals belong to an older model.
+    Pickles with every tensor on the CPU; ``to`` moves it back to the compute device.
+    """
+
+    def __init__(self, seed):
+        self.seed = seed
+        self.calls = 0
+        self.owner = None
+        self.total = None  # SufficientStatistics summed over the chunks
+        self.chunks = {}  # chunk fingerprint -> its current contribution to total
+        self.loss_fn = None  # alignment loss module (GRAM's temperature is learned)
+        self.optim = None  # Adam state_dict
+
+    def copy(self):
+        new = copy.copy(self)
+        new.chunks = dict(self.chunks)
+        return new
+
+    def add_chunk(self, key, stats):
+        """Add a chunk's statistics, replacing its previous contribution when it was seen before."""
+        old = self.chunks.get(key)
+        if self.total is None:
+            self.total = stats
+        elif old is None:
+            self.total = self.total + stats
+        else:
+            neg = _stats_map(old, torch.neg)
+            neg.n_rows = -old.n_rows
+            self.total = self.total + neg + stats
+        self.chunks[key] = stats
+
+    def to(self, device):
+        """A copy with every tensor on ``device`` (the same object when it is there already)."""
+        if self.total is None or self.total.count.device.type == torch.device(device).type:
+            return self
+        move = lambda t: t.to(device)  # noqa: E731
+        new = self.copy()
+        new.total = None if self.total is None else _stats_map(self.total, move)
+        new.chunks = {k: _stats_map(s, move) for k, s in self.chunks.items()}
+        if self.loss_fn is not None:
+            new.loss_fn = copy.deepcopy(self.loss_fn).to(device)
+        return new  # Adam's load_state_dict moves its state to the parameters' device
+
+    def __getstate__(self):
+        state = (self.to("cpu") if self.total is not None and self.total.count.device.type != "cpu" else self).__dict__.copy()
+        if self.optim is not None:
+            state["optim"] = {
+                "state": {i: {k: v.cpu() if torch.is_tensor(v) else v for k, v in s.items()} for i, s in self.optim["state"].items()},
+                "param_groups": self.optim["param_groups"],
+            }
+        return state

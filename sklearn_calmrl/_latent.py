@@ -25,6 +25,7 @@ __all__ = [
     "NOISE_MODELS",
     "posterior",
     "impute",
+    "single_modality_maps",
     "predictive_variance",
     "log_likelihood",
     "sufficient_statistics",
@@ -98,6 +99,26 @@ def posterior(Z, observed, params):
     # m_i = V_{O_i} h_i  (DESIGN 2.2)
     mean = torch.bmm(cov[pattern_index], h[:, :, None])[:, :, 0]
     return Posterior(mean, cov, chol, pattern_index, patterns, h)
+
+
+def single_modality_maps(params):
+    """Affine maps ``x^m -> E[b | x^m] = A_m x^m + c_m`` of the posterior mean from modality m alone.
+
+    DESIGN 2.2 with ``O = {m}``: ``A_m = V_m W_m^T Psi_m^-1``, ``c_m = -A_m mu_m``.
+
+    Returns
+    -------
+    list of (Tensor (q, d_m), Tensor (q,))
+    """
+    q = params.W[0].shape[1]
+    eye = torch.eye(q, dtype=params.W[0].dtype, device=params.W[0].device)
+    maps = []
+    for W, mu, psi in zip(*params):
+        Wp = W / psi[:, None]
+        # V_{m} = (I + W_m^T Psi_m^-1 W_m)^-1 ; A_m = V_m W_m^T Psi_m^-1  (DESIGN 2.2)
+        A = torch.linalg.solve(eye + W.T @ Wp, Wp.T)
+        maps.append((A, -(A @ mu)))
+    return maps
 
 
 def impute(mean, params):

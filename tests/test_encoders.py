@@ -35,3 +35,16 @@ def test_make_encoder():
     assert isinstance(make_encoder("mlp", 3, 2, (4, 4)), MLPEncoder)
     with pytest.raises(ValueError, match="'cnn'"):
         make_encoder("cnn", 3, 2)
+
+
+def test_shared_map_fills_first_rows_then_pca():
+    rng = np.random.default_rng(1)
+    X = torch.tensor(rng.normal(size=(50, 4)), dtype=torch.float32)
+    A, c = torch.tensor(rng.normal(size=(2, 4)), dtype=torch.float32), torch.tensor([0.5, -1.0])
+    enc = LinearEncoder(4, 5)
+    enc.init_from_data(X, (A, c))
+    out = enc(X).detach()
+    torch.testing.assert_close(out[:, :2], X @ A.T + c)
+    Xc = X - X.mean(0)
+    _, _, Vh = torch.linalg.svd(Xc, full_matrices=False)
+    torch.testing.assert_close(out[:, 2:].abs(), (Xc @ Vh[:3].T).abs(), atol=1e-4, rtol=1e-4)

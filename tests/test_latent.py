@@ -176,3 +176,16 @@ def test_chunked_em_equals_full_em():
     np.testing.assert_allclose(h_full, h_chunk, rtol=1e-10)
     for a, b in zip(full.W + full.psi, chunked.W + chunked.psi):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-9)
+
+
+def test_single_modality_maps_equal_posterior_from_that_modality_alone():
+    from sklearn_calmrl._latent import single_modality_maps
+
+    rng = np.random.default_rng(7)
+    params = random_params(rng, noise="diagonal")
+    Z, _, _ = sample(rng, params, 20, missing_rate=0.0)
+    for m, (A, c) in enumerate(single_modality_maps(params)):
+        only_m = torch.zeros(20, len(DIMS), dtype=torch.bool)
+        only_m[:, m] = True
+        expected = posterior(Z, only_m, params).mean
+        np.testing.assert_allclose((Z[m] @ A.T + c).numpy(), expected.numpy(), atol=1e-10)
