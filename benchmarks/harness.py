@@ -1,0 +1,659 @@
+"""Core of the benchmark (DESIGN.md section 6, issue 3): methods, metrics, protocol, tables.
+
+Protocol per dataset, missingness kind, level (rate or complete fraction) and
+seed: the amputation with that seed is applied to the whole data (train and test
+alike); stratified K-fold with that seed; inside each fold every method's
+representation is fitted on the training rows only, through
+``Pipeline([rep, StandardScaler(), LogisticRegression(max_iter=2000)])``. All
+methods see the same masks and the same folds.
+"""
+
+import csv
+import math
+import platform
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl.datasets import (
+    ampute_modalities,
+    ampute_modalities_structured,
+    load_image_segmentation,
+    load_multiple_features,
+)
+
+try:  # package import (tests) or script import (python benchmarks/run.py)
+    from .baselines import GeneralizedCCA, MOFATransformer
+except ImportError:  # pragma: no cover
+    from baselines import GeneralizedCCA, MOFATransformer
+
+REPO = Path(__file__).resolve().parents[1]
+
+# --------------------------------------------------------------------------- #
+# Datasets
+# --------------------------------------------------------------------------- #
+
+DATASETS = {
+    "multiple_features": dict(
+        loader=load_multiple_features,
+        retrieval=("fou", "kar"),
+        # The paper's "V-T only" / "A-T only" setting generalised: a hub modality (pix)
+        # paired with each other one; fou and kar co-occur only in the complete rows.
+        pairs=[("fou", "pix"), ("fac", "pix"), ("kar", "pix"), ("zer", "pix"), ("mor", "pix")],
+    ),
+    "image_segmentation": dict(
+        loader=load_image_segmentation,
+        retrieval=("shape", "color"),
+        # Two modalities: the groups keep one modality each; only complete rows have both.
+        pairs=[("shape",), ("color",)],
+    ),
+}
+
+# --------------------------------------------------------------------------- #
+# Methods
+# --------------------------------------------------------------------------- #
+
+
+@dataclass
+class Context:
+    """What a method factory may use to build its (unfitted) representation."""
+
+    modalities: dict
+    n_features: int
+    n_train: int
+    seed: int
+    calmrl_params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    family: str  # 'calmrl' | 'imputer' | 'cca' | 'mofa'
+    description: str
+    make: Callable
+    quick: bool = False
+    requires: Optional[str] = None  # module that must import
+
+
+def _calmrl(**fixed):
+    def make(ctx):
+        params = {**ctx.calmrl_params, **fixed}
+        return CalMRLTransformer(ctx.modalities, random_state=ctx.seed, **params)
+
+    return make
+
+
+def _n_pca(ctx):
+    return int(min(64, ctx.n_features, ctx.n_train - 1))
+
+
+def _imputer_pca(make_imputer):
+    def make(ctx):
+        return Pipeline(
+            [
+                ("scale", StandardScaler()),
+                ("impute", make_imputer(ctx)),
+                ("pca", PCA(_n_pca(ctx), random_state=ctx.seed)),
+            ]
+        )
+
+    return make
+
+
+def _iterative(ctx):
+    return IterativeImputer(
+        max_iter=5, n_nearest_features=min(50, ctx.n_features - 1), skip_complete=True, random_state=ctx.seed
+    )
+
+
+def _concat_mean(ctx):
+    return Pipeline([("scale", StandardScaler()), ("impute", SimpleImputer(strategy="mean"))])
+
+
+def _cca(ctx):
+    widths = sorted((len(idx) for idx in ctx.modalities.values()), reverse=True)
+    n = min(64, widths[1] if len(widths) > 1 else widths[0])
+    return GeneralizedCCA(ctx.modalities, n_components=n, reg=0.1)
+
+
+def _imml_unavailable(ctx):  # pragma: no cover - only reached if imml imports
+    raise NotImplementedError("imml imports, but no wrapper for it is written in benchmarks/baselines.py yet")
+
+
+METHODS = [
+    Method("calmrl-identity", "calmrl", "CalMRL, encoder='identity' (closed-form multi-view PPCA), other params default",
+           _calmrl(encoder="identity"), quick=True),
+    Method("calmrl-linear", "calmrl", "CalMRL, encoder='linear', other params default",
+           _calmrl(encoder="linear"), quick=True),
+    Method("calmrl-mlp", "calmrl", "CalMRL, encoder='mlp', other params default", _calmrl(encoder="mlp")),
+    Method("calmrl-linear-nocal", "calmrl", "CalMRL linear with calibrate=False (observed-only alignment ablation)",
+           _calmrl(encoder="linear", calibrate=False), quick=True),
+    Method("calmrl-linear-gram", "calmrl", "CalMRL linear with alignment='gram' instead of PMRL",
+           _calmrl(encoder="linear", alignment="gram")),
+    Method("mean-pca", "imputer", "standardize, mean imputation, PCA(min(64, d))",
+           _imputer_pca(lambda ctx: SimpleImputer(strategy="mean")), quick=True),
+    Method("knn-pca", "imputer", "standardize, KNNImputer(5), PCA(min(64, d))",
+           _imputer_pca(lambda ctx: KNNImputer(n_neighbors=5))),
+    Method("iterative-pca", "imputer",
+           "standardize, IterativeImputer(BayesianRidge, 5 rounds, 50 nearest features), PCA(min(64, d))",
+           _imputer_pca(_iterative)),
+    Method("concat-mean", "imputer", "standardized blocks side by side, mean imputation, no PCA", _concat_mean,
+           quick=True),
+    Method("cca-mean", "cca", "MAXVAR generalized CCA after mean imputation (ridge 0.1; min(64, second-largest "
+           "block width) components, i.e. min(d1, d2) for two modalities)", _cca, quick=True),
+    Method("mofa", "mofa", "MOFA+ (mofapy2, 20 factors) + closed-form factor posterior for new rows",
+           lambda ctx: MOFATransformer(ctx.modalities, n_factors=20, random_state=ctx.seed), requires="mofapy2"),
+    Method("imml", "other", "imml (optional)", _imml_unavailable, requires="imml"),
+]
+METHODS_BY_NAME = {m.name: m for m in METHODS}
+
+
+def available(method):
+    """(ok, reason): whether the method can run here."""
+    if method.requires:
+        try:
+            __import__(method.requires)
+        except Exception as exc:  # noqa: BLE001
+            return False, f"{method.requires} is not importable ({type(exc).__name__}: {exc})"
+        if method.name == "imml":
+            return False, "imml imports, but no wrapper is written for it (benchmarks/baselines.py)"
+    return True, ""
+
+
+def select_methods(names=None, quick=False, log=print):
+    """Method objects for the given names (default: all, or the quick list), skipping unavailable ones."""
+    if names:
+        unknown = [n for n in names if n not in METHODS_BY_NAME]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS_BY_NAME)}")
+        chosen = [METHODS_BY_NAME[n] for n in names]
+    else:
+        chosen = [m for m in METHODS if m.quick] if quick else list(METHODS)
+    out = []
+    for m in chosen:
+        ok, reason = available(m)
+        if ok:
+            out.append(m)
+        else:
+            log(f"skipping method {m.name}: {reason}")
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# Metrics
+# --------------------------------------------------------------------------- #
+
+
+def retrieval_recall(Q, G, ks=(1, 5)):
+    """Recall@k of cross-modal retrieval: row i of ``Q`` should retrieve row i of ``G``.
+
+    Cosine similarity ranking. Ties are broken at random in expectation (a query
+    whose true match ties with ``t`` others scores the expected recall), so a
+    degenerate representation (e.g. all zeros) scores chance, not 0 or 1.
+    """
+    Q = np.asarray(Q, dtype=np.float64)
+    G = np.asarray(G, dtype=np.float64)
+    Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+    Gn = G / np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-12)
+    S = Qn @ Gn.T
+    true = np.diag(S)[:, None]
+    greater = (S > true).sum(axis=1)
+    ties = (S == true).sum(axis=1) - 1
+    return {k: float(np.mean(np.clip((k - greater) / (ties + 1), 0.0, 1.0))) for k in ks}
+
+
+def _symmetric_recall(A, B, ks=(1, 5)):
+    """Mean of A->B and B->A recall."""
+    ab, ba = retrieval_recall(A, B, ks), retrieval_recall(B, A, ks)
+    return {k: 0.5 * (ab[k] + ba[k]) for k in ks}
+
+
+def _cosine_distance(A, B):
+    na = np.linalg.norm(A, axis=1)
+    nb = np.linalg.norm(B, axis=1)
+    cos = np.einsum("ij,ij->i", A, B) / np.maximum(na * nb, 1e-12)
+    return 1.0 - cos
+
+
+def _only(X, blocks, keep):
+    """Copy of X with every block except ``keep`` set to NaN."""
+    out = X.copy()
+    for name, idx in blocks.items():
+        if name != keep:
+            out[:, idx] = np.nan
+    return out
+
+
+class _Timed(TransformerMixin, BaseEstimator):
+    """Pipeline step that times the wrapped representation's fit (not its transform)."""
+
+    def __init__(self, estimator):
+        self.estimator = estimator
+
+    def fit(self, X, y=None):
+        t = time.perf_counter()
+        self.estimator.fit(X, y)
+        self.fit_time_ = time.perf_counter() - t
+        return self
+
+    def fit_transform(self, X, y=None):
+        return self.fit(X, y).estimator.transform(X)
+
+    def transform(self, X):
+        return self.estimator.transform(X)
+
+
+def _latent(rep, X):
+    """CalMRL latent posterior mean (output='latent') of a fitted estimator, whatever its output."""
+    old = rep.output
+    rep.output = "latent"
+    try:
+        return rep.transform(X)
+    finally:
+        rep.output = old
+
+
+def _impute_features(method, rep, X):
+    """Raw-unit X with missing blocks imputed, for methods that impute in feature space; else None."""
+    if method.family == "imputer":
+        return rep.named_steps["scale"].inverse_transform(rep.named_steps["impute"].transform(
+            rep.named_steps["scale"].transform(X)))
+    if method.family == "mofa":
+        return rep.impute(X)
+    if method.family == "calmrl" and rep.encoder == "identity":
+        reps = rep.impute_representations(X)
+        out = np.empty_like(X, dtype=np.float64)
+        for name, idx in rep.modalities_.items():
+            out[:, idx] = reps[name] * rep.feature_scale_[idx] + rep.feature_mean_[idx]
+        return out
+    return None
+
+
+def evaluate_fold(method, ctx, X, y, observed, names, train, test, *, retrieval, imp_rng, n_classes, eval_scaler):
+    """Fit one method on one fold and compute every metric. Returns a dict of metrics."""
+    blocks = ctx.modalities
+    k = len(names)
+    res = {}
+    rep = method.make(ctx)
+    pipe = Pipeline([("rep", _Timed(rep)), ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=2000))])
+    pipe.fit(X[train], y[train])
+    res["fit_s"] = pipe.named_steps["rep"].fit_time_
+    Xte = X[test]
+    t = time.perf_counter()
+    R = rep.transform(Xte)
+    res["transform_s"] = time.perf_counter() - t
+    Rs = pipe.named_steps["scale"].transform(R)
+    pred = pipe.named_steps["clf"].predict(Rs)
+    correct = pred == y[test]
+    res["acc"] = float(correct.mean())
+    n_obs = observed[test].sum(axis=1)
+    for j in range(1, k + 1):
+        sel = n_obs == j
+        res[f"acc_obs{j}"] = float(correct[sel].mean()) if sel.any() else math.nan
+        res[f"n_obs{j}"] = int(sel.sum())
+
+    # Clustering of the (probe-scaled) test representation.
+    km = KMeans(n_clusters=n_classes, n_init=4, random_state=ctx.seed).fit(Rs)
+    res["nmi"] = float(normalized_mutual_info_score(y[test], km.labels_))
+    res["ari"] = float(adjusted_rand_score(y[test], km.labels_))
+
+    # Cross-modal retrieval A <-> B on test rows observing both, each side from one modality alone.
+    a, b = retrieval
+    ia, ib = names.index(a), names.index(b)
+    rows = test[observed[test, ia] & observed[test, ib]]
+    res["n_retrieval"] = int(rows.size)
+    for kind in ("rep", "emb", "lat"):
+        res[f"r1_{kind}"] = res[f"r5_{kind}"] = math.nan
+    if rows.size >= 2:
+        XA, XB = _only(X[rows], blocks, a), _only(X[rows], blocks, b)
+        SA = pipe.named_steps["scale"].transform(rep.transform(XA))
+        SB = pipe.named_steps["scale"].transform(rep.transform(XB))
+        r = _symmetric_recall(SA, SB)
+        res["r1_rep"], res["r5_rep"] = r[1], r[5]
+        if method.family == "calmrl":
+            ZA, ZB = rep.impute_representations(XA)[a], rep.impute_representations(XB)[b]
+            if ZA.shape[1] == ZB.shape[1]:
+                r = _symmetric_recall(ZA, ZB)
+                res["r1_emb"], res["r5_emb"] = r[1], r[5]
+            r = _symmetric_recall(_latent(rep, XA), _latent(rep, XB))
+            res["r1_lat"], res["r5_lat"] = r[1], r[5]
+        elif method.family in ("cca", "mofa"):  # their transform is a shared latent space
+            r = _symmetric_recall(rep.transform(XA), rep.transform(XB))
+            res["r1_lat"], res["r5_lat"] = r[1], r[5]
+
+    # Imputation of held-out observed blocks: test rows with >= 2 modalities lose one of them.
+    res["imp_mse"] = res["imp_cos"] = math.nan
+    rows = test[n_obs >= 2]
+    res["n_imputed"] = int(rows.size)
+    if rows.size:
+        drop = np.array([imp_rng.choice(np.flatnonzero(observed[r])) for r in rows])
+        Xfull = X[rows]
+        Xm = Xfull.copy()
+        for m, name in enumerate(names):
+            Xm[np.ix_(drop == m, blocks[name])] = np.nan
+        scaler = eval_scaler  # one fixed yardstick for every method and fold
+        Ximp = _impute_features(method, rep, Xm)
+        if Ximp is not None:
+            S_imp, S_true = scaler.transform(Ximp), scaler.transform(Xfull)
+            mse, cosd = np.empty(rows.size), np.empty(rows.size)
+            for m, name in enumerate(names):
+                sel = drop == m
+                if sel.any():
+                    d = S_imp[np.ix_(sel, blocks[name])] - S_true[np.ix_(sel, blocks[name])]
+                    mse[sel] = np.mean(d**2, axis=1)
+                    cosd[sel] = _cosine_distance(S_imp[np.ix_(sel, blocks[name])], S_true[np.ix_(sel, blocks[name])])
+            res["imp_mse"] = float(np.mean(mse))
+            res["imp_cos"] = float(np.mean(cosd))
+        if method.family == "calmrl" and rep.encoder != "identity":  # representation space
+            Zm, Zt = rep.impute_representations(Xm), rep.impute_representations(Xfull)
+            cosd = np.empty(rows.size)
+            for m, name in enumerate(names):
+                sel = drop == m
+                if sel.any():
+                    cosd[sel] = _cosine_distance(Zm[name][sel], Zt[name][sel])
+            res["imp_cos"] = float(np.mean(cosd))
+    return res
+
+
+# --------------------------------------------------------------------------- #
+# Protocol
+# --------------------------------------------------------------------------- #
+
+METRICS = ["acc", "r1_rep", "r5_rep", "r1_emb", "r5_emb", "r1_lat", "r5_lat", "nmi", "ari", "imp_mse", "imp_cos",
+           "fit_s", "transform_s", "n_retrieval", "n_imputed"]
+
+
+def run_benchmark(
+    dataset,
+    *,
+    kind="random",
+    levels=(0.5,),
+    n_seeds=1,
+    n_folds=5,
+    methods=None,
+    calmrl_params=None,
+    retrieval=None,
+    pairs=None,
+    max_rows=None,
+    log=None,
+):
+    """Run the protocol on one dataset and missingness kind; return one dict per (method, level, seed, fold).
+
+    Parameters
+    ----------
+    dataset : str
+        A key of :data:`DATASETS`.
+    kind : {'random', 'structured'}
+        'random': ``levels`` are rates of :func:`ampute_modalities`. 'structured':
+        ``levels`` are complete fractions of :func:`ampute_modalities_structured`
+        with the dataset's (or the given) ``pairs``.
+    methods : list of Method, default all available
+    calmrl_params : dict
+        Extra parameters for every CalMRL method (each variant's own setting wins).
+    retrieval : (str, str)
+        The two modalities of the retrieval metric.
+    max_rows : int, default None
+        Use a stratified subset of this many rows (smoke tests).
+    log : callable, default None
+        Progress lines (e.g. ``print`` to stderr).
+    """
+    log = log or (lambda *a, **k: None)
+    spec = DATASETS[dataset]
+    data = spec["loader"]()
+    X0, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target)
+    modalities = {name: list(map(int, idx)) for name, idx in data.modalities.items()}
+    names = list(modalities)
+    if max_rows is not None and max_rows < X0.shape[0]:
+        keep, _ = train_test_split(np.arange(X0.shape[0]), train_size=max_rows, stratify=y, random_state=0)
+        keep = np.sort(keep)
+        X0, y = X0[keep], y[keep]
+    retrieval = tuple(retrieval or spec["retrieval"])
+    pairs = pairs or spec["pairs"]
+    methods = methods if methods is not None else select_methods(log=log)
+    n_classes = len(np.unique(y))
+    # Imputation error is measured in features standardized by the complete data's mean and std (a fixed
+    # yardstick, not fitted by any method).
+    eval_scaler = StandardScaler().fit(X0)
+    rows_out = []
+    for seed in range(n_seeds):
+        folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(X0, y))
+        for level in levels:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if kind == "random":
+                    X = ampute_modalities(X0, modalities, rate=level, random_state=seed)
+                else:
+                    X = ampute_modalities_structured(X0, modalities, pairs=pairs, complete_fraction=level,
+                                                     random_state=seed)
+            observed = np.stack([~np.isnan(X[:, idx]).all(axis=1) for idx in modalities.values()], axis=1)
+            for fold, (train, test) in enumerate(folds):
+                for method in methods:
+                    ctx = Context(modalities, X.shape[1], len(train), seed, dict(calmrl_params or {}))
+                    imp_rng = np.random.RandomState(10007 * seed + 101 * fold + 7)  # same held-out blocks for all
+                    row = dict(method=method.name, dataset=dataset, kind=kind,
+                               rate=level if kind == "random" else math.nan,
+                               complete_fraction=level if kind == "structured" else math.nan,
+                               level=level, seed=seed, fold=fold, error="", warnings="")
+                    t0 = time.perf_counter()
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        try:
+                            row.update(evaluate_fold(method, ctx, X, y, observed, names, train, test,
+                                                     retrieval=retrieval, imp_rng=imp_rng, n_classes=n_classes,
+                                                     eval_scaler=eval_scaler))
+                        except Exception as exc:  # noqa: BLE001 - one failing method must not stop the run
+                            row["error"] = f"{type(exc).__name__}: {exc}"
+                            log(f"  ERROR {method.name}: {row['error']}\n" + traceback.format_exc(limit=3))
+                    msgs = sorted({f"{w.category.__name__}: {str(w.message)[:150]}" for w in caught})
+                    row["warnings"] = " | ".join(msgs)
+                    for metric in METRICS:
+                        row.setdefault(metric, math.nan)
+                    rows_out.append(row)
+                    log(f"{dataset} {kind} level={level} seed={seed} fold={fold} {method.name:<20} "
+                        f"acc={row['acc']:.3f} r1={_best_r1(row):.3f} fit={row['fit_s']:.1f}s "
+                        f"({time.perf_counter() - t0:.1f}s total)")
+    return rows_out
+
+
+def _best_r1(row):
+    vals = [row.get(f"r1_{k}", math.nan) for k in ("rep", "emb", "lat")]
+    vals = [v for v in vals if v == v]
+    return max(vals) if vals else math.nan
+
+
+# --------------------------------------------------------------------------- #
+# Output
+# --------------------------------------------------------------------------- #
+
+
+def write_csv(rows, path):
+    """One line per (method, dataset, kind, level, seed, fold) with every metric."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for row in rows:
+        for key in row:
+            if key not in keys:
+                keys.append(key)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt_csv(row.get(k, "")) for k in keys})
+
+
+def _fmt_csv(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.6g}"
+    return v
+
+
+def _values(rows, method, level, metric):
+    return np.array([r[metric] for r in rows if r["method"] == method and r["level"] == level
+                     and isinstance(r.get(metric), (int, float))], dtype=float)
+
+
+def _mean_std(vals, digits=3):
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return "-"
+    if vals.size == 1:
+        return f"{vals[0]:.{digits}f}"
+    return f"{vals.mean():.{digits}f} ± {vals.std():.{digits}f}"
+
+
+def _mean(vals, fmt="{:.3f}"):
+    vals = vals[~np.isnan(vals)]
+    return fmt.format(vals.mean()) if vals.size else "-"
+
+
+def _level_label(kind, level):
+    return f"rate {level:g}" if kind == "random" else f"complete {level:g}"
+
+
+def _bold_best(cells, scores):
+    """Bold the cell(s) with the highest score in a column."""
+    finite = [s for s in scores if s == s]
+    if not finite:
+        return cells
+    best = max(finite)
+    return [f"**{c}**" if s == s and abs(s - best) < 1e-12 else c for c, s in zip(cells, scores)]
+
+
+def _table(header, body):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    return "\n".join(lines)
+
+
+def markdown_tables(rows, *, dataset, kind, levels, detail_level=None, names=None, retrieval=None, preamble=""):
+    """The Markdown report of one (dataset, kind): accuracy by level, Recall@1 by level, all metrics at
+    ``detail_level``, accuracy by number of observed modalities at ``detail_level``."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    levels = list(levels)
+    if detail_level is None:
+        detail_level = 0.5 if 0.5 in levels else levels[len(levels) // 2]
+    names = names or []
+    k = len(names)
+    n_runs = len({(r["seed"], r["fold"]) for r in rows})
+    out = [f"## {dataset}, {kind} missingness", ""]
+    if preamble:
+        out += [preamble, ""]
+
+    # 1. Accuracy by level.
+    out += [f"### Linear-probe accuracy (mean ± std over {n_runs} seed×fold runs)", ""]
+    cols = []
+    for level in levels:
+        vals = [_values(rows, m, level, "acc") for m in methods]
+        scores = [np.nanmean(v) if np.isfinite(v).any() else math.nan for v in vals]
+        cols.append(_bold_best([_mean_std(v) for v in vals], scores))
+    body = [[m] + [c[i] for c in cols] for i, m in enumerate(methods)]
+    out += [_table(["method"] + [_level_label(kind, lv) for lv in levels], body), ""]
+
+    # 2. Recall@1 by level: best of the retrieval kinds each method has.
+    out += [f"### Cross-modal Recall@1 {'/'.join(retrieval or ('A', 'B'))} by level "
+            "(best of rep / emb / lat; which one in brackets)", ""]
+    cols = []
+    for level in levels:
+        cells, scores = [], []
+        for m in methods:
+            best, which = math.nan, ""
+            for kind_r in ("rep", "emb", "lat"):
+                v = _values(rows, m, level, f"r1_{kind_r}")
+                v = v[~np.isnan(v)]
+                if v.size and not (v.mean() <= best):
+                    best, which = v.mean(), kind_r
+            cells.append("-" if best != best else f"{best:.3f} ({which})")
+            scores.append(best)
+        cols.append(_bold_best(cells, scores))
+    body = [[m] + [c[i] for c in cols] for i, m in enumerate(methods)]
+    out += [_table(["method"] + [_level_label(kind, lv) for lv in levels], body), ""]
+
+    # 3. Every metric at the detail level.
+    out += [f"### All metrics at {_level_label(kind, detail_level)} (means over runs)", ""]
+    spec = [("acc", "acc", "{:.3f}"), ("R@1 rep", "r1_rep", "{:.3f}"), ("R@5 rep", "r5_rep", "{:.3f}"),
+            ("R@1 emb", "r1_emb", "{:.3f}"), ("R@5 emb", "r5_emb", "{:.3f}"), ("R@1 lat", "r1_lat", "{:.3f}"),
+            ("R@5 lat", "r5_lat", "{:.3f}"), ("NMI", "nmi", "{:.3f}"), ("ARI", "ari", "{:.3f}"),
+            ("imp MSE", "imp_mse", "{:.3f}"), ("imp cos", "imp_cos", "{:.3f}"), ("fit s", "fit_s", "{:.2f}"),
+            ("transform s", "transform_s", "{:.3f}")]
+    body = [[m] + [_mean(_values(rows, m, detail_level, key), fmt) for _, key, fmt in spec] for m in methods]
+    out += [_table(["method"] + [h for h, _, _ in spec], body), ""]
+    any_row = next((r for r in rows if r["level"] == detail_level), None)
+    if any_row is not None:
+        n_ret = _mean(_values(rows, methods[0], detail_level, "n_retrieval"), "{:.0f}")
+        n_imp = _mean(_values(rows, methods[0], detail_level, "n_imputed"), "{:.0f}")
+        out += [f"Retrieval on ~{n_ret} test rows per fold observing both modalities (chance R@1 ≈ 1/{n_ret}); "
+                f"imputation error on ~{n_imp} test rows per fold with one observed block held out.", ""]
+
+    # 4. Accuracy by number of observed modalities at the detail level.
+    if k:
+        out += [f"### Accuracy by number of observed modalities of the test sample, {_level_label(kind, detail_level)}",
+                ""]
+        body = [[m] + [_mean(_values(rows, m, detail_level, f"acc_obs{j}")) for j in range(1, k + 1)]
+                for m in methods]
+        body.append(["(test rows per fold)"] + [_mean(_values(rows, methods[0], detail_level, f"n_obs{j}"), "{:.0f}")
+                                                for j in range(1, k + 1)])
+        out += [_table(["method"] + [f"{j} obs" for j in range(1, k + 1)], body), ""]
+
+    errors = sorted({(r["method"], r["error"]) for r in rows if r.get("error")})
+    if errors:
+        out += ["Errors (runs recorded as NaN):", ""] + [f"- {m}: {e}" for m, e in errors] + [""]
+    return "\n".join(out)
+
+
+def environment_summary():
+    """One paragraph: machine, versions, git commit, CalMRL defaults."""
+    import sklearn
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "sklearn_calmrl"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        commit += " (sklearn_calmrl/ has uncommitted changes)" if dirty else ""
+    except Exception:  # noqa: BLE001
+        commit = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:
+        import os
+
+        n_cpu = len(os.sched_getaffinity(0))
+    except Exception:  # noqa: BLE001
+        n_cpu = "?"
+    defaults = CalMRLTransformer().get_params()
+    keep = ["latent_dim", "embed_dim", "output", "alignment", "max_epochs", "batch_size", "learning_rate",
+            "em_every", "tau_intra", "tau_inter", "noise"]
+    dflt = ", ".join(f"{k}={defaults[k]!r}" for k in keep if k in defaults)
+    return (f"Machine: {platform.system()} {cpu}, {n_cpu} CPUs; Python {platform.python_version()}, "
+            f"scikit-learn {sklearn.__version__}, torch {torch.__version__}, numpy {np.__version__}; "
+            f"git {commit}. CalMRL defaults: {dflt}.")
+
+
+def method_legend(methods):
+    return "\n".join(f"- `{m.name}`: {m.description}" for m in methods)
+
+
+__all__ = ["DATASETS", "METHODS", "Method", "Context", "run_benchmark", "evaluate_fold", "retrieval_recall",
+           "markdown_tables", "write_csv", "select_methods", "environment_summary", "method_legend"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run benchmarks/run.py")

@@ -1,0 +1,115 @@
+"""Smoke tests of the benchmark harness (benchmarks/): fast, tiny settings; the full benchmark is not a test."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+harness = pytest.importorskip("benchmarks.harness")
+from benchmarks.baselines import GeneralizedCCA  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """Torch and BLAS on one thread for the test (oversubscribed threads are very slow on shared CI cores)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+def test_retrieval_recall_identity_and_chance():
+    rng = np.random.RandomState(0)
+    Q = rng.randn(50, 8)
+    r = harness.retrieval_recall(Q, Q.copy(), ks=(1, 5))
+    assert r[1] == 1.0 and r[5] == 1.0
+    # A degenerate representation scores chance (ties broken at random in expectation), not 0 or 1.
+    r = harness.retrieval_recall(np.zeros((50, 8)), np.zeros((50, 8)), ks=(1, 5))
+    assert r[1] == pytest.approx(1 / 50) and r[5] == pytest.approx(5 / 50)
+    # Shuffled gallery: near chance.
+    r = harness.retrieval_recall(Q, Q[rng.permutation(50)], ks=(1,))
+    assert r[1] < 0.2
+
+
+def test_generalized_cca_recovers_shared_signal():
+    rng = np.random.RandomState(0)
+    n = 400
+    z = rng.randn(n, 2)
+    X1 = z @ rng.randn(2, 5) + 0.1 * rng.randn(n, 5)
+    X2 = z @ rng.randn(2, 6) + 0.1 * rng.randn(n, 6)
+    X = np.hstack([X1, X2])
+    cca = GeneralizedCCA([5, 6], n_components=2, reg=1e-3).fit(X)
+    assert cca.singular_values_[0] > 1.35  # sqrt(2) when the two views agree perfectly
+    only1, only2 = X.copy(), X.copy()
+    only1[:, 5:] = np.nan
+    only2[:, :5] = np.nan
+    G1, G2 = cca.transform(only1), cca.transform(only2)
+    for c in range(2):
+        assert abs(np.corrcoef(G1[:, c], G2[:, c])[0, 1]) > 0.95
+    # On the training rows the projection reproduces the left singular vectors (orthonormal columns).
+    G = cca.transform(X)
+    np.testing.assert_allclose(G.T @ G, np.eye(2), atol=1e-8)
+
+
+def test_harness_smoke(tmp_path, one_thread):
+    methods = [harness.METHODS_BY_NAME["calmrl-identity"], harness.METHODS_BY_NAME["calmrl-linear"],
+               harness.METHODS_BY_NAME["mean-pca"]]
+    rows = harness.run_benchmark(
+        "image_segmentation", kind="random", levels=[0.5], n_seeds=1, n_folds=2, methods=methods,
+        calmrl_params={"max_epochs": 2, "device": "cpu", "em_max_iter": 20}, max_rows=300,
+    )
+    assert len(rows) == 3 * 2
+    for row in rows:
+        assert row["error"] == "", row["error"]
+        assert 0.3 < row["acc"] <= 1.0
+        for key in ("r1_rep", "r5_rep", "nmi"):
+            assert 0.0 <= row[key] <= 1.0
+        assert row["r1_rep"] <= row["r5_rep"]
+        assert -1.0 <= row["ari"] <= 1.0
+        assert row["fit_s"] >= 0 and row["transform_s"] >= 0
+        assert row["n_obs1"] + row["n_obs2"] == 150
+        assert 0.0 <= row["imp_cos"] <= 2.0
+    linear = [r for r in rows if r["method"] == "calmrl-linear"]
+    assert all(0.0 <= r["r1_emb"] <= 1.0 and 0.0 <= r["r1_lat"] <= 1.0 for r in linear)
+    assert all(r["imp_mse"] >= 0 for r in rows if r["method"] in ("calmrl-identity", "mean-pca"))
+    assert all(math.isnan(r["imp_mse"]) for r in linear)
+
+    md = harness.markdown_tables(rows, dataset="image_segmentation", kind="random", levels=[0.5],
+                                 names=["shape", "color"], retrieval=("shape", "color"))
+    for method in ("calmrl-identity", "calmrl-linear", "mean-pca"):
+        assert f"| {method} |" in md
+    assert "rate 0.5" in md and "R@1 lat" in md and "2 obs" in md
+    harness.write_csv(rows, tmp_path / "out.csv")
+    lines = (tmp_path / "out.csv").read_text().splitlines()
+    assert len(lines) == 1 + len(rows) and "acc_obs1" in lines[0]
+
+
+def test_structured_kind_runs(one_thread):
+    rows = harness.run_benchmark(
+        "image_segmentation", kind="structured", levels=[0.2], n_seeds=1, n_folds=2,
+        methods=[harness.METHODS_BY_NAME["concat-mean"], harness.METHODS_BY_NAME["cca-mean"]], max_rows=200,
+    )
+    assert all(r["error"] == "" for r in rows)
+    # Only the complete rows observe both modalities: about 20% of the 100 test rows per fold.
+    assert all(10 <= r["n_retrieval"] <= 30 for r in rows)
+    assert all(r["complete_fraction"] == 0.2 for r in rows)
+
+
+def test_method_selection():
+    quick = harness.select_methods(quick=True, log=lambda *a: None)
+    assert {"calmrl-identity", "calmrl-linear", "mean-pca"} <= {m.name for m in quick}
+    with pytest.raises(ValueError, match="unknown method"):
+        harness.select_methods(["nope"])
+    skipped = []
+    harness.select_methods(["imml"], log=skipped.append)
+    assert skipped and "imml" in skipped[0]
