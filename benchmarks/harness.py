@@ -381,6 +381,22 @@ METRICS = ["acc", "r1_rep", "r5_rep", "r1_emb", "r5_emb", "r1_lat", "r5_lat", "n
            "fit_s", "transform_s", "n_retrieval", "n_imputed"]
 
 
+TUNING_FRACTION = 0.3
+TUNING_SEED = 2026
+
+
+def tuning_split(y):
+    """Fixed stratified split of a dataset's rows into (tuning rows, evaluation rows).
+
+    Library defaults are tuned with cross-validation on the tuning rows only
+    (``benchmarks/tune.py``); every number the benchmark reports comes from the
+    evaluation rows, which tuning never sees.
+    """
+    idx = np.arange(len(y))
+    tune, evaluate = train_test_split(idx, train_size=TUNING_FRACTION, stratify=y, random_state=TUNING_SEED)
+    return np.sort(tune), np.sort(evaluate)
+
+
 def run_benchmark(
     dataset,
     *,
@@ -419,6 +435,8 @@ def run_benchmark(
     spec = DATASETS[dataset]
     data = spec["loader"]()
     X0, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target)
+    _, evaluation_rows = tuning_split(y)  # never report on the rows the defaults were tuned on
+    X0, y = X0[evaluation_rows], y[evaluation_rows]
     modalities = {name: list(map(int, idx)) for name, idx in data.modalities.items()}
     names = list(modalities)
     if max_rows is not None and max_rows < X0.shape[0]:
