@@ -112,7 +112,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
     noise : {'isotropic', 'diagonal', 'shared'}, default='isotropic'
         Noise model of the latent model: ``s_m^2 I`` per modality, a diagonal per
         modality (factor analysis), or one ``s^2`` for all.
-    max_epochs : int, default=50
+    max_epochs : int, default=20
         Maximum number of training epochs (torch encoders only).
     batch_size : int, default=256
         Mini-batch size.
@@ -245,7 +245,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         calibrate=True,
         output="concat",
         noise="isotropic",
-        max_epochs=50,
+        max_epochs=20,
         batch_size=256,
         learning_rate=1e-3,
         em_every=1,

@@ -29,7 +29,7 @@ class TrainConfig:
     latent_dim: int = 32
     alignment: str = "pmrl"
     calibrate: bool = True
-    max_epochs: int = 50
+    max_epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 1e-3
     em_every: int = 1
