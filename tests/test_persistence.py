@@ -1,0 +1,316 @@
+"""Persistence (pickle, joblib, CPU loading of GPU-fitted models) and DataFrame support (issue 5)."""
+
+import io
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+FAST = dict(latent_dim=4, embed_dim=8, max_epochs=2, em_max_iter=20, random_state=0)
+ENCODERS = ["linear", "mlp", "identity"]
+
+
+@pytest.fixture(scope="module")
+def segment():
+    data = load_image_segmentation()
+    rows = np.random.RandomState(0).choice(data.data.shape[0], 400, replace=False)
+    X = ampute_modalities(data.data[rows], data.modalities, rate=0.5, random_state=0)
+    return X, data.target[rows], data.modalities, data
+
+
+@pytest.fixture(scope="module")
+def fitted(segment):
+    """One fitted model per encoder, shared by the tests that do not modify it."""
+    X, _, mods, _ = segment
+    return {enc: CalMRLTransformer(mods, encoder=enc, device="cpu", **FAST).fit(X) for enc in ENCODERS}
+
+
+def _tensors(obj, path="est", seen=None):
+    """Yield (path, tensor) for every torch tensor reachable from ``obj``.
+
+    Walks modules (parameters and buffers), optimizer state, dicts, lists, tuples
+    and the ``__dict__`` of plain objects (for example a partial_fit state).
+    """
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None), np.ndarray, np.generic)):
+        return
+    seen.add(id(obj))
+    if torch.is_tensor(obj):
+        yield path, obj
+    elif isinstance(obj, torch.nn.Module):
+        for name, t in list(obj.named_parameters()) + list(obj.named_buffers()):
+            yield f"{path}.{name}", t
+        yield from _tensors(obj.__dict__.get("_modules", {}), path, seen)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{path}[{k!r}]", seen)
+    elif isinstance(obj, (list, tuple, set)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{path}[{i}]", seen)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        for k, v in vars(obj).items():
+            yield from _tensors(v, f"{path}.{k}", seen)
+
+
+def _assert_no_cuda_tensor(est):
+    on_cuda = [p for p, t in _tensors(est) if t.device.type != "cpu"]
+    assert not on_cuda, f"tensors not on the CPU: {on_cuda[:5]}"
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_pickle_round_trip_gives_identical_transforms(fitted, segment, encoder):
+    X = segment[0]
+    est = fitted[encoder]
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(clone.transform(X), est.transform(X))
+    np.testing.assert_array_equal(clone.score_samples(X), est.score_samples(X))
+    assert clone.get_params() == est.get_params()
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_joblib_round_trip_gives_identical_transforms(fitted, segment, encoder, tmp_path):
+    X = segment[0]
+    est = fitted[encoder]
+    path = tmp_path / "model.joblib"
+    joblib.dump(est, path)
+    clone = joblib.load(path)
+    np.testing.assert_array_equal(clone.transform(X), est.transform(X))
+    # compressed dumps too
+    buf = io.BytesIO()
+    joblib.dump(est, buf, compress=3)
+    buf.seek(0)
+    np.testing.assert_array_equal(joblib.load(buf).transform(X), est.transform(X))
+
+
+def test_pipeline_round_trip(segment, tmp_path):
+    X, y, mods, _ = segment
+    pipe = make_pipeline(CalMRLTransformer(mods, device="cpu", **FAST), LogisticRegression(max_iter=500)).fit(X, y)
+    joblib.dump(pipe, tmp_path / "pipe.joblib")
+    clone = joblib.load(tmp_path / "pipe.joblib")
+    np.testing.assert_array_equal(clone.predict_proba(X), pipe.predict_proba(X))
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_unpickled_model_resolves_device_and_holds_no_cuda_tensor(fitted, encoder):
+    clone = pickle.loads(pickle.dumps(fitted[encoder]))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert clone.device_ == expected
+    if not torch.cuda.is_available():
+        _assert_no_cuda_tensor(clone)
+        if clone.encoders_ is not None:
+            assert all(t.device.type == "cpu" for t in clone.encoders_.parameters())
+            assert all(t.device.type == "cpu" for t in clone.encoders_.buffers())
+
+
+def test_pickled_state_holds_only_cpu_tensors(fitted):
+    state = fitted["linear"].__getstate__()
+    found = [path for path, _ in _tensors(state)]
+    assert any("encoders_" in p for p in found), "the walker must reach the encoders' parameters"
+    _assert_no_cuda_tensor(state)
+
+
+def test_pickling_does_not_change_the_original(fitted, segment):
+    X = segment[0]
+    est = fitted["linear"]
+    before = est.transform(X)
+    pickle.dumps(est)
+    assert est.device_ == "cpu" and est.encoders_ is not None
+    np.testing.assert_array_equal(est.transform(X), before)
+
+
+@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("device_param", ["auto", "cuda"])
+def test_simulated_gpu_fitted_model_loads_on_cpu(segment, encoder, device_param):
+    """Fit on the CPU, pretend it was fitted on a GPU, and load it where there is none."""
+    if torch.cuda.is_available():
+        pytest.skip("simulates a CPU-only machine; this one has CUDA")
+    X = segment[0]
+    est = CalMRLTransformer(segment[2], encoder=encoder, device="cpu", **FAST).fit(X)
+    expected = est.transform(X)
+    est.device_ = "cuda"  # as after fit(device='cuda') on a GPU machine
+    est.set_params(device=device_param)
+    clone = pickle.loads(pickle.dumps(est))
+    assert clone.device_ == "cpu"
+    _assert_no_cuda_tensor(clone)
+    np.testing.assert_allclose(clone.transform(X), expected, rtol=0, atol=0)
+    clone2 = joblib.load(_dump_to_buffer(est))
+    assert clone2.device_ == "cpu"
+    np.testing.assert_array_equal(clone2.transform(X), expected)
+
+
+def test_simulated_gpu_fitted_partial_fit_model_loads_on_cpu(segment):
+    if torch.cuda.is_available():
+        pytest.skip("simulates a CPU-only machine; this one has CUDA")
+    X = segment[0]
+    est = CalMRLTransformer(segment[2], encoder="linear", device="cpu", **FAST)
+    if not hasattr(est, "partial_fit"):
+        pytest.skip("partial_fit not available")
+    est.partial_fit(X[:200]).partial_fit(X[200:])
+    expected = est.transform(X)
+    est.device_ = "cuda"
+    clone = pickle.loads(pickle.dumps(est))
+    assert clone.device_ == "cpu"
+    _assert_no_cuda_tensor(clone)
+    np.testing.assert_array_equal(clone.transform(X), expected)
+    clone.partial_fit(X[:200])  # the loaded model keeps learning on the CPU
+    assert np.isfinite(clone.transform(X)).all()
+
+
+def _dump_to_buffer(obj):
+    buf = io.BytesIO()
+    joblib.dump(obj, buf)
+    buf.seek(0)
+    return buf
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fitted_model_loads_in_a_process_without_cuda(segment, tmp_path):
+    """The real thing: fit on the GPU, load and transform in a process that sees no GPU."""
+    X = segment[0]
+    est = CalMRLTransformer(segment[2], encoder="linear", device="cuda", **FAST).fit(X)
+    assert est.device_ == "cuda"
+    _assert_no_cuda_tensor(est.__getstate__())
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Z.npy", est.transform(X))
+    joblib.dump(est, tmp_path / "model.joblib")
+    script = textwrap.dedent(
+        f"""
+        import joblib, numpy as np, torch
+        assert not torch.cuda.is_available()
+        est = joblib.load({str(tmp_path / "model.joblib")!r})
+        assert est.device_ == "cpu", est.device_
+        assert all(p.device.type == "cpu" for p in est.encoders_.parameters())
+        Z = est.transform(np.load({str(tmp_path / "X.npy")!r}))
+        np.testing.assert_allclose(Z, np.load({str(tmp_path / "Z.npy")!r}), atol=1e-4)
+        print("ok")
+        """
+    )
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout
+
+
+# --------------------------------------------------------------------------- DataFrames
+
+
+@pytest.fixture(scope="module")
+def frame(segment):
+    X, y, _, data = segment
+    names = list(data.feature_names)
+    df = pd.DataFrame(X, columns=names, index=pd.RangeIndex(1000, 1000 + X.shape[0]))
+    shape_cols, color_cols = names[:8], names[8:]
+    return df, y, shape_cols, color_cols
+
+
+@pytest.mark.parametrize("encoder", ["identity", "linear"])
+def test_modalities_as_dict_of_column_names(frame, encoder):
+    df, _, shape_cols, color_cols = frame
+    est = CalMRLTransformer({"shape": shape_cols, "color": color_cols}, encoder=encoder, **FAST).fit(df)
+    assert list(est.modalities_) == ["shape", "color"]
+    assert est.modalities_["shape"] == list(range(8)) and est.modalities_["color"] == list(range(8, 18))
+    assert list(est.feature_names_in_) == list(df.columns)
+    widths = (8, 8) if encoder == "linear" else (8, 10)  # embed_dim, or each block's own width for identity
+    expected = [f"shape_{j}" for j in range(widths[0])] + [f"color_{j}" for j in range(widths[1])]
+    assert list(est.get_feature_names_out()) == expected
+    with pytest.warns(UserWarning, match="feature names"):
+        from_array = est.transform(df.to_numpy())  # scikit-learn warns, and the columns are taken by position
+    np.testing.assert_array_equal(est.transform(df), from_array)
+
+
+def test_modalities_as_list_of_column_name_lists(frame):
+    df, _, shape_cols, color_cols = frame
+    est = CalMRLTransformer([shape_cols, color_cols], **FAST).fit(df)
+    assert list(est.modalities_) == ["m0", "m1"]
+    assert list(est.get_feature_names_out()[:2]) == ["m0_0", "m0_1"]
+    assert list(est.get_feature_names_out()[-1:]) == ["m1_7"]
+
+
+def test_column_names_in_any_order_select_the_right_columns(frame, segment):
+    """Named columns that are not contiguous give the same model as the equivalent index lists."""
+    df, _, shape_cols, color_cols = frame
+    shuffled = df[color_cols[::2] + shape_cols + color_cols[1::2]]
+    by_name = CalMRLTransformer({"shape": shape_cols, "color": color_cols}, encoder="identity", **FAST).fit(shuffled)
+    cols = list(shuffled.columns)
+    by_index = CalMRLTransformer(
+        {"shape": [cols.index(c) for c in shape_cols], "color": [cols.index(c) for c in color_cols]},
+        encoder="identity",
+        **FAST,
+    ).fit(shuffled.to_numpy())
+    np.testing.assert_allclose(by_name.transform(shuffled), by_index.transform(shuffled.to_numpy()))
+
+
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("latent", [f"latent{j}" for j in range(4)]),
+        ("anchor", [f"anchor{j}" for j in range(8)]),
+        ("mean", [f"mean{j}" for j in range(8)]),
+        ("concat", [f"shape_{j}" for j in range(8)] + [f"color_{j}" for j in range(8)]),
+    ],
+)
+def test_set_output_pandas_gives_named_columns(frame, output, expected):
+    df, _, shape_cols, color_cols = frame
+    est = CalMRLTransformer({"shape": shape_cols, "color": color_cols}, output=output, **FAST)
+    est.set_output(transform="pandas")
+    out = est.fit_transform(df)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns) == expected == list(est.get_feature_names_out())
+    assert out.index.equals(df.index)
+    np.testing.assert_array_equal(out.to_numpy(), est.set_output(transform="default").transform(df))
+
+
+def test_get_feature_names_out_checks_input_features(frame):
+    df, _, shape_cols, color_cols = frame
+    est = CalMRLTransformer({"shape": shape_cols, "color": color_cols}, output="latent", **FAST).fit(df)
+    assert list(est.get_feature_names_out(list(df.columns))) == [f"latent{j}" for j in range(4)]
+    with pytest.raises(ValueError):
+        est.get_feature_names_out(["x"] * df.shape[1])
+
+
+def test_pandas_output_in_a_pipeline_and_after_pickling(frame):
+    df, y, shape_cols, color_cols = frame
+    pipe = make_pipeline(
+        CalMRLTransformer({"shape": shape_cols, "color": color_cols}, output="latent", **FAST),
+        LogisticRegression(max_iter=500),
+    )
+    pipe.set_output(transform="pandas")
+    pipe.fit(df, y)
+    assert list(pipe[:-1].get_feature_names_out()) == [f"latent{j}" for j in range(4)]
+    assert list(pipe[-1].feature_names_in_) == [f"latent{j}" for j in range(4)]
+    clone = pickle.loads(pickle.dumps(pipe))
+    out = clone[0].transform(df)
+    assert isinstance(out, pd.DataFrame) and list(out.columns) == [f"latent{j}" for j in range(4)]
+    np.testing.assert_array_equal(clone.predict(df), pipe.predict(df))
+
+
+@pytest.mark.filterwarnings("ignore:.*observe no modality:UserWarning")
+def test_dataframe_with_missing_modalities_keeps_nan_blocks_semantics(frame):
+    """A NaN block in a DataFrame row is a missing modality, exactly as in an array."""
+    df, _, shape_cols, color_cols = frame
+    mods = {"shape": shape_cols, "color": color_cols}
+    est = CalMRLTransformer(mods, encoder="identity", output="latent", **FAST).fit(df)
+    only_shape = df.copy()
+    only_shape.loc[:, color_cols] = np.nan
+    rows = ~df[shape_cols].isna().all(axis=1).to_numpy()
+    full = est.transform(df)
+    partial = est.transform(only_shape)
+    assert np.isfinite(partial[rows]).all()
+    assert not np.allclose(full[rows], partial[rows])  # dropping a modality changes the posterior mean
