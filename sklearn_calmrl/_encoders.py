@@ -11,6 +11,8 @@ output layer starts at zero, so at initialisation it computes exactly that linea
 map and training only adds non-linear corrections.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -81,10 +83,34 @@ class MLPEncoder(nn.Module):
         return self.linear(x) + self.residual(x)
 
 
-def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,)):
-    """Build one encoder of the given kind ('linear' or 'mlp')."""
+def _reset_(module, generator):
+    """PyTorch's default ``nn.Linear`` initialisation, drawn from ``generator`` (the global RNG is not touched)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(layer.in_features) if layer.in_features > 0 else 0
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    if isinstance(module, MLPEncoder):
+        nn.init.zeros_(module.residual[-1].weight)
+        nn.init.zeros_(module.residual[-1].bias)
+
+
+def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,), *, generator=None, device="cpu"):
+    """Build one encoder of the given kind ('linear' or 'mlp') on ``device``.
+
+    The weights are drawn from ``generator`` (a ``torch.Generator`` on ``device``),
+    never from the global torch RNG, so fitting is reproducible and leaves the
+    caller's RNG state alone, also when several fits run in threads.
+    """
     if kind == "linear":
-        return LinearEncoder(n_features, embed_dim)
-    if kind == "mlp":
-        return MLPEncoder(n_features, embed_dim, tuple(hidden_layer_sizes))
-    raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}.")
+        cls, args = LinearEncoder, (n_features, embed_dim)
+    elif kind == "mlp":
+        cls, args = MLPEncoder, (n_features, embed_dim, tuple(hidden_layer_sizes))
+    else:
+        raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}.")
+    with torch.device("meta"):
+        encoder = cls(*args)
+    encoder = encoder.to_empty(device=device)
+    with torch.no_grad():
+        _reset_(encoder, generator)
+    return encoder

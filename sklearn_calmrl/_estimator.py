@@ -431,18 +431,15 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         Xs = [b[keep] for b in Xs]
         obs = torch.as_tensor(observed[keep], device=device)
 
-        fork_devices = [torch.device(device).index or 0] if device == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
-            if self.encoder == "identity":
-                params, history, n_iter = self._fit_identity(Xs, obs, device, seed)
-                encoders, loss_curve, val_curve, loglik_curve = None, [], [], history
-            else:
-                result = self._train_encoders(Xs, obs, device, generator, rng, seed)
-                encoders, params, n_iter = result.encoders, result.params, result.n_epochs
-                loss_curve, val_curve, loglik_curve = result.loss_curve, result.validation_curve, result.loglik_curve
-                self.fit_time_em_, self.fit_time_gradient_ = result.time_em, result.time_gradient
+        generator = torch.Generator().manual_seed(seed)  # every draw of fit comes from here, not the global RNG
+        if self.encoder == "identity":
+            params, history, n_iter = self._fit_identity(Xs, obs, device, seed)
+            encoders, loss_curve, val_curve, loglik_curve = None, [], [], history
+        else:
+            result = self._train_encoders(Xs, obs, device, generator, rng, seed)
+            encoders, params, n_iter = result.encoders, result.params, result.n_epochs
+            loss_curve, val_curve, loglik_curve = result.loss_curve, result.validation_curve, result.loglik_curve
+            self.fit_time_em_, self.fit_time_gradient_ = result.time_em, result.time_gradient
 
         # Assign the fitted state only now: an interrupted fit leaves the estimator as it was.
         self.modalities_ = {name: idx.tolist() for name, idx in blocks}
@@ -463,7 +460,9 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
 
     def _train_encoders(self, Xs, obs, device, generator, rng, seed):
         encoders = torch.nn.ModuleList(
-            make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes) for b in Xs
+            make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes,
+                         generator=torch.Generator(device=device).manual_seed(seed + m), device=device)
+            for m, b in enumerate(Xs)
         )
         X_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in Xs]
         maps = [None] * len(Xs)
@@ -734,13 +733,14 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         X, Xs, observed = self._representations(X)
         params = self._latent_params()
         deep = self.encoders_ is not None
-        encoders = self.encoders_.to(self.device_) if deep else None
+        # a float64 copy per call: batch-size-independent rows, and threads never share a module
+        encoders = copy.deepcopy(self.encoders_).to(device=self.device_, dtype=torch.float64) if deep else None
         with torch.no_grad():
             for s in range(0, X.shape[0], _CHUNK):
                 obs = torch.as_tensor(observed[s : s + _CHUNK], device=self.device_)
                 if deep:
-                    xb = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float32, device=self.device_) for b in Xs]
-                    Z = [z.double() for z in encode(encoders, xb, obs)]
+                    xb = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float64, device=self.device_) for b in Xs]
+                    Z = encode(encoders, xb, obs)
                 else:
                     Z = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float64, device=self.device_) for b in Xs]
                 Zhat, post = calibrated(Z, obs, params, normalize_imputed=deep and self.normalize_imputed)

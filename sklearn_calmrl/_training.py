@@ -64,9 +64,16 @@ class TrainResult:
 
 
 def encode(encoders, X, observed):
-    """``z_i^m = normalize(f_m(x_i^m))`` for every modality; rows that miss ``m`` get zeros (DESIGN 2)."""
+    """``z_i^m = normalize(f_m(x_i^m))`` for every modality; rows that miss ``m`` get zeros (DESIGN 2).
+
+    Training runs float32 encoders; ``transform`` runs a float64 copy so that a
+    row's output does not depend on which other rows share its batch.
+    """
     zero = torch.zeros((), dtype=X[0].dtype, device=X[0].device)
-    return [torch.where(observed[:, m, None], F.normalize(enc(x), dim=1), zero) for m, (enc, x) in enumerate(zip(encoders, X))]
+    return [
+        torch.where(observed[:, m, None], F.normalize(enc(x), dim=1), zero)
+        for m, (enc, x) in enumerate(zip(encoders, X))
+    ]
 
 
 def calibrated(Z, observed, params, *, normalize_imputed=True, post=None):
