@@ -18,6 +18,7 @@ import sklearn_calmrl
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE / "_ext"))
 
 project = "sklearn-calmrl"
 author = "sklearn-calmrl developers"
@@ -41,6 +42,7 @@ templates_path = ["_templates"]
 exclude_patterns = [
     "_build",
     "README.md",
+    "_ext",
     "Thumbs.db",
     ".DS_Store",
     "auto_examples/*.ipynb",
@@ -79,7 +81,7 @@ sphinx_gallery_conf = {
     "filename_pattern": r"/plot_",
     "ignore_pattern": r"__init__\.py",
     "abort_on_example_error": True,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "gallery_order.ExampleOrder",
     "download_all_examples": False,
     "remove_config_comments": True,
     "min_reported_time": 1,

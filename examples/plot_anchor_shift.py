@@ -1,7 +1,7 @@
 """
-==================================================
+===================================================
 The paper's mechanism: calibration and anchor shift
-==================================================
+===================================================
 
 When a sample misses modalities, the leading direction ("anchor") of its
 remaining representations drifts away from the anchor it would have with all

@@ -61,10 +61,16 @@ def test_example_has_a_title_docstring(path):
 
     doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
     assert doc, f"{path.name} needs a module docstring (the gallery title)"
-    lines = [line.strip() for line in doc.splitlines() if line.strip()]
-    if set(lines[0]) == {"="}:  # optional overline
+    lines = [line.rstrip() for line in doc.splitlines() if line.strip()]
+    overline = lines[0] if set(lines[0]) == {"="} else None
+    if overline:
         lines = lines[1:]
     assert len(lines) >= 2 and set(lines[1]) == {"="}, f"{path.name}: the docstring must start with a title"
+    title, underline = lines[0], lines[1]
+    # docutils (and so the docs build with -W) rejects an over/underline shorter than the title
+    assert len(underline) >= len(title), f"{path.name}: title underline too short"
+    if overline:
+        assert len(overline) == len(underline), f"{path.name}: title overline and underline differ in length"
 
 
 DOC_DIR = EXAMPLES_DIR.parent / "doc"
