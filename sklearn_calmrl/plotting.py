@@ -74,6 +74,9 @@ def plot_training_curves(estimator, ax=None):
     else:
         ax_loss.text(0.5, 0.5, "no gradient training\n(encoder='identity')", ha="center", va="center", transform=ax_loss.transAxes)
         ax_loss.set_xlabel("epoch")
+        if not twin:
+            ax_loss.set_xticks([])
+            ax_loss.set_yticks([])
     ax_loss.set_ylabel("alignment loss")
 
     if loglik.size:
