@@ -1,0 +1,411 @@
+"""Speed and memory benchmark of CalMRLTransformer (issue 4).
+
+Synthetic data from the latent model (``make_latent_modalities``: 6 modalities of 10 features, 8 latent
+factors, noise sd 0.5), 30% of the rows losing a random non-empty proper subset of modalities
+(``ampute_modalities``). For each n it measures, on one device:
+
+- the linear-encoder fit (``--epochs`` epochs, PMRL, latent_dim 8, embed_dim 16, batch 256) with ``em_every=1``
+  (re-encode every row and refresh EM each epoch) and ``em_every=0`` (streaming EM: one M-step per epoch from
+  the mini-batch statistics): time per epoch, the initial closed-form fit (encode + init + EM to convergence,
+  before epoch 1), and the share of the epochs' time spent in closed-form steps (EM refreshes, M-steps, and
+  the per-batch E-step / statistics inside the gradient loop);
+- transform throughput (rows/s) of that model and of the identity model;
+- the identity model's fit time (closed-form multi-view PPCA by EM);
+- ``StandardScaler + IterativeImputer(max_iter=5) + PCA(8)`` fit time on the same data, and MOFA+ (mofapy2,
+  8 factors, at most ``--mofa-iter`` iterations) where it imports;
+- log-log slopes of time against n (the cost exponent; 1 = linear).
+
+``--grid`` instead times a small ``GridSearchCV`` with ``n_jobs=1`` and ``n_jobs=2`` and reports the torch thread
+count inside the loky workers. ``--memory`` instead measures the peak memory of ``transform`` on ``--memory-rows`` rows (default 10^6) in a
+fresh subprocess per model (identity and linear), from ``ru_maxrss`` minus the resident size before the call.
+
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --quick          # n in 1e3, 1e4; about a minute
+    OMP_NUM_THREADS=1 python benchmarks/speed.py                  # n in 1e3, 1e4, 1e5
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --large          # adds n = 1e6 (CalMRL only above 1e5)
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --memory         # transform peak memory on 1e6 rows
+    python benchmarks/speed.py --grid                             # GridSearchCV n_jobs=1 vs 2
+    python benchmarks/speed.py --device cuda                      # the same on a GPU
+
+Prints Markdown tables.
+"""
+
+import argparse
+import contextlib
+import functools
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sklearn_calmrl import CalMRLTransformer  # noqa: E402
+from sklearn_calmrl import _training  # noqa: E402
+from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities  # noqa: E402
+
+K, WIDTH, TRUE_Q = 6, 10, 8
+MODEL = dict(latent_dim=8, embed_dim=16, batch_size=256, alignment="pmrl")
+
+
+def make_data(n, seed=0):
+    X, mods, _ = make_latent_modalities(n, block_sizes=(WIDTH,) * K, latent_dim=TRUE_Q, noise=0.5, random_state=seed)
+    return ampute_modalities(X, mods, rate=0.3, random_state=seed), mods
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- closed-form timing
+class _ClosedFormClock:
+    """Times the closed-form functions the training loop calls, by wrapping them in ``_training``'s namespace.
+
+    The first ``encode_all`` + ``init_params`` + ``fit_em`` calls are the initial fit (before epoch 1);
+    later ``encode_all`` / ``fit_em`` calls are EM refreshes; ``posterior`` / ``sufficient_statistics`` /
+    ``m_step`` run per mini-batch or per epoch. Host clocks: on CUDA each wrapper synchronizes, which adds a
+    little overhead to the measured run only.
+    """
+
+    NAMES = ("encode_all", "init_params", "fit_em", "posterior", "sufficient_statistics", "m_step")
+
+    def __init__(self, device):
+        self.device = device
+        self.calls = []
+
+    def _wrap(self, name, fn):
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            _sync(self.device)
+            self.calls.append((name, time.perf_counter() - t0))
+            return out
+
+        return timed
+
+    @contextlib.contextmanager
+    def installed(self):
+        saved = {name: getattr(_training, name) for name in self.NAMES if hasattr(_training, name)}
+        try:
+            for name, fn in saved.items():
+                setattr(_training, name, self._wrap(name, fn))
+            yield self
+        finally:
+            for name, fn in saved.items():
+                setattr(_training, name, fn)
+
+    def split(self):
+        """(initial closed-form fit, closed-form time inside the epochs)."""
+        init, seen, inside = 0.0, set(), 0.0
+        for name, dt in self.calls:
+            if name in ("encode_all", "init_params", "fit_em") and name not in seen:
+                seen.add(name)
+                init += dt
+            else:
+                inside += dt
+        return init, inside
+
+
+def time_calmrl(X, mods, device, epochs, em_every):
+    est = CalMRLTransformer(mods, encoder="linear", max_epochs=epochs, em_every=em_every, device=device, random_state=0, **MODEL)
+    clock = _ClosedFormClock(device)
+    with warnings.catch_warnings(), clock.installed():
+        warnings.simplefilter("ignore")
+        _sync(device)
+        t0 = time.perf_counter()
+        est.fit(X)
+        _sync(device)
+        total = time.perf_counter() - t0
+    init, inside = clock.split()
+    epoch_time = est.fit_time_em_ + est.fit_time_gradient_ - init
+    return {
+        "est": est,
+        "total": total,
+        "init": init,
+        "epoch": epoch_time / max(est.n_iter_, 1),
+        "share": inside / epoch_time if epoch_time > 0 else float("nan"),
+        "share_attr": (est.fit_time_em_ - init) / epoch_time if epoch_time > 0 else float("nan"),
+    }
+
+
+def time_transform(est, X, device):
+    est.transform(X[:100])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    est.transform(X)
+    _sync(device)
+    return X.shape[0] / (time.perf_counter() - t0)
+
+
+def time_identity(X, mods, device):
+    est = CalMRLTransformer(mods, encoder="identity", latent_dim=MODEL["latent_dim"], device=device, random_state=0)
+    t0 = time.perf_counter()
+    est.fit(X)
+    _sync(device)
+    return est, time.perf_counter() - t0
+
+
+def time_iterative_pca(X):
+    from sklearn.decomposition import PCA
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), IterativeImputer(max_iter=5, random_state=0), PCA(MODEL["latent_dim"], random_state=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        pipe.fit(X)
+    return time.perf_counter() - t0
+
+
+def time_mofa(X, mods, max_iter):
+    try:
+        import mofapy2  # noqa: F401
+
+        from benchmarks.baselines import MOFATransformer
+    except ImportError as exc:
+        return None, f"skipped ({exc})"
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MOFATransformer(mods, n_factors=MODEL["latent_dim"], max_iter=max_iter, random_state=0).fit(X)
+    return time.perf_counter() - t0, ""
+
+
+def slope(ns, ts):
+    ns, ts = np.asarray(ns, float), np.asarray(ts, float)
+    ok = np.isfinite(ts) & (ts > 0)
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(ns[ok]), np.log(ts[ok]), 1)[0])
+
+
+def _fmt(x, digits=3):
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    return f"{x:.{digits}g}"
+
+
+def run_speed(args):
+    device = args.device
+    print(
+        f"CalMRL speed, device={device}, torch threads={torch.get_num_threads()}, data: {K} modalities x {WIDTH} "
+        f"features, 30% rows amputed; linear encoder {MODEL}, {args.epochs} epochs\n"
+    )
+    X, mods = make_data(500)
+    time_calmrl(X, mods, device, 1, 1)  # warm-up: first-call costs (lazy imports, allocator) stay out of the table
+    rows = []
+    for n in args.n:
+        X, mods = make_data(n)
+        r = {"n": n}
+        for em_every in (1, 0):
+            res = time_calmrl(X, mods, device, args.epochs, em_every)
+            r[em_every] = res
+        r["tput_linear"] = time_transform(r[1]["est"], X, device)
+        ident, r["identity_fit"] = time_identity(X, mods, device)
+        r["tput_identity"] = time_transform(ident, X, device)
+        if n <= args.baseline_max:
+            r["iterative"] = time_iterative_pca(X)
+            r["mofa"], note = time_mofa(X, mods, args.mofa_iter) if n <= args.mofa_max else (None, "skipped (n)")
+            r["mofa_note"] = note
+        else:
+            r["iterative"], r["mofa"], r["mofa_note"] = None, None, "skipped (n)"
+        rows.append(r)
+        print(f"  n={n}: done", file=sys.stderr, flush=True)
+
+    print("| n | em_every | fit total (s) | initial closed-form fit (s) | time / epoch (s) | closed-form share of epochs | fit_time_em_ share of epochs |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        for em_every in (1, 0):
+            x = r[em_every]
+            print(
+                f"| {r['n']} | {em_every} | {_fmt(x['total'])} | {_fmt(x['init'])} | {_fmt(x['epoch'])} | "
+                f"{100 * x['share']:.1f}% | {100 * x['share_attr']:.1f}% |"
+            )
+    print()
+    print("| n | transform linear (rows/s) | transform identity (rows/s) | identity fit (s) | IterativeImputer+PCA fit (s) | MOFA+ fit (s) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        mofa = _fmt(r["mofa"]) if r["mofa"] is not None else r["mofa_note"]
+        print(
+            f"| {r['n']} | {r['tput_linear']:.3g} | {r['tput_identity']:.3g} | {_fmt(r['identity_fit'])} | "
+            f"{_fmt(r['iterative'])} | {mofa} |"
+        )
+    print()
+    ns = [r["n"] for r in rows]
+    print("Log-log slope of time against n (1 = linear):\n")
+    print("| quantity | exponent, all n | exponent, two largest n |")
+    print("|---|---|---|")
+    for label, ts in [
+        ("linear fit, time / epoch, em_every=1", [r[1]["epoch"] for r in rows]),
+        ("linear fit, time / epoch, em_every=0", [r[0]["epoch"] for r in rows]),
+        ("linear fit, total, em_every=1", [r[1]["total"] for r in rows]),
+        ("transform, linear", [r["n"] / r["tput_linear"] for r in rows]),
+        ("identity fit", [r["identity_fit"] for r in rows]),
+        ("IterativeImputer+PCA fit", [r["iterative"] if r["iterative"] is not None else np.nan for r in rows]),
+        ("MOFA+ fit", [r["mofa"] if r["mofa"] is not None else np.nan for r in rows]),
+    ]:
+        print(f"| {label} | {_fmt(slope(ns, ts), 3)} | {_fmt(slope(ns[-2:], ts[-2:]), 3)} |")
+
+
+# ----------------------------------------------------------------------------- transform memory
+def _rss_bytes():
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _memory_child(model_path, data_path, out_path):
+    """Runs in a fresh process: load X and the fitted model, then measure transform's peak."""
+    import tracemalloc
+
+    X = np.load(data_path)
+    with open(model_path, "rb") as fh:
+        est = pickle.load(fh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.transform(X[:1000])  # warm-up: imports, lazy allocations
+        before = _rss_bytes()
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        Z = est.transform(X)
+        elapsed = time.perf_counter() - t0
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    with open(out_path, "w") as fh:
+        fh.write(repr({"before": before, "peak": peak, "traced": traced_peak, "input": X.nbytes, "output": Z.nbytes, "seconds": elapsed}))
+
+
+def run_memory(args):
+    n = args.memory_rows
+    print(f"Transform peak memory on {n} rows x {K} modalities x {WIDTH} features (float64), device=cpu\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        X, mods = make_data(n)
+        data_path = os.path.join(tmp, "X.npy")
+        np.save(data_path, X)
+        fit_rows = X[: min(n, 10_000)]
+        del X
+        models = {
+            "identity": CalMRLTransformer(mods, encoder="identity", latent_dim=MODEL["latent_dim"], device="cpu", random_state=0),
+            "linear": CalMRLTransformer(mods, encoder="linear", max_epochs=1, device="cpu", random_state=0, **MODEL),
+        }
+        print(
+            "| model | output | allocator | input (MB) | output (MB) | RSS before (MB) | peak RSS - RSS before (MB) "
+            "| peak - before - output (MB) | tracemalloc peak, numpy (MB) | transform (s) |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for name, est in models.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est.fit(fit_rows)
+            for output in args.memory_outputs:
+                est.set_params(output=output)
+                model_path = os.path.join(tmp, f"{name}.pkl")
+                with open(model_path, "wb") as fh:
+                    pickle.dump(est, fh)
+                out_path = os.path.join(tmp, "out.txt")
+                code = (
+                    f"import sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.speed import _memory_child; "
+                    f"_memory_child({model_path!r}, {data_path!r}, {out_path!r})"
+                )
+                # glibc's default raises its mmap threshold after large frees, so freed temporaries stay in the
+                # heap and count in RSS; a fixed threshold shows the live working set
+                for allocator, extra_env in [("glibc default", {}), ("MALLOC_MMAP_THRESHOLD_=128k", {"MALLOC_MMAP_THRESHOLD_": "131072"})]:
+                    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **extra_env}
+                    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+                    with open(out_path) as fh:
+                        m = eval(fh.read())  # our own repr of a dict of numbers
+                    mb = 2.0**20
+                    extra = m["peak"] - m["before"]
+                    print(
+                        f"| {name} | {output} | {allocator} | {m['input'] / mb:.0f} | {m['output'] / mb:.0f} | "
+                        f"{m['before'] / mb:.0f} | {extra / mb:.0f} | {(extra - m['output']) / mb:.0f} | "
+                        f"{m['traced'] / mb:.0f} | {m['seconds']:.2f} |"
+                    )
+
+
+# ----------------------------------------------------------------------------- parallel grid search
+def _torch_threads():
+    return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+
+def run_grid(args):
+    """GridSearchCV over the estimator with n_jobs=1 (torch at its default threads, then at 1) and n_jobs=2."""
+    import joblib
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    X, mods = make_data(args.grid_rows)
+    est = CalMRLTransformer(mods, encoder="linear", max_epochs=args.epochs, device=args.device, random_state=0, **MODEL)
+    grid = {"latent_dim": [4, 8], "alignment": ["pmrl", "gram"]}
+    workers = joblib.Parallel(n_jobs=2)(joblib.delayed(_torch_threads)() for _ in range(2))
+    print(
+        f"GridSearchCV, {args.grid_rows} rows, grid {grid}, 3-fold, {args.epochs} epochs, cpu_count={joblib.cpu_count()}; "
+        f"torch threads inside loky workers (n_jobs=2): {sorted(set(workers))}\n"
+    )
+    print("| n_jobs | torch threads per fit | wall (s) | best_params_ | max abs diff of mean_test_score vs first row |")
+    print("|---|---|---|---|---|")
+    default_threads = torch.get_num_threads()
+    reference = None
+    for n_jobs, threads in [(1, default_threads), (1, 1), (2, None)]:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        search = GridSearchCV(est, grid, cv=KFold(3), n_jobs=n_jobs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            search.fit(X)
+            wall = time.perf_counter() - t0
+        torch.set_num_threads(default_threads)
+        scores = search.cv_results_["mean_test_score"]
+        reference = scores if reference is None else reference
+        label = threads if threads is not None else "set by loky: " + ",".join(str(t) for t, _ in sorted(set(workers)))
+        print(f"| {n_jobs} | {label} | {wall:.1f} | {search.best_params_} | {np.abs(scores - reference).max():.1e} |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--large", action="store_true", help="add n = 1e6")
+    parser.add_argument("--quick", action="store_true", help="n in 1e3, 1e4, 2 epochs")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--baseline-max", type=int, default=100_000, help="largest n for IterativeImputer / MOFA+")
+    parser.add_argument("--mofa-max", type=int, default=100_000)
+    parser.add_argument("--mofa-iter", type=int, default=100, help="MOFA+ iteration cap")
+    parser.add_argument("--grid", action="store_true", help="time GridSearchCV with n_jobs=1 vs 2 instead")
+    parser.add_argument("--grid-rows", type=int, default=3000)
+    parser.add_argument("--memory", action="store_true", help="measure transform peak memory instead")
+    parser.add_argument("--memory-rows", type=int, default=1_000_000)
+    parser.add_argument("--memory-outputs", nargs="+", default=["concat", "latent"])
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.n, args.epochs = [1_000, 10_000], 2
+    if args.large and 1_000_000 not in args.n:
+        args.n = list(args.n) + [1_000_000]
+    if args.grid:
+        run_grid(args)
+    elif args.memory:
+        run_memory(args)
+    else:
+        run_speed(args)
+
+
+if __name__ == "__main__":
+    main()
