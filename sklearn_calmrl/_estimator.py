@@ -564,6 +564,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : CalMRLTransformer
+            The updated estimator.
         """
         first = not hasattr(self, "modalities_")
         state = None if first else getattr(self, "_partial_fit_state_", None)

@@ -193,3 +193,66 @@ def test_grid_search_on_dask_cluster(latent_data, serial_grid):
     assert all(t == 1 for t, _ in threads.values())  # the nanny sets OMP_NUM_THREADS=1 in its workers
     assert remote.best_params_ == local.best_params_
     np.testing.assert_allclose(remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"], rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------- multi-process EM (design check)
+def _flatten_stats(st):
+    return torch.cat([st.count, st.loglik.reshape(1)] + [t.flatten() for group in (st.A, st.C, st.S) for t in group])
+
+
+def _unflatten_stats(flat, like, n_rows):
+    from sklearn_calmrl._latent import SufficientStatistics
+
+    k = like.count.numel()
+    parts, pos = [], k + 1
+    for group in (like.A, like.C, like.S):
+        out = []
+        for t in group:
+            out.append(flat[pos : pos + t.numel()].reshape(t.shape))
+            pos += t.numel()
+        parts.append(out)
+    return SufficientStatistics(flat[:k], *parts, flat[k], n_rows)
+
+
+def _distributed_em_worker(rank, world, port, path, n_iter):
+    """One rank: EM on its shard of rows, statistics all-reduced (summed) before every M-step."""
+    import torch.distributed as dist
+
+    from sklearn_calmrl._latent import m_step, sufficient_statistics
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        Z, observed, params = make_problem(400, k=3, q=2, d=4, seed=0)
+        Z, observed = [z[rank::world] for z in Z], observed[rank::world]
+        for _ in range(n_iter):
+            st = sufficient_statistics(Z, observed, params)
+            flat = _flatten_stats(st)
+            dist.all_reduce(flat)  # SUM: count, loglik, A_m, C_m, S_m
+            params = m_step(_unflatten_stats(flat, st, 400), params)
+        if rank == 0:
+            torch.save([list(g) for g in params], path)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gloo_em_equals_single_process_em(tmp_path):
+    """The multi-GPU design's closed-form half: all-reducing the statistics gives exactly the full-batch EM."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from sklearn_calmrl._latent import fit_em
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = str(tmp_path / "params.pt")
+    mp.spawn(_distributed_em_worker, args=(2, port, path, 5), nprocs=2, join=True)
+    got = torch.load(path)
+    Z, observed, params = make_problem(400, k=3, q=2, d=4, seed=0)
+    want, _, n_iter = fit_em(Z, observed, params, max_iter=5, tol=-1.0)
+    assert n_iter == 5
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
