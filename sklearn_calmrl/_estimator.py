@@ -116,7 +116,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         Maximum number of training epochs (torch encoders only).
     batch_size : int, default=256
         Mini-batch size.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=1e-4
         Adam learning rate of the encoders, at most 1e30 (larger steps overflow
         float32). A step that makes a weight non-finite stops training with a
         RuntimeWarning and keeps the last completed epoch.
@@ -247,7 +247,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         noise="isotropic",
         max_epochs=20,
         batch_size=256,
-        learning_rate=1e-3,
+        learning_rate=1e-4,
         em_every=1,
         em_refresh_iter=3,
         em_max_iter=200,

@@ -31,7 +31,7 @@ class TrainConfig:
     calibrate: bool = True
     max_epochs: int = 20
     batch_size: int = 256
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4
     em_every: int = 1
     em_init_iter: int = 200
     em_refresh_iter: int = 3
