@@ -48,7 +48,7 @@ QUICK = os.environ.get("CALMRL_QUICK") == "1"  # shrink the example for CI
 
 mf = load_multiple_features()
 rates = [0.0, 0.7] if QUICK else [0.0, 0.3, 0.5, 0.7]
-epochs = 3 if QUICK else 20
+epochs = 3 if QUICK else 20  # 20 is the default
 
 
 def make_models():
@@ -73,8 +73,6 @@ def make_models():
             CalMRLTransformer(
                 mf.modalities,
                 encoder="linear",
-                latent_dim=32,
-                embed_dim=32,
                 max_epochs=epochs,
                 random_state=0,
             ),
