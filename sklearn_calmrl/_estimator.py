@@ -408,19 +408,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
                 )
 
         # Standardize each feature on the rows that observe it (DESIGN 6).
-        mean = np.zeros(X.shape[1])
-        scale = np.ones(X.shape[1])
-        fill = np.zeros(X.shape[1])  # training mean: fills partial NaNs (DESIGN 1), standardized or not
-        for m, (_, idx) in enumerate(blocks):
-            rows = X[observed[:, m]][:, idx].astype(np.float64)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                mu = np.nanmean(rows, axis=0)
-                sd = np.nanstd(rows, axis=0)
-            fill[idx] = np.where(np.isfinite(mu), mu, 0.0)
-            if self.standardize:
-                mean[idx] = fill[idx]
-                scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
+        mean, scale, fill = _feature_statistics(X, blocks, observed, self.standardize)
         self.feature_mean_ = mean
         self.feature_scale_ = scale
         self.feature_fill_ = fill

@@ -161,17 +161,22 @@ def train(encoders, X, observed, cfg, *, generator, device, validation=None):
     optimizer = torch.optim.Adam(list(encoders.parameters()) + list(loss_fn.parameters()), lr=cfg.learning_rate)
     result = TrainResult(encoders=encoders, params=None)
 
-    t0 = time.perf_counter()
-    Z = encode_all(encoders, X, observed)  # encode all rows (no grad), DESIGN 3
-    init_gen = torch.Generator(device=device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-    params = init_params(Z, observed, cfg.latent_dim, generator=init_gen)
-    params, history, n_em = fit_em(Z, observed, params, max_iter=cfg.em_init_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=4096)
-    del Z
-    result.em_iter += n_em
-    result.loglik_curve.append(history[-1])
-    result.time_em += time.perf_counter() - t0
-    if cfg.verbose >= 2:
-        print(f"[CalMRL] initial EM: {n_em} iterations, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}")
+    def em_refresh(params, max_iter, label):
+        """Encode all rows (no grad), then EM warm-started from ``params`` (DESIGN 3)."""
+        t0 = time.perf_counter()
+        Z = encode_all(encoders, X, observed)
+        if params is None:  # DESIGN 2.6 initialisation
+            init_gen = torch.Generator(device=device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+            params = init_params(Z, observed, cfg.latent_dim, generator=init_gen)
+        params, history, n_em = fit_em(Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=4096)
+        result.em_iter += n_em
+        result.loglik_curve.append(history[-1])
+        result.time_em += time.perf_counter() - t0
+        if cfg.verbose >= 2:
+            print(f"[CalMRL] {label}: {n_em} EM iterations, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}")
+        return params
+
+    params = em_refresh(None, cfg.em_init_iter, "initial EM")
 
     best_loss, best_state, no_improve = float("inf"), None, 0
     converged = False
@@ -179,15 +184,7 @@ def train(encoders, X, observed, cfg, *, generator, device, validation=None):
     for epoch in range(1, cfg.max_epochs + 1):
         t_epoch = time.perf_counter()
         if cfg.em_every and epoch > 1 and (epoch - 1) % cfg.em_every == 0:
-            t0 = time.perf_counter()
-            Z = encode_all(encoders, X, observed)
-            params, history, n_em = fit_em(Z, observed, params, max_iter=cfg.em_refresh_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=4096)
-            del Z
-            result.em_iter += n_em
-            result.loglik_curve.append(history[-1])
-            result.time_em += time.perf_counter() - t0
-            if cfg.verbose >= 2:
-                print(f"[CalMRL] epoch {epoch}: EM refresh, {n_em} iterations, log-likelihood {history[-1]:.4f}")
+            params = em_refresh(params, cfg.em_refresh_iter, f"epoch {epoch} refresh")
 
         t0 = time.perf_counter()
         encoders.train()
