@@ -43,6 +43,11 @@ def project(Z, tsne=False):
     return PCA(n_components=2, random_state=0).fit_transform(Z)
 
 
+def scatter_classes(ax, P, target, marker):
+    """2-D points coloured by class (up to 10 classes)."""
+    ax.scatter(P[:, 0], P[:, 1], c=target, cmap="tab10", vmin=0, vmax=9, marker=marker, s=14, alpha=0.7)
+
+
 def zoom(ax, P):
     """Keep the bulk of the points in view (a few outliers may fall outside)."""
     for j, set_lim in enumerate([ax.set_xlim, ax.set_ylim]):
@@ -75,18 +80,7 @@ P = project(Z, tsne=tsne)
 markers = {1: "v", 2: "^", 3: "<", 4: ">", 5: "s", 6: "o"}
 fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")
 for k, marker in markers.items():
-    sel = n_observed == k
-    ax.scatter(
-        P[sel, 0],
-        P[sel, 1],
-        c=mf.target[sel],
-        cmap="tab10",
-        vmin=0,
-        vmax=9,
-        marker=marker,
-        s=14,
-        alpha=0.7,
-    )
+    scatter_classes(ax, P[n_observed == k], mf.target[n_observed == k], marker)
 for digit in range(10):  # label each class at its median position
     x, y = np.median(P[mf.target == digit], axis=0)
     ax.annotate(
@@ -135,18 +129,7 @@ P = project(Z)
 
 fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")
 for label, marker in [("both", "o"), ("shape only", "x"), ("color only", "^")]:
-    sel = which == label
-    ax.scatter(
-        P[sel, 0],
-        P[sel, 1],
-        c=seg.target[sel],
-        cmap="tab10",
-        vmin=0,
-        vmax=9,
-        marker=marker,
-        s=14,
-        alpha=0.7,
-    )
+    scatter_classes(ax, P[which == label], seg.target[which == label], marker)
 handles = [
     plt.Line2D(
         [],
