@@ -12,7 +12,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
 from ._alignment import leading_direction, make_alignment_loss
 from ._encoders import make_encoder
@@ -703,8 +703,8 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ inference
-    def _representations(self, X):
-        """Validated X -> (list of float64 representation chunks generator inputs)."""
+    def _validated_for_inference(self, X):
+        """Validate X against the fitted model and warn about rows with no modality."""
         check_is_fitted(self)
         X, blocks, observed = self._validate_input(X, reset=False)
         empty = ~observed.any(axis=1)
@@ -715,26 +715,28 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=3,
             )
-        return X, self._standardized_blocks(X, blocks, observed), observed
+        return X, blocks, observed
 
     def _chunks(self, X):
-        """Yield (Z, observed, Zhat, posterior) per chunk of rows, in float64, without gradients."""
-        X, Xs, observed = self._representations(X)
+        """Yield ``(Z, observed, Zhat, posterior, params)`` per chunk of ``_CHUNK`` rows, float64, no gradients.
+
+        Standardization, encoding and the E-step all happen chunk by chunk, so
+        the working set beyond the input and the output is a few chunks.
+        """
+        X, blocks, observed = self._validated_for_inference(X)
         params = self._latent_params()
         deep = self.encoders_ is not None
         # a float64 copy per call: batch-size-independent rows, and threads never share a module
         encoders = copy.deepcopy(self.encoders_).to(device=self.device_, dtype=torch.float64) if deep else None
         with torch.no_grad():
             for s in range(0, X.shape[0], _CHUNK):
+                Xs = self._standardized_blocks(X[s : s + _CHUNK], blocks, observed[s : s + _CHUNK])
                 obs = torch.as_tensor(observed[s : s + _CHUNK], device=self.device_)
+                Z = [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
                 if deep:
-                    xb = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float64, device=self.device_) for b in Xs]
-                    Z = encode(encoders, xb, obs)
-                else:
-                    Z = [torch.as_tensor(b[s : s + _CHUNK], dtype=torch.float64, device=self.device_) for b in Xs]
+                    Z = encode(encoders, Z, obs)
                 Zhat, post = calibrated(Z, obs, params, normalize_imputed=deep and self.normalize_imputed)
                 yield Z, obs, Zhat, post, params
-        return X
 
     def transform(self, X):
         """Representation of every sample, as chosen by ``output``.
@@ -750,7 +752,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             float32 when ``X`` is float32, float64 otherwise.
         """
         dtype = _output_dtype(X)
-        parts = []
+        result, start = None, 0
         for _, _, Zhat, post, _ in self._chunks(X):
             if self.output == "latent":
                 out = post.mean
@@ -760,8 +762,11 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
                 out = torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
             else:
                 out, _ = leading_direction(torch.stack(Zhat, dim=1), eps=0.0)
-            parts.append(out.cpu().numpy())
-        return np.concatenate(parts).astype(dtype, copy=False)
+            if result is None:  # written chunk by chunk into one preallocated output
+                result = np.empty((_n_rows(X), out.shape[1]), dtype=dtype)
+            result[start : start + out.shape[0]] = out.cpu().numpy()
+            start += out.shape[0]
+        return result
 
     def impute_representations(self, X, *, return_variance=False):
         """Per-modality representations with missing modalities imputed (DESIGN 2.3).
@@ -845,6 +850,10 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             self.device_ = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
             if self.encoders_ is not None:
                 self.encoders_.to(self.device_)
+
+
+def _n_rows(X):
+    return _num_samples(X[0]) if is_list_of_blocks(X) else _num_samples(X)
 
 
 def _output_dtype(X):
