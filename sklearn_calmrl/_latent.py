@@ -307,12 +307,16 @@ def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
 
 
 def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None):
-    """Run EM on in-memory representations until the mean log-likelihood gains less than ``tol``.
+    """Run EM until the mean log-likelihood gains less than ``tol``.
 
     Parameters
     ----------
-    Z : list of Tensor (n, d_m)
-    observed : bool Tensor (n, k)
+    Z : list of Tensor (n, d_m), or callable
+        In-memory representations, or a function returning a fresh iterable of
+        ``(Z_chunk, observed_chunk)`` pairs over all rows (streaming EM: the
+        representations never need to be in memory at once; ``observed`` is then
+        ignored).
+    observed : bool Tensor (n, k) or None
     params : LatentParams
         Starting point (warm start).
     max_iter : int
@@ -320,7 +324,7 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
         Stop when the mean per-row log-likelihood changes by less than this.
     noise : {'isotropic', 'diagonal', 'shared'}
     chunk_size : int, default=None
-        Rows per chunk for the statistics (bounded memory); all rows at once when None.
+        Rows per chunk for in-memory ``Z`` (bounded working set); all rows at once when None.
 
     Returns
     -------
@@ -329,17 +333,23 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
         Mean log-likelihood before each M-step (non-decreasing, DESIGN 2.5).
     n_iter : int
     """
-    n = observed.shape[0]
-    step = n if chunk_size is None else max(1, int(chunk_size))
+    if callable(Z):
+        chunks = Z
+    else:
+        n = observed.shape[0]
+        step = n if chunk_size is None else max(1, int(chunk_size))
+
+        def chunks():
+            return (([z[s : s + step] for z in Z], observed[s : s + step]) for s in range(0, n, step))
+
     history = []
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         stats = None
-        for start in range(0, n, step):
-            sl = slice(start, start + step)
-            chunk = sufficient_statistics([z[sl] for z in Z], observed[sl], params)
-            stats = chunk if stats is None else stats + chunk
-        history.append(float(stats.loglik) / max(n, 1))
+        for Z_chunk, observed_chunk in chunks():
+            part = sufficient_statistics(Z_chunk, observed_chunk, params)
+            stats = part if stats is None else stats + part
+        history.append(float(stats.loglik) / max(stats.n_rows, 1))
         params = m_step(stats, params, noise=noise, noise_floor=noise_floor)
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
             break

@@ -22,6 +22,11 @@ from ._latent import fit_em, impute, init_params, m_step, posterior, sufficient_
 __all__ = ["TrainConfig", "TrainResult", "encode", "calibrated", "encode_all", "train"]
 
 
+CHUNK = 4096  # rows per chunk of the no-grad passes
+STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations instead of caching them
+INIT_ROWS = 20000  # rows used to initialise the latent model (DESIGN 2.6)
+
+
 @dataclass
 class TrainConfig:
     """Hyper-parameters of :func:`train` (the estimator's parameters of the same names)."""
@@ -92,7 +97,7 @@ def calibrated(Z, observed, params, *, normalize_imputed=True, post=None):
 
 
 @torch.no_grad()
-def encode_all(encoders, X, observed, *, chunk_size=4096, dtype=torch.float64):
+def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
     """Encode every row without gradients, in chunks (bounded working set)."""
     parts = [
         encode(encoders, [x[s : s + chunk_size] for x in X], observed[s : s + chunk_size])
@@ -162,13 +167,26 @@ def train(encoders, X, observed, cfg, *, generator, device, validation=None):
     result = TrainResult(encoders=encoders, params=None)
 
     def em_refresh(params, max_iter, label):
-        """Encode all rows (no grad), then EM warm-started from ``params`` (DESIGN 3)."""
+        """Encode all rows (no grad), then EM warm-started from ``params`` (DESIGN 3).
+
+        Representations are cached for the EM iterations when they fit in
+        ``STREAM_BYTES``; otherwise every EM iteration re-encodes chunk by chunk
+        and sums the statistics, so they are never all in memory.
+        """
         t0 = time.perf_counter()
-        Z = encode_all(encoders, X, observed)
-        if params is None:  # DESIGN 2.6 initialisation
+        if params is None:  # DESIGN 2.6 initialisation, on at most INIT_ROWS rows
+            rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values.to(device) if n > INIT_ROWS else slice(None)
+            Z0 = encode_all(encoders, [x[rows] for x in X], observed[rows])
             init_gen = torch.Generator(device=device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-            params = init_params(Z, observed, cfg.latent_dim, generator=init_gen)
-        params, history, n_em = fit_em(Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=4096)
+            params = init_params(Z0, observed[rows], cfg.latent_dim, generator=init_gen)
+            del Z0
+        if n * sum(e.linear.out_features for e in encoders) * 8 <= STREAM_BYTES:
+            Z = encode_all(encoders, X, observed)
+        else:
+            def Z():
+                for s in range(0, n, CHUNK):
+                    yield encode_all(encoders, [x[s : s + CHUNK] for x in X], observed[s : s + CHUNK]), observed[s : s + CHUNK]
+        params, history, n_em = fit_em(Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=CHUNK)
         result.em_iter += n_em
         result.loglik_curve.append(history[-1])
         result.time_em += time.perf_counter() - t0

@@ -76,3 +76,21 @@ def test_train_lowers_the_loss(em_every):
         result = train(encoders, blocks, observed, cfg, generator=torch.Generator().manual_seed(0), device="cpu")
     assert result.n_epochs == 15 and result.loss_curve[-1] < result.loss_curve[0]
     assert all(np.isfinite(result.loglik_curve)) and result.time_em > 0 and result.time_gradient > 0
+
+
+def test_streamed_em_refresh_equals_cached(monkeypatch):
+    """Above STREAM_BYTES the refresh re-encodes chunk by chunk instead of caching: same model."""
+    import sklearn_calmrl._training as training
+
+    results = []
+    for stream_bytes in (training.STREAM_BYTES, 0):
+        monkeypatch.setattr(training, "STREAM_BYTES", stream_bytes)
+        monkeypatch.setattr(training, "CHUNK", 64)
+        blocks, observed, encoders = _setup(n=200)
+        cfg = TrainConfig(latent_dim=2, max_epochs=3, batch_size=50, n_iter_no_change=100)
+        with pytest.warns(Warning):
+            results.append(train(encoders, blocks, observed, cfg, generator=torch.Generator().manual_seed(0), device="cpu"))
+    cached, streamed = results
+    np.testing.assert_allclose(cached.loglik_curve, streamed.loglik_curve, rtol=1e-6)
+    for a, b in zip(cached.params.W, streamed.params.W):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
