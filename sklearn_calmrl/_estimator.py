@@ -28,7 +28,7 @@ from ._latent import (
 from ._latent import SufficientStatistics, m_step, sufficient_statistics
 from ._modalities import is_list_of_blocks, observed_mask, resolve_modalities, stack_modalities
 from ._training import TrainConfig, calibrated, encode, train
-from ._training import _batch_loss, _parameters_finite, encode_all
+from ._training import _parameters_finite, encode_all, gradient_pass
 
 __all__ = ["CalMRLTransformer"]
 
@@ -446,7 +446,8 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         params = init_params(Z, obs, self.latent_dim, generator=torch.Generator(device=device).manual_seed(seed))
         return fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
 
-    def _train_encoders(self, Xs, obs, device, generator, rng, seed):
+    def _init_encoders(self, Xs, obs, device, seed):
+        """Encoders drawn from seeded generators, then started from the data (``encoder_init``)."""
         encoders = torch.nn.ModuleList(
             make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes,
                          generator=torch.Generator(device=device).manual_seed(seed + m), device=device)
@@ -459,7 +460,10 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             maps = [(A.float(), c.float()) for A, c in single_modality_maps(ppca)]
         for m, enc in enumerate(encoders):
             enc.init_from_data(X_t[m][obs[:, m]], maps[m])
-        encoders.to(device)
+        return encoders, X_t
+
+    def _train_encoders(self, Xs, obs, device, generator, rng, seed):
+        encoders, X_t = self._init_encoders(Xs, obs, device, seed)
         validation = None
         if self.early_stopping:
             n = obs.shape[0]
@@ -601,84 +605,64 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             detach_imputation=self.detach_imputation,
             normalize_imputed=self.normalize_imputed,
         )
-        fork_devices = [torch.device(device).index or 0] if device == "cuda" else []
         time_em = time_grad = 0.0
-        with torch.random.fork_rng(devices=fork_devices):
-            torch.manual_seed(state.seed + state.calls)
-            generator = torch.Generator().manual_seed(state.seed + state.calls)
-            if deep:
-                X_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in Xs]
-                if first:
-                    encoders = torch.nn.ModuleList(
-                        make_encoder(self.encoder, b.shape[1], self.embed_dim, self.hidden_layer_sizes) for b in Xs
-                    )
-                    for m, enc in enumerate(encoders):
-                        enc.init_from_data(X_t[m][obs[:, m]])
-                    encoders.to(device)
-                else:
-                    encoders = copy.deepcopy(self.encoders_).to(device)
-                if state.loss_fn is None:
-                    kw = {"tau_intra": self.tau_intra, "tau_inter": self.tau_inter} if self.alignment == "pmrl" else {}
-                    state.loss_fn = make_alignment_loss(self.alignment, **kw).to(device)
-                else:
-                    state.loss_fn = copy.deepcopy(state.loss_fn)
-                optimizer = torch.optim.Adam(list(encoders.parameters()) + list(state.loss_fn.parameters()), lr=self.learning_rate)
-                if state.optim is not None:
-                    optimizer.load_state_dict(copy.deepcopy(state.optim))
-            t0 = time.perf_counter()
-            if first:  # latent model: init_params and EM to convergence on the first chunk (DESIGN 2.6)
-                Z = encode_all(encoders, X_t, obs) if deep else [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
-                init_gen = torch.Generator(device=device).manual_seed(state.seed)
-                params = init_params(Z, obs, self.latent_dim, generator=init_gen)
-                params, _, _ = fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
+        generator = torch.Generator().manual_seed(state.seed + state.calls)
+        if deep:
+            if first:
+                encoders, X_t = self._init_encoders(Xs, obs, device, state.seed)
             else:
-                params = self._latent_params()
-            time_em += time.perf_counter() - t0
-
-            chunk_loss = float("nan")
-            if deep:  # one pass of gradient steps over the chunk, latent parameters fixed (DESIGN 3)
-                init_state = copy.deepcopy(encoders.state_dict()) if first else None
-                t0 = time.perf_counter()
-                encoders.train()
-                n = obs.shape[0]
-                order = torch.randperm(n, generator=generator).to(device)
-                total = torch.zeros((), dtype=torch.float64, device=device)
-                for start in range(0, n, self.batch_size):
-                    idx = order[start : start + self.batch_size]
-                    loss = _batch_loss(encoders, state.loss_fn, [x[idx] for x in X_t], obs[idx], params, cfg)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.detach() * idx.shape[0]
-                encoders.eval()
-                chunk_loss = float(total) / n
-                time_grad += time.perf_counter() - t0
-                if not (np.isfinite(chunk_loss) and _parameters_finite(encoders, state.loss_fn)):
-                    warnings.warn(
-                        f"partial_fit diverged on this chunk (loss={chunk_loss}); "
-                        + ("kept the PCA-initialised encoders. " if first else "the model was left as it was. ")
-                        + f"Lower learning_rate (now {self.learning_rate}).",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    if not first:
-                        return self
-                    encoders.load_state_dict(init_state)
-                    state.loss_fn, state.optim = None, None
-                else:
-                    state.optim = optimizer.state_dict()
-
-            # the chunk's statistics under the current parameters replace its previous contribution (DESIGN 2.4, 3)
-            t0 = time.perf_counter()
+                X_t = [torch.as_tensor(b, dtype=torch.float32, device=device) for b in Xs]
+                encoders = copy.deepcopy(self.encoders_).to(device)
+            if state.loss_fn is None:
+                kw = {"tau_intra": self.tau_intra, "tau_inter": self.tau_inter} if self.alignment == "pmrl" else {}
+                state.loss_fn = make_alignment_loss(self.alignment, **kw).to(device)
+            else:
+                state.loss_fn = copy.deepcopy(state.loss_fn)
+            optimizer = torch.optim.Adam(list(encoders.parameters()) + list(state.loss_fn.parameters()), lr=self.learning_rate)
+            if state.optim is not None:
+                optimizer.load_state_dict(copy.deepcopy(state.optim))
+        t0 = time.perf_counter()
+        if first:  # latent model: init_params and EM to convergence on the first chunk (DESIGN 2.6)
             Z = encode_all(encoders, X_t, obs) if deep else [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
-            stats = None
-            for s in range(0, obs.shape[0], _CHUNK):
-                part = sufficient_statistics([z[s : s + _CHUNK] for z in Z], obs[s : s + _CHUNK], params)
-                stats = part if stats is None else stats + part
-            del Z
-            state.add_chunk(key, stats)
-            params = m_step(state.total, params, noise=self.noise)
-            time_em += time.perf_counter() - t0
+            init_gen = torch.Generator(device=device).manual_seed(state.seed)
+            params = init_params(Z, obs, self.latent_dim, generator=init_gen)
+            params, _, _ = fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
+        else:
+            params = self._latent_params()
+        time_em += time.perf_counter() - t0
+
+        chunk_loss = float("nan")
+        if deep:  # one pass of gradient steps over the chunk, latent parameters fixed (DESIGN 3)
+            init_state = copy.deepcopy(encoders.state_dict()) if first else None
+            t0 = time.perf_counter()
+            chunk_loss = gradient_pass(encoders, state.loss_fn, optimizer, X_t, obs, params, cfg, generator=generator)
+            time_grad += time.perf_counter() - t0
+            if not (np.isfinite(chunk_loss) and _parameters_finite(encoders, state.loss_fn)):
+                warnings.warn(
+                    f"partial_fit diverged on this chunk (loss={chunk_loss}); "
+                    + ("kept the initial encoders. " if first else "the model was left as it was. ")
+                    + f"Lower learning_rate (now {self.learning_rate}).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                if not first:
+                    return self
+                encoders.load_state_dict(init_state)
+                state.loss_fn, state.optim = None, None
+            else:
+                state.optim = optimizer.state_dict()
+
+        # the chunk's statistics under the current parameters replace its previous contribution (DESIGN 2.4, 3)
+        t0 = time.perf_counter()
+        Z = encode_all(encoders, X_t, obs) if deep else [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
+        stats = None
+        for s in range(0, obs.shape[0], _CHUNK):
+            part = sufficient_statistics([z[s : s + _CHUNK] for z in Z], obs[s : s + _CHUNK], params)
+            stats = part if stats is None else stats + part
+        del Z
+        state.add_chunk(key, stats)
+        params = m_step(state.total, params, noise=self.noise)
+        time_em += time.perf_counter() - t0
         if not all(bool(torch.isfinite(t).all()) for group in params for t in group):
             if first:
                 raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")

@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._alignment import make_alignment_loss
 from ._latent import fit_em, impute, init_params, m_step, posterior, sufficient_statistics
 
-__all__ = ["TrainConfig", "TrainResult", "encode", "calibrated", "encode_all", "train"]
+__all__ = ["TrainConfig", "TrainResult", "encode", "calibrated", "encode_all", "gradient_pass", "train"]
 
 
 CHUNK = 4096  # rows per chunk of the no-grad passes
@@ -138,6 +138,30 @@ def _batch_loss(encoders, loss_fn, xb, ob, params, cfg, stats_sink=None):
     return loss_fn(torch.stack(Z, dim=1), observed=ob)  # the observed-only ablation
 
 
+def gradient_pass(encoders, loss_fn, optimizer, X, observed, params, cfg, *, generator, stats_sink=None):
+    """One shuffled pass of mini-batch steps of the alignment loss, latent parameters fixed (DESIGN 3).
+
+    Returns the mean loss over the rows, NaN when a step made a weight
+    non-finite (the pass then stops early and the caller restores a snapshot).
+    """
+    n = observed.shape[0]
+    encoders.train()
+    order = torch.randperm(n, generator=generator).to(observed.device)
+    total = torch.zeros((), dtype=torch.float64, device=observed.device)
+    for start in range(0, n, cfg.batch_size):
+        idx = order[start : start + cfg.batch_size]
+        loss = _batch_loss(encoders, loss_fn, [x[idx] for x in X], observed[idx], params, cfg, stats_sink)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach() * idx.shape[0]
+        if not _parameters_finite(encoders, loss_fn):  # an overflowing step: end the pass
+            total += float("nan")
+            break
+    encoders.eval()
+    return float(total) / n
+
+
 def train(encoders, X, observed, cfg, *, generator, device, validation=None):
     """Fit encoders and the latent model by the bi-step loop of DESIGN 3.
 
@@ -205,21 +229,8 @@ def train(encoders, X, observed, cfg, *, generator, device, validation=None):
             params = em_refresh(params, cfg.em_refresh_iter, f"epoch {epoch} refresh")
 
         t0 = time.perf_counter()
-        encoders.train()
-        order = torch.randperm(n, generator=generator).to(device)
         stats = [] if not cfg.em_every else None
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        for start in range(0, n, cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            loss = _batch_loss(encoders, loss_fn, [x[idx] for x in X], observed[idx], params, cfg, stats)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach() * idx.shape[0]
-            if not _parameters_finite(encoders, loss_fn):  # an overflowing step: end the epoch, the guard below restores
-                total += float("nan")
-                break
-        epoch_loss = float(total) / n
+        epoch_loss = gradient_pass(encoders, loss_fn, optimizer, X, observed, params, cfg, generator=generator, stats_sink=stats)
         result.time_gradient += time.perf_counter() - t0
 
         if stats is not None:  # streaming EM: one M-step from the epoch's running statistics (DESIGN 3)
