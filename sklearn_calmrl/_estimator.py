@@ -25,7 +25,7 @@ from ._latent import (
     predictive_variance,
     single_modality_maps,
 )
-from ._latent import SufficientStatistics, m_step, sufficient_statistics
+from ._latent import SufficientStatistics, m_step, sufficient_statistics, summed_statistics
 from ._modalities import is_list_of_blocks, observed_mask, resolve_modalities, stack_modalities
 from ._training import TrainConfig, calibrated, encode, train
 from ._training import _parameters_finite, encode_all, gradient_pass
@@ -342,6 +342,23 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
                     )
         return X, blocks, observed
 
+    def _check_fit_blocks(self, blocks, observed, where):
+        """Every modality observed at least once, and ``output`` possible with these blocks.
+
+        ``where`` completes "Modality 'x' is never observed in ..." (``{n}`` is the row count).
+        """
+        never = [name for (name, _), seen in zip(blocks, observed.any(axis=0)) if not seen]
+        if never:
+            raise ValueError(
+                f"Modality {never[0]!r} is never observed in {where.format(n=observed.shape[0])}: its encoder and "
+                "loadings cannot be learned."
+            )
+        if self.encoder == "identity" and self.output in ("anchor", "mean") and len({len(i) for _, i in blocks}) > 1:
+            raise ValueError(
+                f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
+                f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
+            )
+
     def _standardized_blocks(self, X, blocks, observed):
         """Standardized float blocks; partial NaNs get the training mean (0 after scaling), missing blocks 0."""
         out = []
@@ -391,21 +408,8 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
                 stacklevel=2,
             )
         keep = ~empty
-        counts = observed[keep].sum(axis=0)
-        never = [names[m] for m in np.flatnonzero(counts == 0)]
-        if never:
-            raise ValueError(
-                f"Modality {never[0]!r} is never observed in fit (all {int(keep.sum())} rows are NaN across its "
-                "block): its encoder and loadings cannot be learned."
-            )
+        self._check_fit_blocks(blocks, observed[keep], "fit (all {n} rows are NaN across its block)")
         _warn_disconnected(observed[keep], names)
-        if self.encoder == "identity" and self.output in ("anchor", "mean"):
-            sizes = {len(idx) for _, idx in blocks}
-            if len(sizes) > 1:
-                raise ValueError(
-                    f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
-                    f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
-                )
 
         # Standardize each feature on the rows that observe it (DESIGN 6).
         mean, scale, fill = _feature_statistics(X, blocks, observed, self.standardize)
@@ -446,6 +450,31 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         params = init_params(Z, obs, self.latent_dim, generator=torch.Generator(device=device).manual_seed(seed))
         return fit_em(Z, obs, params, max_iter=self.em_max_iter, tol=self.em_tol, noise=self.noise, chunk_size=_CHUNK)
 
+    def _train_config(self):
+        """The estimator's parameters of the bi-step loop."""
+        return TrainConfig(
+            latent_dim=self.latent_dim,
+            alignment=self.alignment,
+            calibrate=self.calibrate,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            em_every=self.em_every,
+            em_init_iter=self.em_max_iter,
+            em_refresh_iter=self.em_refresh_iter,
+            em_tol=self.em_tol,
+            noise=self.noise,
+            detach_imputation=self.detach_imputation,
+            normalize_imputed=self.normalize_imputed,
+            tau_intra=self.tau_intra,
+            tau_inter=self.tau_inter,
+            early_stopping=self.early_stopping,
+            validation_fraction=self.validation_fraction,
+            n_iter_no_change=self.n_iter_no_change,
+            tol=self.tol,
+            verbose=self.verbose,
+        )
+
     def _init_encoders(self, Xs, obs, device, seed):
         """Encoders drawn from seeded generators, then started from the data (``encoder_init``)."""
         encoders = torch.nn.ModuleList(
@@ -474,29 +503,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
             val_idx, train_idx = perm[:n_val], perm[n_val:]
             validation = ([x[val_idx] for x in X_t], obs[val_idx])
             X_t, obs = [x[train_idx] for x in X_t], obs[train_idx]
-        cfg = TrainConfig(
-            latent_dim=self.latent_dim,
-            alignment=self.alignment,
-            calibrate=self.calibrate,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            em_every=self.em_every,
-            em_init_iter=self.em_max_iter,
-            em_refresh_iter=self.em_refresh_iter,
-            em_tol=self.em_tol,
-            noise=self.noise,
-            detach_imputation=self.detach_imputation,
-            normalize_imputed=self.normalize_imputed,
-            tau_intra=self.tau_intra,
-            tau_inter=self.tau_inter,
-            early_stopping=self.early_stopping,
-            validation_fraction=self.validation_fraction,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-            verbose=self.verbose,
-        )
-        return train(encoders, X_t, obs, cfg, generator=generator, device=device, validation=validation)
+        return train(encoders, X_t, obs, self._train_config(), generator=generator, device=device, validation=validation)
 
     def _set_params(self, params):
         self.components_ = [w.detach().cpu().numpy() for w in params.W]
@@ -569,17 +576,12 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         if first:
             if not keep.any():
                 raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
-            never = [names[m] for m in np.flatnonzero(observed[keep].sum(axis=0) == 0)]
-            if never:
-                raise ValueError(
-                    f"Modality {never[0]!r} is not observed in the first chunk passed to partial_fit: the first chunk "
-                    "sets the standardization and the encoder initialisation, so it must observe every modality."
-                )
-            if self.encoder == "identity" and self.output in ("anchor", "mean") and len({len(i) for _, i in blocks}) > 1:
-                raise ValueError(
-                    f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
-                    f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
-                )
+            self._check_fit_blocks(
+                blocks,
+                observed[keep],
+                "the first chunk passed to partial_fit: the first chunk sets the standardization and the encoder "
+                "initialisation, so it must observe every modality",
+            )
             self.feature_mean_, self.feature_scale_, self.feature_fill_ = _feature_statistics(X, blocks, observed, self.standardize)
         if not keep.all():
             warnings.warn(
@@ -598,13 +600,7 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         Xs = [b[keep] for b in self._standardized_blocks(X, blocks, observed)]
         obs = torch.as_tensor(observed[keep], device=device)
         deep = self.encoder != "identity"
-        cfg = TrainConfig(
-            latent_dim=self.latent_dim,
-            calibrate=self.calibrate,
-            batch_size=self.batch_size,
-            detach_imputation=self.detach_imputation,
-            normalize_imputed=self.normalize_imputed,
-        )
+        cfg = self._train_config()
         time_em = time_grad = 0.0
         generator = torch.Generator().manual_seed(state.seed + state.calls)
         if deep:
@@ -655,10 +651,10 @@ class CalMRLTransformer(TransformerMixin, BaseEstimator):
         # the chunk's statistics under the current parameters replace its previous contribution (DESIGN 2.4, 3)
         t0 = time.perf_counter()
         Z = encode_all(encoders, X_t, obs) if deep else [torch.as_tensor(b, dtype=torch.float64, device=device) for b in Xs]
-        stats = None
-        for s in range(0, obs.shape[0], _CHUNK):
-            part = sufficient_statistics([z[s : s + _CHUNK] for z in Z], obs[s : s + _CHUNK], params)
-            stats = part if stats is None else stats + part
+        stats = summed_statistics(
+            sufficient_statistics([z[s : s + _CHUNK] for z in Z], obs[s : s + _CHUNK], params)
+            for s in range(0, obs.shape[0], _CHUNK)
+        )
         del Z
         state.add_chunk(key, stats)
         params = m_step(state.total, params, noise=self.noise)

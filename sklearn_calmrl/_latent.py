@@ -29,6 +29,7 @@ __all__ = [
     "predictive_variance",
     "log_likelihood",
     "sufficient_statistics",
+    "summed_statistics",
     "m_step",
     "init_params",
     "fit_em",
@@ -224,6 +225,14 @@ def sufficient_statistics(Z, observed, params, post=None):
     return SufficientStatistics(obs.sum(dim=0), A, C, S, loglik, int(observed.shape[0]))
 
 
+def summed_statistics(parts):
+    """Sum an iterable of :class:`SufficientStatistics` (chunks, mini-batches or workers); None if empty."""
+    total = None
+    for part in parts:
+        total = part if total is None else total + part
+    return total
+
+
 def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
     """M-step: exact maximiser of the expected complete-data log-likelihood (DESIGN 2.4).
 
@@ -345,10 +354,7 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
     history = []
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        stats = None
-        for Z_chunk, observed_chunk in chunks():
-            part = sufficient_statistics(Z_chunk, observed_chunk, params)
-            stats = part if stats is None else stats + part
+        stats = summed_statistics(sufficient_statistics(Zc, oc, params) for Zc, oc in chunks())
         history.append(float(stats.loglik) / max(stats.n_rows, 1))
         params = m_step(stats, params, noise=noise, noise_floor=noise_floor)
         if len(history) > 1 and abs(history[-1] - history[-2]) < tol:

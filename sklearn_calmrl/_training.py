@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import make_alignment_loss
-from ._latent import fit_em, impute, init_params, m_step, posterior, sufficient_statistics
+from ._latent import fit_em, impute, init_params, m_step, posterior, sufficient_statistics, summed_statistics
 
 __all__ = ["TrainConfig", "TrainResult", "encode", "calibrated", "encode_all", "gradient_pass", "train"]
 
@@ -235,9 +235,7 @@ def train(encoders, X, observed, cfg, *, generator, device, validation=None):
 
         if stats is not None:  # streaming EM: one M-step from the epoch's running statistics (DESIGN 3)
             t0 = time.perf_counter()
-            summed = stats[0]
-            for s in stats[1:]:
-                summed = summed + s
+            summed = summed_statistics(stats)
             params = m_step(summed, params, noise=cfg.noise)
             result.loglik_curve.append(float(summed.loglik) / n)
             result.time_em += time.perf_counter() - t0
