@@ -84,11 +84,25 @@ def _leading_direction_full(Z, eps):
     gram = Z @ Z.transpose(-1, -2)  # DESIGN 4, PMRL: k x k Gram matrix Z_i^T Z_i of the d x k stack
     evals, evecs = torch.linalg.eigh(gram)  # DESIGN 4: eigendecomposition of the Gram matrix
     s = torch.sqrt(evals.flip(-1).clamp(min=0) + eps)  # DESIGN 4: s_i1 >= ... >= s_ik, eps keeps sqrt' finite
-    v1 = evecs[..., -1].detach()  # DESIGN 4 "guard near-equal": no 1/(lambda_a - lambda_b) backward terms
+    v1 = _sign_fixed(evecs[..., -1].detach())  # DESIGN 4 "guard near-equal": no 1/(lambda_a - lambda_b) backward terms
     u = torch.einsum("nkd,nk->nd", Z, v1) / s[..., :1]  # DESIGN 4: u_i = Z_i v_i1 / s_i1 (left singular vector)
-    positive = torch.einsum("nkd,nd->n", Z, u).detach() >= 0  # DESIGN 4: sign test sum_m <u_i, z_i^m>
-    u = torch.where(positive.unsqueeze(-1), u, -u)  # DESIGN 4: sign fix, sum_m <u_i, z_i^m> > 0
     return F.normalize(u, dim=-1), s  # DESIGN 4: unit u_i (the eps in s shrinks its norm slightly)
+
+
+def _sign_fixed(v1):
+    """Orient each leading eigenvector ``v_i1`` so that ``sum_m <u_i, z_i^m> > 0`` (DESIGN 4 sign rule).
+
+    ``Z_i^T u_i = s_i1 v_i1``, so the sign test is the sign of ``sum_m v_i1m``. That sum is
+    exactly 0 whenever two unit columns have a negative cosine (``v_i1 = (1, -1) / sqrt 2``),
+    and rounding would then pick the sign; a sum within ``1000 eps`` of 0 counts as a tie,
+    broken by the first modality with a non-negligible weight (``<u_i, z_i^m> > 0`` for it).
+    """
+    tol = 1e3 * torch.finfo(v1.dtype).eps * v1.shape[-1]
+    total = v1.sum(dim=-1)
+    first = torch.argmax((v1.abs() > tol).to(torch.int8), dim=-1, keepdim=True)
+    tie_sign = torch.sign(torch.gather(v1, -1, first)).squeeze(-1)
+    sign = torch.where(total.abs() > tol, torch.sign(total), tie_sign)
+    return v1 * torch.where(sign == 0, torch.ones_like(sign), sign).unsqueeze(-1)
 
 
 def leading_direction(Z, observed=None, *, eps=1e-6):

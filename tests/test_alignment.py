@@ -33,12 +33,17 @@ def _smoothed_ce(logits, target, smoothing):
 
 
 def _svd_direction(Zi):
-    """Leading left singular vector (sign-fixed) and singular values of the d x |O| stack Zi^T, via SVD."""
+    """Leading left singular vector (sign-fixed) and singular values of the d x |O| stack Zi^T, via SVD.
+
+    Sign: sum_m <u, z_m> > 0; when that sum is a tie (within 1e3 eps |O|), the first column with a
+    non-negligible projection gets <u, z_m> > 0 (DESIGN 4 sign rule).
+    """
     U, S, _ = torch.linalg.svd(Zi.T, full_matrices=False)
     u = U[:, 0]
-    if (Zi @ u).sum() < 0:
-        u = -u
-    return u, S
+    proj = (Zi @ u) / S[0]  # = v_1, the leading right singular vector
+    tol = 1e3 * torch.finfo(Zi.dtype).eps * Zi.shape[0]
+    decider = proj.sum() if abs(proj.sum()) > tol else proj[torch.nonzero(proj.abs() > tol)[0, 0]]
+    return (-u if decider < 0 else u), S
 
 
 def _pmrl_reference(Z, observed=None, tau_intra=0.05, tau_inter=0.1, eps=1e-6):
@@ -105,6 +110,40 @@ def test_leading_direction_matches_svd():
         torch.testing.assert_close(u[i], u_ref, atol=1e-8, rtol=0)
     assert torch.all((Z @ u.unsqueeze(-1)).squeeze(-1).sum(1) > 0)  # sign convention
     torch.testing.assert_close(u.norm(dim=1), torch.ones(6, dtype=Z.dtype))
+
+
+def _negative_cosine_pairs(n, d, seed, dtype=torch.float64):
+    """Two unit columns per sample with a negative cosine: sum_m <u, z_m> is exactly 0 for both signs of u."""
+    Z = _unit((n, 2, d), seed=seed, dtype=dtype)
+    flip = (Z[:, 0] * Z[:, 1]).sum(-1) > 0
+    Z[flip, 1] = -Z[flip, 1]
+    return Z
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_two_modality_sign_tie_is_broken_by_the_first_modality(dtype):
+    Z = _negative_cosine_pairs(200, 5, seed=21, dtype=dtype)
+    u, _ = leading_direction(Z, eps=0.0)
+    proj = torch.einsum("nkd,nd->nk", Z, u)
+    assert torch.all(proj.sum(1).abs() < 1e-4)  # the sign test alone is a tie on every row
+    assert torch.all(proj[:, 0] > 0) and torch.all(proj[:, 1] < 0)  # first modality decides: u ~ z_0 - z_1
+    expected = torch.nn.functional.normalize(Z[:, 0] - Z[:, 1], dim=1)
+    torch.testing.assert_close(u, expected, atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=0)
+    # the same rows in another batch order and batch size give the same directions (no rounding-picked signs)
+    perm = torch.randperm(200, generator=torch.Generator().manual_seed(0))
+    u_perm = torch.cat([leading_direction(Z[perm[s : s + 7]], eps=0.0)[0] for s in range(0, 200, 7)])
+    torch.testing.assert_close(u_perm, u[perm], atol=1e-5 if dtype == torch.float32 else 1e-10, rtol=0)
+
+
+def test_two_modality_tie_in_masked_patterns_matches_svd_reference():
+    Z = _negative_cosine_pairs(6, 4, seed=22)
+    Z = torch.cat([Z, _unit((6, 1, 4), seed=23)], dim=1)  # a third column, masked out on half the rows
+    observed = torch.ones(6, 3, dtype=torch.bool)
+    observed[::2, 2] = False
+    u, _ = leading_direction(Z, observed, eps=0.0)
+    for i in range(6):
+        u_ref, _ = _svd_direction(Z[i, observed[i]])
+        torch.testing.assert_close(u[i], u_ref, atol=1e-10, rtol=0)
 
 
 def test_leading_direction_eps_and_ordering():
