@@ -7,7 +7,7 @@ Training alternates closed-form steps of the latent model (EM) with gradient
 steps of the alignment loss on the encoders. ``verbose=1`` prints one line per
 epoch (loss, log-likelihood, time) and ``verbose=2`` adds the EM detail. The
 history is kept in ``loss_curve_`` and ``loglik_curve_`` (and
-``validation_scores_`` with early stopping), and
+``validation_loss_curve_`` with early stopping), and
 :func:`sklearn_calmrl.plotting.plot_training_curves` draws it.
 
 Early stopping uses scikit-learn's MLP vocabulary: ``early_stopping=True``
@@ -55,7 +55,7 @@ for w in caught:
     if issubclass(w.category, ConvergenceWarning):
         print("ConvergenceWarning:", w.message)
 print(
-    f"ran {est.n_iter_} epochs; best validation loss {min(est.validation_scores_):.4f}"
+    f"ran {est.n_iter_} epochs; best validation loss {min(est.validation_loss_curve_):.4f}"
 )
 
 # %%

@@ -2,7 +2,8 @@
 
 from ._estimator import CalMRLTransformer
 from ._modalities import stack_modalities
+from ._ppca import MultiViewPPCA
 
 __version__ = "0.1.0"
 
-__all__ = ["CalMRLTransformer", "stack_modalities", "__version__"]
+__all__ = ["CalMRLTransformer", "MultiViewPPCA", "stack_modalities", "__version__"]

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["LinearEncoder", "MLPEncoder", "make_encoder", "ENCODERS"]
+__all__ = ["LinearEncoder", "MLPEncoder", "make_encoder", "make_encoders", "ENCODERS"]
 
 ENCODERS = ("linear", "mlp")
 
@@ -114,3 +114,34 @@ def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,), *, gene
     with torch.no_grad():
         _reset_(encoder, generator)
     return encoder
+
+
+def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, shared_maps=None, seed, device="cpu"):
+    """One encoder per modality, drawn from seeded generators, then started from the data.
+
+    Parameters
+    ----------
+    kind : {'linear', 'mlp'}
+    X : list of Tensor (n, d_in_m)
+        Standardized blocks (float32), zeros where a modality is missing.
+    observed : bool Tensor (n, k)
+    embed_dim : int
+    hidden_layer_sizes : tuple of int
+    shared_maps : list of (Tensor (q, d_in_m), Tensor (q,)) or None
+        Posterior-mean maps ``x^m -> E[b | x^m]`` of the closed-form model
+        (``encoder_init='ppca'``); None starts every output from the block's PCA.
+    seed : int
+        Encoder ``m`` draws its initial weights from a generator seeded with ``seed + m``.
+    device : str
+
+    Returns
+    -------
+    torch.nn.ModuleList
+    """
+    encoders = torch.nn.ModuleList(
+        make_encoder(kind, x.shape[1], embed_dim, hidden_layer_sizes, generator=torch.Generator(device=device).manual_seed(seed + m), device=device)
+        for m, x in enumerate(X)
+    )
+    for m, enc in enumerate(encoders):
+        enc.init_from_data(X[m][observed[:, m]], None if shared_maps is None else shared_maps[m])
+    return encoders

@@ -30,6 +30,7 @@ __all__ = [
     "log_likelihood",
     "sufficient_statistics",
     "summed_statistics",
+    "RunningStatistics",
     "m_step",
     "init_params",
     "fit_em",
@@ -195,6 +196,17 @@ class SufficientStatistics:
             self.n_rows + other.n_rows,
         )
 
+    def __neg__(self):
+        return SufficientStatistics(-self.count, [-a for a in self.A], [-c for c in self.C], [-s for s in self.S], -self.loglik, -self.n_rows)
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def to(self, device):
+        """The same statistics with every tensor on ``device``."""
+        move = lambda t: t.to(device)  # noqa: E731
+        return SufficientStatistics(move(self.count), [move(a) for a in self.A], [move(c) for c in self.C], [move(s) for s in self.S], move(self.loglik), self.n_rows)
+
 
 def sufficient_statistics(Z, observed, params, post=None):
     """E-step statistics for the M-step (DESIGN 2.4) and the log-likelihood (DESIGN 2.5) of a chunk.
@@ -231,6 +243,44 @@ def summed_statistics(parts):
     for part in parts:
         total = part if total is None else total + part
     return total
+
+
+class RunningStatistics:
+    """Statistics summed over the chunks of incremental EM (Neal & Hinton 1998) [design 3.2].
+
+    Each chunk's contribution is kept under a key; a chunk seen again has its
+    old contribution *replaced*, so passing the same chunks repeatedly converges
+    to the full-batch EM fixed point, while new chunks add to the totals.
+    Memory: one set of statistics per distinct chunk. Statistics are never
+    modified in place, so :meth:`copy` is shallow.
+    """
+
+    def __init__(self):
+        self.total = None
+        self.parts = {}
+
+    def update(self, key, stats):
+        """Add a chunk's statistics, replacing its earlier contribution when ``key`` was seen before."""
+        old = self.parts.get(key)
+        if self.total is None:
+            self.total = stats
+        elif old is None:
+            self.total = self.total + stats
+        else:
+            self.total = self.total - old + stats
+        self.parts[key] = stats
+
+    def copy(self):
+        new = RunningStatistics()
+        new.total, new.parts = self.total, dict(self.parts)
+        return new
+
+    def to(self, device):
+        """A copy with every tensor on ``device``."""
+        new = RunningStatistics()
+        new.total = None if self.total is None else self.total.to(device)
+        new.parts = {k: s.to(device) for k, s in self.parts.items()}
+        return new
 
 
 def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):

@@ -1,16 +1,28 @@
-"""Modality specification, missing-modality masks and the list-of-blocks helper.
+"""Modalities: the column blocks of ``X``, their masks, checks and standardization [design 1].
 
 A *modality* is a block of columns of the canonical input ``X``. Sample ``i``
-misses modality ``m`` when every entry of block ``m`` in row ``i`` is NaN
-(DESIGN.md section 1).
+misses modality ``m`` when every entry of block ``m`` in row ``i`` is NaN.
+Each feature is standardized on the training rows that observe its block.
 """
 
 import numbers
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["resolve_modalities", "observed_mask", "stack_modalities", "is_list_of_blocks"]
+__all__ = [
+    "resolve_modalities",
+    "observed_mask",
+    "stack_modalities",
+    "is_list_of_blocks",
+    "check_every_modality_observed",
+    "warn_disconnected",
+    "feature_statistics",
+    "standardized_blocks",
+]
+
+MAX_ABS = 1e15  # largest |value| fed to the model after standardization: beyond it float32 encoders overflow
 
 
 def _default_name(position):
@@ -210,3 +222,87 @@ def stack_modalities(blocks, names=None):
         name: list(range(stop - a.shape[1], stop)) for name, a, stop in zip(names, arrays, stops)
     }
     return np.concatenate(arrays, axis=1), modalities
+
+
+def check_every_modality_observed(blocks, observed, where):
+    """Raise when a modality has no observed row (its encoder and loadings cannot be learned) [design 1].
+
+    ``where`` completes "Modality 'x' is never observed in ..."; ``{n}`` in it is the row count.
+    """
+    never = [name for (name, _), seen in zip(blocks, observed.any(axis=0)) if not seen]
+    if never:
+        raise ValueError(
+            f"Modality {never[0]!r} is never observed in {where.format(n=observed.shape[0])}: its encoder and "
+            "loadings cannot be learned."
+        )
+
+
+def warn_disconnected(observed, names, *, stacklevel=2):
+    """Warn when modalities fall into groups that never co-occur, directly or through a chain [design 1]."""
+    k = observed.shape[1]
+    if k < 2:
+        return
+    co = (observed.T.astype(int) @ observed.astype(int)) > 0
+    group = -np.ones(k, dtype=int)
+    for start in range(k):
+        if group[start] >= 0:
+            continue
+        stack = [start]
+        group[start] = start
+        while stack:
+            a = stack.pop()
+            for b in np.flatnonzero(co[a] & (group < 0)):
+                group[b] = start
+                stack.append(b)
+    groups = [[names[m] for m in np.flatnonzero(group == g)] for g in np.unique(group)]
+    if len(groups) > 1:
+        warnings.warn(
+            f"Modalities fall into groups that never co-occur in any row, directly or through a chain: {groups}. "
+            "The cross-structure between groups cannot be learned; imputation across them returns the prior.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
+
+
+def feature_statistics(X, blocks, observed, standardize):
+    """Per-feature ``(mean, scale, fill)`` over the rows that observe each block [design 1].
+
+    ``fill`` (the feature's observed mean) replaces NaNs inside an observed
+    block; ``mean`` and ``scale`` standardize (0 and 1 when ``standardize`` is
+    False). Constant features keep scale 1.
+    """
+    mean = np.zeros(X.shape[1])
+    scale = np.ones(X.shape[1])
+    fill = np.zeros(X.shape[1])
+    for m, (_, idx) in enumerate(blocks):
+        rows = X[observed[:, m]][:, idx].astype(np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mu = np.nanmean(rows, axis=0)
+            sd = np.nanstd(rows, axis=0)
+        fill[idx] = np.where(np.isfinite(mu), mu, 0.0)
+        if standardize:
+            mean[idx] = fill[idx]
+            scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
+    return mean, scale, fill
+
+
+def standardized_blocks(X, blocks, observed, mean, scale, fill):
+    """Standardized float64 blocks: partial NaNs get ``fill`` (0 after scaling), missing blocks 0 [design 1].
+
+    Raises a ValueError naming the modality when a value is too large to compute with.
+    """
+    out = []
+    for m, (name, idx) in enumerate(blocks):
+        B = (X[:, idx] - mean[idx]) / scale[idx]
+        B = np.where(np.isnan(B), (fill[idx] - mean[idx]) / scale[idx], B)
+        B[~observed[:, m]] = 0.0
+        big = float(np.abs(B).max(initial=0.0))
+        if not big <= MAX_ABS:
+            raise ValueError(
+                f"Modality {name!r} has values too large to compute with: after centering and scaling by the "
+                f"training statistics they reach {big:.3g} in magnitude (limit {MAX_ABS:.0e}). Rescale X or "
+                "remove these outliers."
+            )
+        out.append(B)
+    return out

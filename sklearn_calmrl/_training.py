@@ -1,36 +1,58 @@
-"""The bi-step training loop (DESIGN.md section 3).
+"""The bi-step training loop [design 3], shared by ``fit`` and ``partial_fit``.
 
 Closed-form steps (E/M on the latent model, :mod:`sklearn_calmrl._latent`) alternate
 with gradient steps of the alignment loss (:mod:`sklearn_calmrl._alignment`) on the
 calibrated representations: observed columns from the encoders, missing columns
-imputed from the posterior of the shared latent.
+imputed from the posterior of the shared latent. With ``encoder='identity'`` there
+are no encoders and only the closed-form steps run.
+
+:class:`Trainer` holds everything the loop carries (encoders, loss, optimizer, latent
+parameters, running EM statistics, curves and timings); ``fit`` runs
+:meth:`Trainer.fit` (epochs over all rows) and ``partial_fit`` runs
+:meth:`Trainer.partial_fit` (one pass over a chunk and one incremental M-step).
+Optimizers are constructed here and nowhere else.
 """
 
 import copy
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import make_alignment_loss
-from ._latent import fit_em, impute, init_params, m_step, posterior, sufficient_statistics, summed_statistics
+from ._encoders import make_encoders
+from ._latent import (
+    RunningStatistics,
+    fit_em,
+    impute,
+    init_params,
+    m_step,
+    posterior,
+    single_modality_maps,
+    sufficient_statistics,
+    summed_statistics,
+)
 
-__all__ = ["TrainConfig", "TrainResult", "encode", "calibrated", "encode_all", "gradient_pass", "train"]
+__all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_all", "CHUNK"]
 
 
-CHUNK = 4096  # rows per chunk of the no-grad passes
+CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the working set
 STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations instead of caching them
-INIT_ROWS = 20000  # rows used to initialise the latent model (DESIGN 2.6)
+INIT_ROWS = 20000  # rows used to initialise the representation-level latent model [design 2.6]
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`train` (the estimator's parameters of the same names)."""
+    """Hyper-parameters of the loop (the estimator's parameters of the same names)."""
 
+    encoder: str = "linear"
+    embed_dim: int = 64
+    hidden_layer_sizes: Tuple[int, ...] = (128,)
+    encoder_init: str = "ppca"
     latent_dim: int = 32
     alignment: str = "pmrl"
     calibrate: bool = True
@@ -54,22 +76,19 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
-    """What :func:`train` learned and recorded."""
+class History:
+    """What training recorded: curves, counts and the time spent in each kind of step."""
 
-    encoders: torch.nn.ModuleList
-    params: object
     loss_curve: List[float] = field(default_factory=list)
-    validation_curve: List[float] = field(default_factory=list)
+    validation_loss_curve: List[float] = field(default_factory=list)
     loglik_curve: List[float] = field(default_factory=list)
-    n_epochs: int = 0
-    em_iter: int = 0
+    n_iter: int = 0  # epochs (fit), calls (partial_fit), EM iterations (identity fit)
     time_em: float = 0.0
     time_gradient: float = 0.0
 
 
 def encode(encoders, X, observed):
-    """``z_i^m = normalize(f_m(x_i^m))`` for every modality; rows that miss ``m`` get zeros (DESIGN 2).
+    """``z_i^m = normalize(f_m(x_i^m))`` for every modality; rows that miss ``m`` get zeros [design 2].
 
     Training runs float32 encoders; ``transform`` runs a float64 copy so that a
     row's output does not depend on which other rows share its batch.
@@ -82,7 +101,7 @@ def encode(encoders, X, observed):
 
 
 def calibrated(Z, observed, params, *, normalize_imputed=True, post=None):
-    """Observed columns kept, missing columns imputed as ``W_m m_i + mu_m`` (DESIGN 2.3).
+    """Observed columns kept, missing columns imputed as ``W_m m_i + mu_m`` [design 2.3].
 
     ``Z`` is in the dtype of ``params`` (float64 for the closed-form step); the
     imputed columns are re-normalized to unit length when ``normalize_imputed``.
@@ -90,7 +109,7 @@ def calibrated(Z, observed, params, *, normalize_imputed=True, post=None):
     """
     if post is None:
         post = posterior(Z, observed, params)
-    Zhat = impute(post.mean, params)  # zhat^m' = W_m' m_i + mu_m'  (DESIGN 2.3)
+    Zhat = impute(post.mean, params)  # zhat^m' = W_m' m_i + mu_m'  [design 2.3]
     if normalize_imputed:
         Zhat = [F.normalize(z, dim=1) for z in Zhat]
     return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))], post
@@ -98,7 +117,9 @@ def calibrated(Z, observed, params, *, normalize_imputed=True, post=None):
 
 @torch.no_grad()
 def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
-    """Encode every row without gradients, in chunks (bounded working set)."""
+    """Encode every row without gradients, in chunks (bounded working set); identity when ``encoders`` is None."""
+    if encoders is None:
+        return [x.to(dtype) for x in X]
     parts = [
         encode(encoders, [x[s : s + chunk_size] for x in X], observed[s : s + chunk_size])
         for s in range(0, observed.shape[0], chunk_size)
@@ -106,191 +127,396 @@ def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
     return [torch.cat([p[m] for p in parts]).to(dtype) for m in range(len(X))]
 
 
-def _snapshot(encoders, loss_fn, params):
-    return copy.deepcopy(encoders.state_dict()), copy.deepcopy(loss_fn.state_dict()), params
-
-
-def _restore(encoders, loss_fn, snap):
-    encoders.load_state_dict(snap[0])
-    loss_fn.load_state_dict(snap[1])
-    return snap[2]
-
-
-def _parameters_finite(*modules):
-    """True when every parameter is finite (one reduction and one host sync per call)."""
-    flags = [torch.isfinite(p).all() for mod in modules for p in mod.parameters()]
+def _finite(*values):
+    """True when every tensor, float or module parameter given is finite (one host sync)."""
+    flags = []
+    for v in values:
+        if isinstance(v, torch.nn.Module):
+            flags += [torch.isfinite(p).all() for p in v.parameters()]
+        elif torch.is_tensor(v):
+            flags.append(torch.isfinite(v).all())
+        else:
+            flags.append(torch.isfinite(torch.tensor(float(v))))
     return bool(torch.stack(flags).all()) if flags else True
 
 
-def _batch_loss(encoders, loss_fn, xb, ob, params, cfg, stats_sink=None):
-    """Alignment loss of one mini-batch on observed + imputed columns (DESIGN 3)."""
-    Z = encode(encoders, xb, ob)
-    Z64 = [z.double() for z in Z]
-    source = [z.detach() for z in Z64] if cfg.detach_imputation else Z64
-    post = posterior(source, ob, params)  # E-step with theta fixed (DESIGN 3)
-    if stats_sink is not None:
-        stats_sink.append(sufficient_statistics([z.detach() for z in Z64], ob, params, post if cfg.detach_imputation else None))
-    if cfg.calibrate:
-        Zhat, _ = calibrated(source, ob, params, normalize_imputed=cfg.normalize_imputed, post=post)
-        # observed columns keep their gradient; imputed ones are calibrated targets unless not detached
-        Zhat = [torch.where(ob[:, m, None], Z[m], Zhat[m].to(Z[m].dtype)) for m in range(len(Z))]
-        return loss_fn(torch.stack(Zhat, dim=1))
-    return loss_fn(torch.stack(Z, dim=1), observed=ob)  # the observed-only ablation
+def _params_finite(params):
+    return _finite(*[t for group in params for t in group])
 
 
-def gradient_pass(encoders, loss_fn, optimizer, X, observed, params, cfg, *, generator, stats_sink=None):
-    """One shuffled pass of mini-batch steps of the alignment loss, latent parameters fixed (DESIGN 3).
-
-    Returns the mean loss over the rows, NaN when a step made a weight
-    non-finite (the pass then stops early and the caller restores a snapshot).
-    """
-    n = observed.shape[0]
-    encoders.train()
-    order = torch.randperm(n, generator=generator).to(observed.device)
-    total = torch.zeros((), dtype=torch.float64, device=observed.device)
-    for start in range(0, n, cfg.batch_size):
-        idx = order[start : start + cfg.batch_size]
-        loss = _batch_loss(encoders, loss_fn, [x[idx] for x in X], observed[idx], params, cfg, stats_sink)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        total += loss.detach() * idx.shape[0]
-        if not _parameters_finite(encoders, loss_fn):  # an overflowing step: end the pass
-            total += float("nan")
-            break
-    encoders.eval()
-    return float(total) / n
-
-
-def train(encoders, X, observed, cfg, *, generator, device, validation=None):
-    """Fit encoders and the latent model by the bi-step loop of DESIGN 3.
+class Trainer:
+    """State and steps of the bi-step loop [design 3].
 
     Parameters
     ----------
-    encoders : torch.nn.ModuleList
-        One encoder per modality, already initialised, on ``device``.
-    X : list of Tensor (n, d_in_m), float32 on ``device``
-        Standardized blocks, zeros where a modality is missing.
-    observed : bool Tensor (n, k)
     cfg : TrainConfig
-    generator : torch.Generator
-        CPU generator for the shuffles and the random initialisation.
-    validation : tuple (X_val, observed_val) or None
-        Held-out rows for early stopping.
+    device : str
+    seed : int
+        Seeds every draw: the encoders' initial weights, the shuffles and the
+        latent model's initialisation (never the global torch RNG).
 
-    Returns
-    -------
-    TrainResult
-        With the best encoders restored when early stopping is on. Training that
-        diverges (non-finite loss or log-likelihood) stops with a RuntimeWarning and
-        keeps the last finite state.
+    Attributes
+    ----------
+    encoders : torch.nn.ModuleList or None
+        None for ``encoder='identity'``.
+    params : LatentParams or None
+        The latent model; None before the first closed-form fit.
+    statistics : RunningStatistics
+        Per-chunk EM statistics of ``partial_fit`` (empty after ``fit``).
+    history : History
     """
-    n = observed.shape[0]
-    loss_fn = make_alignment_loss(cfg.alignment, **({"tau_intra": cfg.tau_intra, "tau_inter": cfg.tau_inter} if cfg.alignment == "pmrl" else {})).to(device)
-    optimizer = torch.optim.Adam(list(encoders.parameters()) + list(loss_fn.parameters()), lr=cfg.learning_rate)
-    result = TrainResult(encoders=encoders, params=None)
 
-    def em_refresh(params, max_iter, label):
-        """Encode all rows (no grad), then EM warm-started from ``params`` (DESIGN 3).
+    def __init__(self, cfg, *, device, seed):
+        self.cfg = cfg
+        self.device = device
+        self.seed = seed
+        self.encoders = None
+        self.loss_fn = None
+        self.optimizer = None
+        self.params = None
+        self.statistics = RunningStatistics()
+        self.history = History()
+        self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
 
-        Representations are cached for the EM iterations when they fit in
-        ``STREAM_BYTES``; otherwise every EM iteration re-encodes chunk by chunk
-        and sums the statistics, so they are never all in memory.
+    @property
+    def deep(self):
+        """Whether there are torch encoders to train."""
+        return self.cfg.encoder != "identity"
+
+    # ------------------------------------------------------------------ set-up
+    def tensors(self, Xs, dtype=None):
+        """The standardized numpy blocks as tensors on the device: float32 for encoders, float64 otherwise."""
+        dtype = dtype or (torch.float32 if self.deep else torch.float64)
+        return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
+
+    def _closed_form_fit(self, Z, observed):
+        """Closed-form model of the standardized blocks: ``init_params`` and EM to convergence [design 2.6]."""
+        params = init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
+        return fit_em(Z, observed, params, max_iter=self.cfg.em_init_iter, tol=self.cfg.em_tol, noise=self.cfg.noise, chunk_size=CHUNK)
+
+    def start(self, Xs, observed):
+        """Build and initialise the encoders, the alignment loss and the optimizer from the blocks ``Xs``.
+
+        With ``encoder_init='ppca'`` the closed-form model of the blocks is fitted
+        first and encoder m's first ``latent_dim`` outputs start as its
+        posterior-mean map ``x^m -> E[b | x^m]`` [design 7]. Returns the blocks as tensors.
         """
+        cfg = self.cfg
+        X = self.tensors(Xs)
+        if not self.deep:
+            return X
+        maps = None
+        if cfg.encoder_init == "ppca":
+            ppca, _, _ = self._closed_form_fit(self.tensors(Xs, torch.float64), observed)
+            maps = [(A.float(), c.float()) for A, c in single_modality_maps(ppca)]
+        self.encoders = make_encoders(
+            cfg.encoder, X, observed, cfg.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
+        )
+        self._new_loss()
+        return X
+
+    def _new_loss(self):
+        """A fresh alignment loss module (GRAM learns its temperature) and a fresh optimizer."""
+        cfg = self.cfg
+        kw = {"tau_intra": cfg.tau_intra, "tau_inter": cfg.tau_inter} if cfg.alignment == "pmrl" else {}
+        self.loss_fn = make_alignment_loss(cfg.alignment, **kw).to(self.device)
+        self.optimizer = self._optimizer()
+
+    def _optimizer(self, state=None):
+        """Adam over the encoders and the loss module (the only place an optimizer is built), optionally with ``state``."""
+        optimizer = torch.optim.Adam(list(self.encoders.parameters()) + list(self.loss_fn.parameters()), lr=self.cfg.learning_rate)
+        if state is not None:
+            optimizer.load_state_dict(state)  # Adam moves its state to the parameters' device
+        return optimizer
+
+    def clone(self):
+        """An independent copy (``partial_fit`` works on one, so a failed call changes nothing)."""
+        new = copy.copy(self)
+        if self.deep:
+            new.encoders, new.loss_fn = copy.deepcopy((self.encoders, self.loss_fn))
+            new.optimizer = new._optimizer(copy.deepcopy(self.optimizer.state_dict()))
+        new.statistics = self.statistics.copy()
+        new.history = copy.deepcopy(self.history)
+        return new
+
+    def to(self, device):
+        """Move every tensor the loop carries to ``device`` (after unpickling on another machine)."""
+        self.device = device
+        if self.deep:
+            self.encoders.to(device)
+            self.loss_fn.to(device)
+            self.optimizer = self._optimizer(self.optimizer.state_dict())
+        if self.params is not None:
+            self.params = self.params.to(device)
+        self.statistics = self.statistics.to(device)
+        return self
+
+    def __getstate__(self):
+        """Pickle with every tensor on the CPU."""
+        state = self.__dict__.copy()
+        state["statistics"] = self.statistics.to("cpu")
+        state["params"] = None if self.params is None else self.params.to("cpu")
+        if self.encoders is not None:
+            state["encoders"], state["loss_fn"] = copy.deepcopy((self.encoders, self.loss_fn))
+            state["encoders"].cpu()
+            state["loss_fn"].cpu()
+            state["optimizer"] = _cpu_state(self.optimizer.state_dict())
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.device = "cpu"
+        if self.deep:
+            self.optimizer = self._optimizer(self.optimizer)
+
+    # ------------------------------------------------------------------ closed-form steps
+    def _em_refresh(self, X, observed, generator, max_iter, label):
+        """Encode all rows (no grad), then EM warm-started from ``params`` [design 3].
+
+        The first call initialises the latent model on at most ``INIT_ROWS`` rows
+        [design 2.6]. Representations are cached for the EM iterations when they
+        fit in ``STREAM_BYTES``; otherwise every EM iteration re-encodes chunk by
+        chunk and sums the statistics, so they are never all in memory.
+        """
+        cfg, encoders, n = self.cfg, self.encoders, observed.shape[0]
         t0 = time.perf_counter()
-        if params is None:  # DESIGN 2.6 initialisation, on at most INIT_ROWS rows
-            rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values.to(device) if n > INIT_ROWS else slice(None)
+        params = self.params
+        if params is None:
+            rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values.to(self.device) if n > INIT_ROWS else slice(None)
             Z0 = encode_all(encoders, [x[rows] for x in X], observed[rows])
-            init_gen = torch.Generator(device=device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+            init_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             params = init_params(Z0, observed[rows], cfg.latent_dim, generator=init_gen)
             del Z0
         if n * sum(e.linear.out_features for e in encoders) * 8 <= STREAM_BYTES:
             Z = encode_all(encoders, X, observed)
         else:
+
             def Z():
                 for s in range(0, n, CHUNK):
                     yield encode_all(encoders, [x[s : s + CHUNK] for x in X], observed[s : s + CHUNK]), observed[s : s + CHUNK]
-        params, history, n_em = fit_em(Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=CHUNK)
-        result.em_iter += n_em
-        result.loglik_curve.append(history[-1])
-        result.time_em += time.perf_counter() - t0
+
+        self.params, history, n_em = fit_em(Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=CHUNK)
+        self.history.loglik_curve.append(history[-1])
+        self.history.time_em += time.perf_counter() - t0
         if cfg.verbose >= 2:
             print(f"[CalMRL] {label}: {n_em} EM iterations, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}")
-        return params
 
-    params = em_refresh(None, cfg.em_init_iter, "initial EM")
-
-    best_loss, best_state, no_improve = float("inf"), None, 0
-    converged = False
-    snap = _snapshot(encoders, loss_fn, params)
-    for epoch in range(1, cfg.max_epochs + 1):
-        t_epoch = time.perf_counter()
-        if cfg.em_every and epoch > 1 and (epoch - 1) % cfg.em_every == 0:
-            params = em_refresh(params, cfg.em_refresh_iter, f"epoch {epoch} refresh")
-
+    def _initial_fit(self, X, observed, generator):
+        """First closed-form fit: the latent model of the blocks (identity) or of the encoded rows."""
+        if self.deep:
+            self._em_refresh(X, observed, generator, self.cfg.em_init_iter, "initial EM")
+            return
         t0 = time.perf_counter()
-        stats = [] if not cfg.em_every else None
-        epoch_loss = gradient_pass(encoders, loss_fn, optimizer, X, observed, params, cfg, generator=generator, stats_sink=stats)
-        result.time_gradient += time.perf_counter() - t0
+        self.params, loglik, n_iter = self._closed_form_fit(encode_all(None, X, observed), observed)
+        self.history.time_em += time.perf_counter() - t0
+        self.history.loglik_curve, self.history.n_iter = loglik, n_iter
 
-        if stats is not None:  # streaming EM: one M-step from the epoch's running statistics (DESIGN 3)
-            t0 = time.perf_counter()
-            summed = summed_statistics(stats)
-            params = m_step(summed, params, noise=cfg.noise)
-            result.loglik_curve.append(float(summed.loglik) / n)
-            result.time_em += time.perf_counter() - t0
+    # ------------------------------------------------------------------ gradient steps
+    def _batch_loss(self, xb, ob, stats_sink=None):
+        """Alignment loss of one mini-batch on observed + imputed columns [design 3]."""
+        cfg, params = self.cfg, self.params
+        Z = encode(self.encoders, xb, ob)
+        Z64 = [z.double() for z in Z]
+        source = [z.detach() for z in Z64] if cfg.detach_imputation else Z64
+        post = posterior(source, ob, params)  # E-step with theta fixed [design 3]
+        if stats_sink is not None:
+            stats_sink.append(sufficient_statistics([z.detach() for z in Z64], ob, params, post if cfg.detach_imputation else None))
+        if cfg.calibrate:
+            Zhat, _ = calibrated(source, ob, params, normalize_imputed=cfg.normalize_imputed, post=post)
+            # observed columns keep their gradient; imputed ones are calibrated targets unless not detached
+            Zhat = [torch.where(ob[:, m, None], Z[m], Zhat[m].to(Z[m].dtype)) for m in range(len(Z))]
+            return self.loss_fn(torch.stack(Zhat, dim=1))
+        return self.loss_fn(torch.stack(Z, dim=1), observed=ob)  # the observed-only ablation [design 4]
 
-        finite_params = all(torch.isfinite(t).all() for group in params for t in group)
-        if not (torch.isfinite(torch.tensor(epoch_loss)) and finite_params and torch.isfinite(torch.tensor(result.loglik_curve[-1]))):
-            params = _restore(encoders, loss_fn, snap)
+    def gradient_pass(self, X, observed, generator, stats_sink=None):
+        """One shuffled pass of mini-batch steps of the alignment loss, latent parameters fixed [design 3].
+
+        Returns the mean loss over the rows, NaN when a step made a weight
+        non-finite (the pass then stops early and the caller restores a snapshot).
+        """
+        n, bs = observed.shape[0], self.cfg.batch_size
+        t0 = time.perf_counter()
+        self.encoders.train()
+        order = torch.randperm(n, generator=generator).to(observed.device)
+        total = torch.zeros((), dtype=torch.float64, device=observed.device)
+        for start in range(0, n, bs):
+            idx = order[start : start + bs]
+            loss = self._batch_loss([x[idx] for x in X], observed[idx], stats_sink)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * idx.shape[0]
+            if not _finite(self.encoders, self.loss_fn):  # an overflowing step: end the pass
+                total += float("nan")
+                break
+        self.encoders.eval()
+        self.history.time_gradient += time.perf_counter() - t0
+        return float(total) / n
+
+    @torch.no_grad()
+    def _validation_loss(self, X, observed):
+        bs = self.cfg.batch_size
+        total = sum(
+            float(self._batch_loss([x[s : s + bs] for x in X], observed[s : s + bs])) * observed[s : s + bs].shape[0]
+            for s in range(0, observed.shape[0], bs)
+        )
+        return total / max(observed.shape[0], 1)
+
+    # ------------------------------------------------------------------ snapshots
+    def _snapshot(self):
+        if not self.deep:
+            return (None, None, None, self.params)
+        return copy.deepcopy((self.encoders.state_dict(), self.loss_fn.state_dict(), self.optimizer.state_dict())) + (self.params,)
+
+    def _restore(self, snap):
+        if self.deep:
+            self.encoders.load_state_dict(snap[0])
+            self.loss_fn.load_state_dict(snap[1])
+            self.optimizer.load_state_dict(snap[2])
+        self.params = snap[3]
+
+    def _diverged(self, snap, message):
+        self._restore(snap)
+        warnings.warn(f"{message} Lower learning_rate (now {self.cfg.learning_rate}).", RuntimeWarning, stacklevel=4)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, observed, *, rng):
+        """Initial closed-form fit on the training rows, then epochs of the bi-step loop [design 3].
+
+        Parameters
+        ----------
+        X : list of Tensor (n, d_in_m)
+            The blocks from :meth:`start`.
+        observed : bool Tensor (n, k)
+        rng : numpy.random.RandomState
+            Draws the early-stopping split: with ``early_stopping`` a share
+            ``validation_fraction`` of the rows is held out, its loss is monitored
+            instead of the training loss and the best epoch is restored.
+
+        Training that diverges (non-finite loss or log-likelihood) stops with a
+        RuntimeWarning and keeps the last finite state.
+        """
+        cfg = self.cfg
+        generator = torch.Generator().manual_seed(self.seed)
+        self.incremental = False
+        validation = None
+        if self.deep and cfg.early_stopping:
+            n = observed.shape[0]
+            n_val = max(1, int(round(cfg.validation_fraction * n)))
+            if n - n_val < 2:
+                raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
+            perm = torch.as_tensor(rng.permutation(n), device=observed.device)
+            validation = ([x[perm[:n_val]] for x in X], observed[perm[:n_val]])
+            X, observed = [x[perm[n_val:]] for x in X], observed[perm[n_val:]]
+        self._initial_fit(X, observed, generator)
+        if not self.deep:
+            return self
+
+        n = observed.shape[0]
+        best_loss, best_state, no_improve, converged = float("inf"), None, 0, False
+        snap = self._snapshot()
+        for epoch in range(1, cfg.max_epochs + 1):
+            t_epoch = time.perf_counter()
+            if cfg.em_every and epoch > 1 and (epoch - 1) % cfg.em_every == 0:
+                self._em_refresh(X, observed, generator, cfg.em_refresh_iter, f"epoch {epoch} refresh")
+            stats = [] if not cfg.em_every else None
+            epoch_loss = self.gradient_pass(X, observed, generator, stats_sink=stats)
+            if stats is not None:  # streaming EM: one M-step from the epoch's running statistics [design 3]
+                t0 = time.perf_counter()
+                summed = summed_statistics(stats)
+                self.params = m_step(summed, self.params, noise=cfg.noise)
+                self.history.loglik_curve.append(float(summed.loglik) / n)
+                self.history.time_em += time.perf_counter() - t0
+            if not (_finite(epoch_loss, self.history.loglik_curve[-1]) and _params_finite(self.params)):
+                self._diverged(snap, f"CalMRL training diverged at epoch {epoch} (loss={epoch_loss}); kept the parameters of epoch {epoch - 1} and stopped.")
+                converged = True
+                break
+            self.history.loss_curve.append(epoch_loss)
+            self.history.n_iter = epoch
+
+            monitored = epoch_loss
+            if validation is not None:
+                monitored = self._validation_loss(*validation)
+                self.history.validation_loss_curve.append(monitored)
+            if cfg.verbose >= 1:
+                extra = f", validation loss {monitored:.4f}" if validation is not None else ""
+                print(
+                    f"[CalMRL] epoch {epoch}/{cfg.max_epochs}: loss {epoch_loss:.4f}{extra}, "
+                    f"log-likelihood {self.history.loglik_curve[-1]:.4f}, {time.perf_counter() - t_epoch:.2f}s"
+                )
+            if monitored < best_loss - cfg.tol:
+                best_loss, no_improve = monitored, 0
+                if validation is not None:
+                    best_state = self._snapshot()
+            else:
+                no_improve += 1
+            snap = self._snapshot()
+            if no_improve >= cfg.n_iter_no_change:
+                converged = True
+                break
+
+        if best_state is not None:
+            self._restore(best_state)
+        if not converged:
             warnings.warn(
-                f"CalMRL training diverged at epoch {epoch} (loss={epoch_loss}); kept the parameters of "
-                f"epoch {epoch - 1} and stopped. Lower learning_rate (now {cfg.learning_rate}).",
-                RuntimeWarning,
+                f"CalMRL stopped at max_epochs={cfg.max_epochs} before the loss stopped improving "
+                f"(tol={cfg.tol}, n_iter_no_change={cfg.n_iter_no_change}); consider raising max_epochs.",
+                ConvergenceWarning,
                 stacklevel=3,
             )
-            converged = True
-            break
-        result.loss_curve.append(epoch_loss)
-        result.n_epochs = epoch
+        self.encoders.eval()
+        return self
 
-        monitored = epoch_loss
-        if validation is not None:
-            with torch.no_grad():
-                encoders.eval()
-                Xv, Ov = validation
-                val = sum(
-                    float(_batch_loss(encoders, loss_fn, [x[s : s + cfg.batch_size] for x in Xv], Ov[s : s + cfg.batch_size], params, cfg)) * Ov[s : s + cfg.batch_size].shape[0]
-                    for s in range(0, Ov.shape[0], cfg.batch_size)
-                ) / max(Ov.shape[0], 1)
-            result.validation_curve.append(val)
-            monitored = val
-        if cfg.verbose >= 1:
-            extra = f", validation loss {monitored:.4f}" if validation is not None else ""
-            print(
-                f"[CalMRL] epoch {epoch}/{cfg.max_epochs}: loss {epoch_loss:.4f}{extra}, "
-                f"log-likelihood {result.loglik_curve[-1]:.4f}, {time.perf_counter() - t_epoch:.2f}s"
-            )
-        if monitored < best_loss - cfg.tol:
-            best_loss, no_improve = monitored, 0
-            if validation is not None:
-                best_state = _snapshot(encoders, loss_fn, params)
-        else:
-            no_improve += 1
-        snap = _snapshot(encoders, loss_fn, params)
-        if no_improve >= cfg.n_iter_no_change:
-            converged = True
-            break
+    # ------------------------------------------------------------------ partial_fit
+    def partial_fit(self, X, observed, key):
+        """One incremental step on a chunk [design 3.2]; returns False when the chunk was rejected.
 
-    if best_state is not None:
-        params = _restore(encoders, loss_fn, best_state)
-    if not converged:
-        warnings.warn(
-            f"CalMRL stopped at max_epochs={cfg.max_epochs} before the loss stopped improving "
-            f"(tol={cfg.tol}, n_iter_no_change={cfg.n_iter_no_change}); consider raising max_epochs.",
-            ConvergenceWarning,
-            stacklevel=3,
+        The first call fits the latent model on the chunk. Every call then runs one
+        pass of gradient steps over the chunk (torch encoders), recomputes the
+        chunk's EM statistics under the current model, replaces its earlier
+        contribution (``key``) in the running totals and does one M-step from them.
+        """
+        cfg = self.cfg
+        if not self.incremental:  # continuing a fitted model: fresh running totals and curves
+            self.history, self.statistics, self.incremental = History(), RunningStatistics(), True
+        generator = torch.Generator().manual_seed(self.seed + self.history.n_iter)
+        first = self.params is None
+        if first:
+            self._initial_fit(X, observed, generator)
+            self.history.loglik_curve, self.history.n_iter = [], 0
+        if self.deep:
+            snap = self._snapshot()
+            loss = self.gradient_pass(X, observed, generator)
+            if not (_finite(loss) and _params_finite(self.params)):
+                self._diverged(snap, f"partial_fit diverged on this chunk (loss={loss}); " + ("kept the initial encoders." if first else "the model was left as it was."))
+                if not first:
+                    return False
+                self._new_loss()
+            else:
+                self.history.loss_curve.append(loss)
+        t0 = time.perf_counter()
+        Z = encode_all(self.encoders, X, observed)
+        stats = summed_statistics(
+            sufficient_statistics([z[s : s + CHUNK] for z in Z], observed[s : s + CHUNK], self.params) for s in range(0, observed.shape[0], CHUNK)
         )
-    encoders.eval()
-    result.params = params
-    return result
+        del Z
+        self.statistics.update(key, stats)
+        params = m_step(self.statistics.total, self.params, noise=cfg.noise)
+        self.history.time_em += time.perf_counter() - t0
+        if not _params_finite(params):
+            if first:
+                raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
+            warnings.warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning, stacklevel=3)
+            return False
+        self.params = params
+        self.history.n_iter += 1
+        self.history.loglik_curve.append(float(stats.loglik) / stats.n_rows)
+        return True
+
+
+def _cpu_state(optimizer_state):
+    """An optimizer ``state_dict`` with every tensor on the CPU."""
+    return {
+        "state": {i: {k: v.cpu() if torch.is_tensor(v) else v for k, v in s.items()} for i, s in optimizer_state["state"].items()},
+        "param_groups": optimizer_state["param_groups"],
+    }

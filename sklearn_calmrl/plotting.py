@@ -11,7 +11,7 @@ def plot_training_curves(estimator, ax=None):
 
     The left panel shows the mean alignment loss per epoch (``loss_curve_``)
     and, when the model was fitted with ``early_stopping=True``, the loss on
-    the held-out rows (``validation_scores_``). The right panel shows the
+    the held-out rows (``validation_loss_curve_``). The right panel shows the
     mean observed-data log-likelihood after each closed-form step
     (``loglik_curve_``): for torch encoders the initial EM fit and then one
     point per refresh; for ``encoder='identity'`` one point per EM iteration
@@ -50,7 +50,7 @@ def plot_training_curves(estimator, ax=None):
     check_is_fitted(estimator, ["loss_curve_", "loglik_curve_"])
     loss = np.asarray(estimator.loss_curve_, dtype=float)
     loglik = np.asarray(estimator.loglik_curve_, dtype=float)
-    validation = np.asarray(getattr(estimator, "validation_scores_", None) or [], dtype=float)
+    validation = np.asarray(getattr(estimator, "validation_loss_curve_", None) or [], dtype=float)
 
     twin = False
     if ax is None:

@@ -214,7 +214,7 @@ def test_early_stopping_restores_best_and_warns_on_max_epochs(segment):
     params = {**FAST, "max_epochs": 30}
     est = CalMRLTransformer(mods, early_stopping=True, n_iter_no_change=2, tol=10.0, **{k: v for k, v in params.items()})
     est.fit(X)
-    assert est.n_iter_ == 3 and len(est.validation_scores_) == 3  # first epoch is best, two without 10-point gains
+    assert est.n_iter_ == 3 and len(est.validation_loss_curve_) == 3  # first epoch is best, two without 10-point gains
     with pytest.warns(ConvergenceWarning, match="max_epochs"):
         CalMRLTransformer(mods, **FAST).fit(X)
 

@@ -48,13 +48,13 @@ def test_new_figure_with_loss_and_loglik(data):
     ax_loss.figure.canvas.draw()  # renders without error
 
 
-def test_validation_scores_are_drawn_with_best_epoch(data):
+def test_validation_loss_curve_are_drawn_with_best_epoch(data):
     X, mods = data
     est = CalMRLTransformer(mods, max_epochs=5, early_stopping=True, n_iter_no_change=2, **FAST).fit(X)
-    assert len(est.validation_scores_) == est.n_iter_
+    assert len(est.validation_loss_curve_) == est.n_iter_
     lines = _line_data(plot_training_curves(est)[0])
-    np.testing.assert_allclose(lines["validation loss"], est.validation_scores_)
-    best = int(np.argmin(est.validation_scores_)) + 1
+    np.testing.assert_allclose(lines["validation loss"], est.validation_loss_curve_)
+    best = int(np.argmin(est.validation_loss_curve_)) + 1
     assert any(label.startswith(f"best epoch ({best})") for label in lines)
 
 

@@ -1,9 +1,7 @@
 """Scaling features (issue 4): partial_fit (incremental EM), per-pattern E-step, parallel and dask grid search."""
 
 import pickle
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +10,8 @@ from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, KFold
 
 from sklearn_calmrl import CalMRLTransformer
-from sklearn_calmrl._latent import posterior
+from sklearn_calmrl._latent import init_params
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.estep_micro import make_problem, naive_posterior, naive_posterior_loop  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -71,7 +63,7 @@ def test_partial_fit_identity_reaches_full_batch_em():
     for name in full:
         assert _rel(got[name], full[name]) < 1e-3, name
     # revisited chunks replace their contribution: the totals count every row once
-    assert inc._partial_fit_state_.total.n_rows == X.shape[0]
+    assert inc._trainer_.statistics.total.n_rows == X.shape[0]
     assert inc.n_iter_ == 100 and inc.n_samples_seen_ == 100 * 300 and len(inc.loglik_curve_) == 100
 
 
@@ -102,7 +94,7 @@ def test_partial_fit_torch_encoders(latent_data, encoder, alignment):
     clone = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(clone.transform(X), Z)
     clone.partial_fit(chunks[0])
-    assert clone.n_iter_ == 4 and clone._partial_fit_state_.total.n_rows == X.shape[0]
+    assert clone.n_iter_ == 4 and clone._trainer_.statistics.total.n_rows == X.shape[0]
 
 
 def test_partial_fit_is_seeded_and_fit_resets(latent_data):
@@ -114,7 +106,7 @@ def test_partial_fit_is_seeded_and_fit_resets(latent_data):
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
     a.fit(X)  # a fresh fit: partial_fit afterwards starts new running totals from the fitted model
     a.partial_fit(X[:100])
-    assert a.n_iter_ == 1 and a._partial_fit_state_.total.n_rows == 100
+    assert a.n_iter_ == 1 and a._trainer_.statistics.total.n_rows == 100
 
 
 def test_partial_fit_first_chunk_must_observe_every_modality(latent_data):
@@ -123,17 +115,6 @@ def test_partial_fit_first_chunk_must_observe_every_modality(latent_data):
     X[:, mods["m2"]] = np.nan
     with pytest.raises(ValueError, match="first chunk"):
         CalMRLTransformer(mods, encoder="identity", latent_dim=2, device="cpu").partial_fit(X)
-
-
-# ---------------------------------------------------------------------------- per-pattern E-step
-def test_per_pattern_estep_matches_per_row():
-    Z, observed, params = make_problem(300, k=4, q=5, d=7, seed=1)
-    post = posterior(Z, observed, params)
-    mean, cov = naive_posterior(Z, observed, params, chunk_size=128, return_cov=True)
-    np.testing.assert_allclose(post.mean.numpy(), mean.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(post.cov[post.pattern_index].numpy(), cov.numpy(), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(naive_posterior_loop(Z, observed, params).numpy(), mean.numpy(), rtol=1e-10, atol=1e-12)
-    assert post.cov.shape[0] == torch.unique(observed, dim=0).shape[0] < observed.shape[0]
 
 
 # ---------------------------------------------------------------------------- parallel grid search
@@ -196,6 +177,15 @@ def test_grid_search_on_dask_cluster(latent_data, serial_grid):
 
 
 # ---------------------------------------------------------------------------- multi-process EM (design check)
+def _problem():
+    """Standardized blocks as representations, their mask and initial parameters (400 rows, 3 modalities)."""
+    X, mods, _ = make_latent_modalities(400, block_sizes=(4, 4, 4), latent_dim=2, noise=0.5, random_state=0)
+    X = ampute_modalities(X, mods, rate=0.3, random_state=0)
+    observed = torch.as_tensor(np.stack([~np.isnan(X[:, c]).all(axis=1) for c in mods.values()], axis=1))
+    Z = [torch.as_tensor(np.nan_to_num(X[:, c])) for c in mods.values()]
+    return Z, observed, init_params(Z, observed, 2, generator=torch.Generator().manual_seed(0))
+
+
 def _flatten_stats(st):
     return torch.cat([st.count, st.loglik.reshape(1)] + [t.flatten() for group in (st.A, st.C, st.S) for t in group])
 
@@ -223,7 +213,7 @@ def _distributed_em_worker(rank, world, port, path, n_iter):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        Z, observed, params = make_problem(400, k=3, q=2, d=4, seed=0)
+        Z, observed, params = _problem()
         Z, observed = [z[rank::world] for z in Z], observed[rank::world]
         for _ in range(n_iter):
             st = sufficient_statistics(Z, observed, params)
@@ -250,7 +240,7 @@ def test_two_process_gloo_em_equals_single_process_em(tmp_path):
     path = str(tmp_path / "params.pt")
     mp.spawn(_distributed_em_worker, args=(2, port, path, 5), nprocs=2, join=True)
     got = torch.load(path)
-    Z, observed, params = make_problem(400, k=3, q=2, d=4, seed=0)
+    Z, observed, params = _problem()
     want, _, n_iter = fit_em(Z, observed, params, max_iter=5, tol=-1.0)
     assert n_iter == 5
     for g, w in zip(got, want):

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_calmrl._alignment import PMRLLoss
+from sklearn.exceptions import ConvergenceWarning
+
 from sklearn_calmrl._encoders import LinearEncoder
 from sklearn_calmrl._latent import init_params
-from sklearn_calmrl._training import TrainConfig, _batch_loss, calibrated, encode, encode_all, train
+from sklearn_calmrl._training import TrainConfig, Trainer, calibrated, encode, encode_all
 from sklearn_calmrl.datasets import make_latent_modalities
 
 
@@ -45,6 +46,14 @@ def test_calibrated_keeps_observed_columns_and_imputes_unit_vectors():
         torch.testing.assert_close(Zhat[m][miss], expected)
 
 
+def _trainer(encoders, params, **cfg):
+    """A trainer around given encoders and latent parameters (what ``Trainer.start`` and the initial EM build)."""
+    trainer = Trainer(TrainConfig(latent_dim=2, **cfg), device="cpu", seed=0)
+    trainer.encoders, trainer.params = encoders, params
+    trainer._new_loss()
+    return trainer
+
+
 def test_detach_flag_changes_gradient_routing():
     blocks, observed, encoders = _setup()
     Z = encode_all(encoders, blocks, observed)
@@ -52,8 +61,7 @@ def test_detach_flag_changes_gradient_routing():
     grads = {}
     for detach in (True, False):
         encoders.zero_grad()
-        cfg = TrainConfig(latent_dim=2, detach_imputation=detach)
-        _batch_loss(encoders, PMRLLoss(), blocks, observed, params, cfg).backward()
+        _trainer(encoders, params, detach_imputation=detach)._batch_loss(blocks, observed).backward()
         grads[detach] = encoders[0].linear.weight.grad.clone()
     assert torch.isfinite(grads[True]).all() and torch.isfinite(grads[False]).all()
     assert not torch.allclose(grads[True], grads[False])
@@ -64,18 +72,27 @@ def test_unobserved_encoder_gets_no_gradient():
     observed[:, 2] = False
     Z = encode_all(encoders, blocks, observed)
     params = init_params(Z, observed, 2, generator=torch.Generator().manual_seed(0))
-    _batch_loss(encoders, PMRLLoss(), blocks, observed, params, TrainConfig(latent_dim=2)).backward()
+    _trainer(encoders, params)._batch_loss(blocks, observed).backward()
     assert encoders[2].linear.weight.grad is None or torch.all(encoders[2].linear.weight.grad == 0)
+
+
+def _fitted_trainer(n, **cfg):
+    X, mods, _ = make_latent_modalities(n_samples=n, block_sizes=(6, 5, 4), latent_dim=2, noise=0.2, random_state=0)
+    blocks = [X[:, cols] for cols in mods.values()]
+    rng = np.random.default_rng(0)
+    observed = torch.tensor(rng.random((n, 3)) < 0.7)
+    observed[observed.sum(1) == 0, 0] = True
+    trainer = Trainer(TrainConfig(latent_dim=2, embed_dim=4, encoder_init="pca", batch_size=50, n_iter_no_change=100, **cfg), device="cpu", seed=0)
+    with pytest.warns(ConvergenceWarning, match="max_epochs"):
+        return trainer.fit(trainer.start(blocks, observed), observed, rng=np.random.RandomState(0))
 
 
 @pytest.mark.parametrize("em_every", [1, 0])
 def test_train_lowers_the_loss(em_every):
-    blocks, observed, encoders = _setup(n=200)
-    cfg = TrainConfig(latent_dim=2, max_epochs=15, batch_size=50, learning_rate=1e-2, em_every=em_every, n_iter_no_change=100)
-    with pytest.warns(Warning):
-        result = train(encoders, blocks, observed, cfg, generator=torch.Generator().manual_seed(0), device="cpu")
-    assert result.n_epochs == 15 and result.loss_curve[-1] < result.loss_curve[0]
-    assert all(np.isfinite(result.loglik_curve)) and result.time_em > 0 and result.time_gradient > 0
+    trainer = _fitted_trainer(200, max_epochs=15, learning_rate=1e-2, em_every=em_every)
+    history = trainer.history
+    assert history.n_iter == 15 and history.loss_curve[-1] < history.loss_curve[0]
+    assert all(np.isfinite(history.loglik_curve)) and history.time_em > 0 and history.time_gradient > 0
 
 
 def test_streamed_em_refresh_equals_cached(monkeypatch):
@@ -86,11 +103,8 @@ def test_streamed_em_refresh_equals_cached(monkeypatch):
     for stream_bytes in (training.STREAM_BYTES, 0):
         monkeypatch.setattr(training, "STREAM_BYTES", stream_bytes)
         monkeypatch.setattr(training, "CHUNK", 64)
-        blocks, observed, encoders = _setup(n=200)
-        cfg = TrainConfig(latent_dim=2, max_epochs=3, batch_size=50, n_iter_no_change=100)
-        with pytest.warns(Warning):
-            results.append(train(encoders, blocks, observed, cfg, generator=torch.Generator().manual_seed(0), device="cpu"))
+        results.append(_fitted_trainer(200, max_epochs=3))
     cached, streamed = results
-    np.testing.assert_allclose(cached.loglik_curve, streamed.loglik_curve, rtol=1e-6)
+    np.testing.assert_allclose(cached.history.loglik_curve, streamed.history.loglik_curve, rtol=1e-6)
     for a, b in zip(cached.params.W, streamed.params.W):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

@@ -1,18 +1,12 @@
 """Smoke tests of the benchmark harness (benchmarks/): fast, tiny settings; the full benchmark is not a test."""
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-harness = pytest.importorskip("benchmarks.harness")
-from benchmarks.baselines import GeneralizedCCA  # noqa: E402
+from benchmarks import harness
+from benchmarks.baselines import GeneralizedCCA
 
 
 @pytest.fixture

@@ -1,0 +1,426 @@
+"""What the two estimators share: input validation, standardization, fit / partial_fit
+delegation to the trainer, chunked inference, scoring, feature names and persistence.
+
+:class:`~sklearn_calmrl.CalMRLTransformer` and :class:`~sklearn_calmrl.MultiViewPPCA`
+differ only in their parameters (and so in the :class:`~sklearn_calmrl._training.TrainConfig`
+they build); everything here works for both.
+"""
+
+import copy
+import functools
+import hashlib
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
+
+from ._alignment import leading_direction
+from ._latent import log_likelihood, predictive_variance
+from ._modalities import (
+    check_every_modality_observed,
+    feature_statistics,
+    is_list_of_blocks,
+    observed_mask,
+    resolve_modalities,
+    stack_modalities,
+    standardized_blocks,
+    warn_disconnected,
+)
+from ._training import CHUNK, Trainer, calibrated, encode
+
+__all__ = ["MultimodalBase"]
+
+
+def resolve_device(device):
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
+    return device
+
+
+def _fitted_names(est):
+    return [k for k in vars(est) if k.endswith("_") and not k.startswith("__")]
+
+
+def _all_or_nothing(fit):
+    """Make ``fit`` all-or-nothing: on any exception (KeyboardInterrupt included) the fitted attributes
+    (names ending in ``_``) are put back as they were, so the estimator is never half-updated."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        saved = {k: vars(self)[k] for k in _fitted_names(self)}
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            for k in _fitted_names(self):
+                delattr(self, k)
+            vars(self).update(saved)
+            raise
+
+    return wrapper
+
+
+def _chunk_key(X):
+    """Fingerprint of a validated ``partial_fit`` chunk: its shape, dtype and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((X.shape, X.dtype.str)).encode())
+    h.update(np.ascontiguousarray(X).data)
+    return h.hexdigest()
+
+
+def _n_rows(X):
+    return _num_samples(X[0]) if is_list_of_blocks(X) else _num_samples(X)
+
+
+def _output_dtype(X):
+    dtype = getattr(X, "dtype", None)
+    if is_list_of_blocks(X):
+        dtype = np.result_type(*[getattr(b, "dtype", np.float64) for b in X])
+    return np.float32 if dtype == np.float32 else np.float64
+
+
+class MultimodalBase(TransformerMixin, BaseEstimator):
+    """Shared shell; subclasses define the parameters and :meth:`_train_config`."""
+
+    def _train_config(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    # ------------------------------------------------------------------ input
+    def _validate_input(self, X, *, reset):
+        """Validate X, resolve the modalities and build the observed mask [design 1].
+
+        Returns the float array (never the caller's object when it must change),
+        the list of (name, column indices) blocks and the observed mask.
+        """
+        list_form = is_list_of_blocks(X)
+        if list_form:
+            if reset and self.modalities is not None:
+                raise ValueError(
+                    "fit got a list of per-modality arrays and modalities is set as well: pass either "
+                    "the list with modalities=None, or one 2-D X with modalities."
+                )
+            if not reset and len(X) != len(self.modalities_):
+                raise ValueError(f"X is a list of {len(X)} blocks, but the model was fitted on {len(self.modalities_)} modalities.")
+            X, spec = stack_modalities(X, names=None if reset else list(self.modalities_))
+        X = validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=[np.float64, np.float32])
+        if reset:
+            blocks = resolve_modalities(spec if list_form else self.modalities, X.shape[1], getattr(self, "feature_names_in_", None))
+        else:
+            blocks = [(name, np.asarray(idx)) for name, idx in self.modalities_.items()]
+            if list_form:
+                for (name, idx), (_, got) in zip(blocks, resolve_modalities(spec, X.shape[1])):
+                    if len(idx) != len(got):
+                        raise ValueError(f"Modality {name!r} has {len(got)} columns in X, but {len(idx)} during fit.")
+        observed = observed_mask(X, blocks)
+        if self.partial_nan == "raise":
+            for m, (name, idx) in enumerate(blocks):
+                partial = np.isnan(X[observed[:, m]][:, idx]).any(axis=1)
+                if partial.any():
+                    raise ValueError(
+                        f"Modality {name!r} has NaN entries in {int(partial.sum())} row(s) where the block is not "
+                        "entirely NaN (partial_nan='raise'); fill them or use partial_nan='mean'."
+                    )
+        return X, blocks, observed
+
+    def _check_output(self, blocks, cfg):
+        if cfg.encoder == "identity" and self.output in ("anchor", "mean") and len({len(i) for _, i in blocks}) > 1:
+            raise ValueError(
+                f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
+                f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
+            )
+
+    # ------------------------------------------------------------------ fit
+    @_all_or_nothing
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            Blocks side by side as described by ``modalities`` (NaN blocks mark
+            missing modalities), or a list of per-modality arrays.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        for name in _fitted_names(self):  # a refit leaves exactly the attributes of a fresh fit (restored on error)
+            delattr(self, name)
+        cfg = self._train_config()
+        X, blocks, observed = self._validate_input(X, reset=True)
+        empty = ~observed.any(axis=1)
+        if empty.all():
+            raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them.",
+                UserWarning,
+                stacklevel=3,
+            )
+        keep = ~empty
+        check_every_modality_observed(blocks, observed[keep], "fit (all {n} rows are NaN across its block)")
+        self._check_output(blocks, cfg)
+        warn_disconnected(observed[keep], [name for name, _ in blocks], stacklevel=3)
+
+        standardization = feature_statistics(X, blocks, observed, self.standardize)  # [design 1]
+        rng = check_random_state(self.random_state)
+        trainer = Trainer(cfg, device=resolve_device(self.device), seed=int(rng.randint(np.iinfo(np.int32).max)))
+        Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
+        obs = torch.as_tensor(observed[keep], device=trainer.device)
+        trainer.fit(trainer.start(Xs, obs), obs, rng=rng)
+
+        self._set_fitted(blocks, standardization, trainer, n_rows=int(keep.sum()))
+        return self
+
+    @_all_or_nothing
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Update the model from one chunk of rows (incremental EM) [design 3.2].
+
+        The first call initialises the model from its chunk: the standardization
+        statistics (each feature's mean and standard deviation over the chunk's
+        rows that observe it; frozen afterwards), the encoders and the latent
+        model (fitted to convergence on the chunk). Every call then runs one pass
+        of gradient steps over the chunk (torch encoders), computes the chunk's
+        EM sufficient statistics under the current model, adds them to running
+        totals and does one M-step from the totals.
+
+        Statistics are kept per chunk, keyed by a hash of the chunk's contents: a
+        chunk seen before has its old contribution *replaced* (Neal & Hinton's
+        incremental EM), so passing the same chunks several times converges to
+        the full-batch EM fixed point, while new chunks add to the totals.
+        Memory: one set of statistics per distinct chunk,
+        ``k (q+1)^2 + sum_m d_m (q+2)`` floats. The parameters are read at the
+        first call. After ``fit``, ``partial_fit`` continues from the fitted
+        model with empty running totals.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            One chunk, same layout on every call. The first chunk must observe
+            every modality.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        first = not hasattr(self, "_trainer_")
+        X, blocks, observed = self._validate_input(X, reset=first)
+        keep = observed.any(axis=1)
+        if first:
+            if not keep.any():
+                raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
+            check_every_modality_observed(
+                blocks,
+                observed[keep],
+                "the first chunk passed to partial_fit: the first chunk sets the standardization and the encoder "
+                "initialisation, so it must observe every modality",
+            )
+            cfg = self._train_config()
+            self._check_output(blocks, cfg)
+            standardization = feature_statistics(X, blocks, observed, self.standardize)
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+            trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
+        else:
+            standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
+            trainer = self._trainer_.clone()
+        if not keep.all():
+            warnings.warn(
+                f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); partial_fit ignores them.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not keep.any():
+            return self
+        Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
+        obs = torch.as_tensor(observed[keep], device=trainer.device)
+        if not trainer.partial_fit(trainer.start(Xs, obs) if first else trainer.tensors(Xs), obs, _chunk_key(X)):
+            return self  # the chunk diverged: the model is left as it was
+        seen = self.n_samples_seen_ if trainer.history.n_iter > 1 else 0  # a fresh incremental run counts from 0
+        self._set_fitted(blocks, standardization, trainer, n_rows=seen + int(keep.sum()))
+        return self
+
+    def _set_fitted(self, blocks, standardization, trainer, n_rows):
+        """Every fitted attribute, from the trainer's final state."""
+        self.modalities_ = {name: idx.tolist() for name, idx in blocks}
+        self.feature_mean_, self.feature_scale_, self._feature_fill_ = standardization
+        self.device_ = trainer.device
+        self._trainer_ = trainer
+        params = trainer.params
+        self.components_ = [w.detach().cpu().numpy() for w in params.W]
+        self.means_ = [m.detach().cpu().numpy() for m in params.mu]
+        self.noise_variances_ = [p.detach().cpu().numpy() for p in params.psi]
+        self.noise_variance_ = np.array([p.mean() for p in self.noise_variances_])
+        self.n_iter_ = trainer.history.n_iter
+        self.loglik_curve_ = list(trainer.history.loglik_curve)
+        self.n_samples_seen_ = n_rows
+
+    # ------------------------------------------------------------------ inference
+    def _chunks(self, X):
+        """Yield ``(Z, observed, Zhat, posterior, params)`` per chunk of ``CHUNK`` rows, float64, no gradients.
+
+        Standardization, encoding and the E-step all happen chunk by chunk, so
+        the working set beyond the input and the output is a few chunks.
+        """
+        check_is_fitted(self)
+        X, blocks, observed = self._validate_input(X, reset=False)
+        empty = ~observed.any(axis=1)
+        if empty.any():
+            warnings.warn(
+                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality; they get the prior "
+                "(latent mean 0 and the model's mean representations).",
+                UserWarning,
+                stacklevel=4,
+            )
+        trainer = self._trainer_
+        params = trainer.params.to(dtype=torch.float64, device=self.device_)
+        # a float64 copy per call: batch-size-independent rows, and threads never share a module
+        encoders = copy.deepcopy(trainer.encoders).to(device=self.device_, dtype=torch.float64) if trainer.deep else None
+        standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
+        with torch.no_grad():
+            for s in range(0, X.shape[0], CHUNK):
+                obs = torch.as_tensor(observed[s : s + CHUNK], device=self.device_)
+                Xs = standardized_blocks(X[s : s + CHUNK], blocks, observed[s : s + CHUNK], *standardization)
+                Z = [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
+                if encoders is not None:
+                    Z = encode(encoders, Z, obs)
+                Zhat, post = calibrated(Z, obs, params, normalize_imputed=trainer.deep and trainer.cfg.normalize_imputed)
+                yield Z, obs, Zhat, post, params
+
+    def transform(self, X):
+        """Representation of every sample, as chosen by ``output``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            Same layout as in ``fit``; rows may miss any modalities.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_components)
+            float32 when ``X`` is float32, float64 otherwise.
+        """
+        dtype = _output_dtype(X)
+        result, start = None, 0
+        for _, _, Zhat, post, _ in self._chunks(X):
+            if self.output == "latent":
+                out = post.mean
+            elif self.output == "concat":
+                out = torch.cat(Zhat, dim=1)
+            elif self.output == "mean":
+                out = torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
+            else:
+                out, _ = leading_direction(torch.stack(Zhat, dim=1), eps=0.0)
+            if result is None:  # written chunk by chunk into one preallocated output
+                result = np.empty((_n_rows(X), out.shape[1]), dtype=dtype)
+            result[start : start + out.shape[0]] = out.cpu().numpy()
+            start += out.shape[0]
+        return result
+
+    def impute_representations(self, X, *, return_variance=False):
+        """Per-modality representations with missing modalities imputed [design 2.3].
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+        return_variance : bool, default=False
+            Also return the diagonal of the predictive covariance
+            ``W_m V_O W_m^T + s_m^2 I`` (0 for observed modalities).
+
+        Returns
+        -------
+        representations : dict
+            ``{modality name: ndarray (n_samples, representation_dim)}``.
+        variances : dict
+            Same layout; only when ``return_variance``.
+        """
+        reps, variances = [], []
+        for _, obs, Zhat, post, params in self._chunks(X):
+            reps.append([z.cpu().numpy() for z in Zhat])
+            if return_variance:
+                var = predictive_variance(post, params)
+                variances.append([torch.where(obs[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
+        names = list(self.modalities_)
+        out = {name: np.concatenate([r[m] for r in reps]) for m, name in enumerate(names)}
+        if not return_variance:
+            return out
+        return out, {name: np.concatenate([v[m] for v in variances]) for m, name in enumerate(names)}
+
+    def score_samples(self, X):
+        """Observed-data log-likelihood of each sample's representations under the latent model [design 2.5].
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        return np.concatenate([log_likelihood(Z, obs, params, post).cpu().numpy() for Z, obs, _, post, params in self._chunks(X)])
+
+    def score(self, X, y=None):
+        """Mean observed-data log-likelihood of the samples' representations [design 2.5].
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns.
+
+        ``latent0..``, ``anchor0..``, ``mean0..``, or ``<modality>_<j>`` for
+        ``output='concat'``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Checked against ``feature_names_in_``; not used otherwise.
+
+        Returns
+        -------
+        ndarray of str objects
+        """
+        check_is_fitted(self)
+        _check_feature_names_in(self, input_features, generate_names=False)
+        if self.output == "concat":
+            names = [f"{name}_{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[0])]
+        elif self.output == "latent":
+            names = [f"latent{j}" for j in range(self.components_[0].shape[1])]
+        else:
+            names = [f"{self.output}{j}" for j in range(self.components_[0].shape[0])]
+        return np.asarray(names, dtype=object)
+
+    # ------------------------------------------------------------------ persistence
+    def __setstate__(self, state):
+        """Re-resolve the device: a model fitted on a GPU loads and computes on a machine without one."""
+        super().__setstate__(state)
+        if "device_" in state:
+            self.device_ = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+            self._trainer_.to(self.device_)
