@@ -1,7 +1,7 @@
 """Micro-benchmark of the E-step (issue 4): one Cholesky per missingness pattern vs one per row.
 
 ``sklearn_calmrl._latent.posterior`` factorises ``V_O^-1 = I + sum_{m in O} W_m^T Psi_m^-1 W_m`` once per
-distinct pattern ``O`` (at most ``2^k - 1``) and then does a matrix product per row (DESIGN 2.2). The naive
+distinct pattern ``O`` (at most ``2^k - 1``) and then does a matrix product per row [design 2.2]. The naive
 version factorises the precision of every row. Two naive variants are timed: a batched one (one batched
 Cholesky call over the rows, in chunks of 4096 rows to bound memory) and a Python loop (one Cholesky call per
 row; only up to ``--loop-max`` rows, it is slow).

@@ -1,4 +1,4 @@
-"""Core of the benchmark (DESIGN.md section 6, issue 3): methods, metrics, protocol, tables.
+"""Core of the benchmark (design 6, issue 3): methods, metrics, protocol, tables.
 
 Protocol per dataset, missingness kind, level (rate or complete fraction) and
 seed: the amputation with that seed is applied to the whole data (train and test

@@ -1,4 +1,4 @@
-"""Benchmark entry point (issue 3; protocol in DESIGN.md section 6).
+"""Benchmark entry point (issue 3; protocol in design 6).
 
 Examples
 --------

@@ -1,11 +1,11 @@
-"""Alignment objectives on calibrated representations (DESIGN.md section 4).
+"""Alignment objectives on calibrated representations [design 4].
 
 A batch of calibrated representations is a tensor ``Z`` of shape ``(B, k, d)``:
 batch, modality, embedding dimension, with every ``Z[i, m]`` of unit norm.
 An optional boolean mask ``observed`` of shape ``(B, k)`` marks the real
 columns; when it is given, every quantity is computed on the observed columns
 of each missingness pattern only (the uncalibrated "observed-only" ablation,
-DESIGN 7: zero-filled columns make ``eigh`` fail).
+[design 4.4]: zero-filled columns make ``eigh`` fail).
 
 Two objectives are provided:
 
@@ -14,6 +14,8 @@ Two objectives are provided:
   singular vectors (inter-sample alignment).
 * GRAM: a contrastive loss on the volume spanned by an anchor modality of one
   sample and the other modalities of another sample.
+
+References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import math
@@ -81,16 +83,16 @@ def _pattern_groups(observed):
 
 def _leading_direction_full(Z, eps):
     """Leading left singular vector and singular values of every ``Z[i]^T`` (all columns)."""
-    gram = Z @ Z.transpose(-1, -2)  # DESIGN 4, PMRL: k x k Gram matrix Z_i^T Z_i of the d x k stack
-    evals, evecs = torch.linalg.eigh(gram)  # DESIGN 4: eigendecomposition of the Gram matrix
-    s = torch.sqrt(evals.flip(-1).clamp(min=0) + eps)  # DESIGN 4: s_i1 >= ... >= s_ik, eps keeps sqrt' finite
-    v1 = _sign_fixed(evecs[..., -1].detach())  # DESIGN 4 "guard near-equal": no 1/(lambda_a - lambda_b) backward terms
-    u = torch.einsum("nkd,nk->nd", Z, v1) / s[..., :1]  # DESIGN 4: u_i = Z_i v_i1 / s_i1 (left singular vector)
-    return F.normalize(u, dim=-1), s  # DESIGN 4: unit u_i (the eps in s shrinks its norm slightly)
+    gram = Z @ Z.transpose(-1, -2)  # [design 4.1] k x k Gram matrix Z_i^T Z_i of the d x k stack
+    evals, evecs = torch.linalg.eigh(gram)  # [design 4.1] eigendecomposition of the Gram matrix
+    s = torch.sqrt(evals.flip(-1).clamp(min=0) + eps)  # [design 4.1] s_i1 >= ... >= s_ik, eps keeps sqrt' finite
+    v1 = _sign_fixed(evecs[..., -1].detach())  # [design 4.1, 4.2] detached (no 1/(lambda_a - lambda_b) backward terms), sign-fixed
+    u = torch.einsum("nkd,nk->nd", Z, v1) / s[..., :1]  # [design 4.1] u_i = Z_i v_i1 / s_i1 (left singular vector)
+    return F.normalize(u, dim=-1), s  # [design 4.1] unit u_i (the eps in s shrinks its norm slightly)
 
 
 def _sign_fixed(v1):
-    """Orient each leading eigenvector ``v_i1`` so that ``sum_m <u_i, z_i^m> > 0`` (DESIGN 4 sign rule).
+    """Orient each leading eigenvector ``v_i1`` so that ``sum_m <u_i, z_i^m> > 0`` [design 4.2].
 
     ``Z_i^T u_i = s_i1 v_i1``, so the sign test is the sign of ``sum_m v_i1m``. That sum is
     exactly 0 whenever two unit columns have a negative cosine (``v_i1 = (1, -1) / sqrt 2``),
@@ -109,14 +111,14 @@ def leading_direction(Z, observed=None, *, eps=1e-6):
     """Leading left singular vector and singular values of each sample's modality matrix.
 
     For sample ``i`` the ``k`` unit vectors ``Z[i, m]`` are stacked as the
-    columns of a ``d x k`` matrix (DESIGN 4, PMRL); its singular values come
+    columns of a ``d x k`` matrix [design 4.1]; its singular values come
     from the eigendecomposition of the ``k x k`` Gram matrix and its leading
     left singular vector is ``u_i = Z_i v_i1 / s_i1``, with the eigenvector
     ``v_i1`` detached from the autograd graph (gradients still flow through
     ``Z``), the sign chosen so that ``sum_m <u_i, z_i^m> > 0``, and ``u_i``
     re-normalized to unit length.
 
-    This is also the "anchor" of DESIGN 6: the anchor shift of a sample is the
+    This is also the "anchor" of design 4.5: the anchor shift of a sample is the
     distance between ``leading_direction(Z, observed)[0]`` and
     ``leading_direction(Z)[0]``.
 
@@ -161,7 +163,7 @@ def leading_direction(Z, observed=None, *, eps=1e-6):
 
 
 def pmrl_loss(Z, *, tau_intra=0.05, tau_inter=0.1, observed=None, eps=1e-6):
-    """PMRL alignment loss ``L_intra + L_inter`` (DESIGN 4).
+    """PMRL alignment loss ``L_intra + L_inter`` [design 4.1].
 
     ``L_intra = mean_i CE(s_i / tau_intra, target=0)`` pushes the top singular
     value of each sample's modality matrix up (all modalities coinciding);
@@ -205,22 +207,22 @@ def pmrl_loss(Z, *, tau_intra=0.05, tau_inter=0.1, observed=None, eps=1e-6):
 
 def _pmrl_from_parts(u, s, mask, tau_intra, tau_inter):
     """PMRL loss from leading directions, singular values and a mask of real singular values."""
-    logits_intra = (s / tau_intra).masked_fill(~mask, float("-inf"))  # DESIGN 4, PMRL: s_i / tau1
+    logits_intra = (s / tau_intra).masked_fill(~mask, float("-inf"))  # [design 4.1] s_i / tau1
     target_intra = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
-    l_intra = F.cross_entropy(logits_intra, target_intra)  # DESIGN 4, PMRL L_intra = mean_i CE(s_i/tau1, 0)
-    logits_inter = u @ u.T / tau_inter  # DESIGN 4, PMRL: u_i^T u_j / tau2
+    l_intra = F.cross_entropy(logits_intra, target_intra)  # [design 4.1] L_intra = mean_i CE(s_i/tau1, 0)
+    logits_inter = u @ u.T / tau_inter  # [design 4.1] u_i^T u_j / tau2
     target_inter = torch.arange(u.shape[0], device=u.device)
-    l_inter = F.cross_entropy(logits_inter, target_inter)  # DESIGN 4, PMRL L_inter = mean_i CE(., target=i)
-    return l_intra + l_inter  # DESIGN 4, PMRL: L = L_intra + L_inter
+    l_inter = F.cross_entropy(logits_inter, target_inter)  # [design 4.1] L_inter = mean_i CE(., target=i)
+    return l_intra + l_inter  # [design 4.1] L = L_intra + L_inter
 
 
 def _volume_from_gram(G, eps):
     """Volume ``sqrt(|det G| + eps)`` from Gram matrices ``G`` of shape (..., k, k)."""
-    return torch.sqrt(torch.abs(torch.linalg.det(G)) + eps)  # DESIGN 4, GRAM: Vol = sqrt(|det(A^T A)|)
+    return torch.sqrt(torch.abs(torch.linalg.det(G)) + eps)  # [design 4.3] Vol = sqrt(|det(A^T A)|)
 
 
 def gram_volume(A, *, eps=1e-6):
-    """Volume of the parallelotope spanned by ``k`` vectors (DESIGN 4, GRAM).
+    """Volume of the parallelotope spanned by ``k`` vectors [design 4.3].
 
     Parameters
     ----------
@@ -235,29 +237,29 @@ def gram_volume(A, *, eps=1e-6):
         ``sqrt(|det(A A^T)| + eps)``: about 1 for orthonormal vectors, about
         ``sqrt(eps)`` for identical ones; smaller means better aligned.
     """
-    return _volume_from_gram(A @ A.transpose(-1, -2), eps)  # DESIGN 4, GRAM: Gram matrix of the k vectors
+    return _volume_from_gram(A @ A.transpose(-1, -2), eps)  # [design 4.3] Gram matrix of the k vectors
 
 
 def _gram_loss_full(Z, anchor, tau, label_smoothing, eps):
     """Two-way GRAM contrastive loss on a batch with every column observed."""
     n = Z.shape[0]
-    a = Z[:, anchor]  # DESIGN 4, GRAM: anchor modality a_i, (B, d)
-    others = torch.cat([Z[:, :anchor], Z[:, anchor + 1:]], dim=1)  # DESIGN 4, GRAM: v_2j..v_kj, (B, k-1, d)
+    a = Z[:, anchor]  # [design 4.3] anchor modality a_i, (B, d)
+    others = torch.cat([Z[:, :anchor], Z[:, anchor + 1:]], dim=1)  # [design 4.3] v_2j..v_kj, (B, k-1, d)
     aa = torch.einsum("id,id->i", a, a)  # <a_i, a_i>, (B,)
     ao = torch.einsum("id,jmd->ijm", a, others)  # <a_i, v_mj>, (B, B, k-1)
     oo = torch.einsum("jmd,jnd->jmn", others, others)  # <v_mj, v_nj>, (B, k-1, k-1)
     top = torch.cat([aa[:, None, None].expand(n, n, 1), ao], dim=-1)  # Gram row of a_i, (B, B, k)
     bottom = torch.cat([ao.unsqueeze(-1), oo.unsqueeze(0).expand(n, -1, -1, -1)], dim=-1)  # (B, B, k-1, k)
-    gram = torch.cat([top.unsqueeze(-2), bottom], dim=-2)  # DESIGN 4, GRAM: Gram of [a_i, v_2j..v_kj], (B, B, k, k)
-    logits = -_volume_from_gram(gram, eps) / tau  # DESIGN 4, GRAM: logits -Vol(a_i, v_2j, ..., v_kj) / tau
+    gram = torch.cat([top.unsqueeze(-2), bottom], dim=-2)  # [design 4.3] Gram of [a_i, v_2j..v_kj], (B, B, k, k)
+    logits = -_volume_from_gram(gram, eps) / tau  # [design 4.3] logits -Vol(a_i, v_2j, ..., v_kj) / tau
     target = torch.arange(n, device=Z.device)
-    l_rows = F.cross_entropy(logits, target, label_smoothing=label_smoothing)  # DESIGN 4, GRAM: anchor -> others
-    l_cols = F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)  # DESIGN 4, GRAM: others -> anchor
-    return (l_rows + l_cols) / 2  # DESIGN 4, GRAM: both directions averaged
+    l_rows = F.cross_entropy(logits, target, label_smoothing=label_smoothing)  # [design 4.3] anchor -> others
+    l_cols = F.cross_entropy(logits.T, target, label_smoothing=label_smoothing)  # [design 4.3] others -> anchor
+    return (l_rows + l_cols) / 2  # [design 4.3] both directions averaged
 
 
 def gram_loss(Z, *, log_tau, anchor=0, label_smoothing=0.1, observed=None, eps=1e-6):
-    """GRAM contrastive volume loss (DESIGN 4).
+    """GRAM contrastive volume loss [design 4.3].
 
     For every pair ``(i, j)`` of the batch the logit is
     ``-Vol(a_i, v_2j, ..., v_kj) / tau``, the volume spanned by the anchor
@@ -297,7 +299,7 @@ def gram_loss(Z, *, log_tau, anchor=0, label_smoothing=0.1, observed=None, eps=1
     anchor %= k
     if not isinstance(log_tau, torch.Tensor):
         log_tau = torch.tensor(float(log_tau), dtype=Z.dtype, device=Z.device)
-    tau = torch.exp(log_tau)  # DESIGN 4, GRAM: learnable temperature tau = exp(log_tau)
+    tau = torch.exp(log_tau)  # [design 4.3] learnable temperature tau = exp(log_tau)
     if observed is None:
         return _gram_loss_full(Z, anchor, tau, label_smoothing, eps)
     observed = _check_observed(observed, Z)
@@ -362,7 +364,7 @@ class GRAMLoss(torch.nn.Module):
         super().__init__()
         if not tau_init > 0:
             raise ValueError(f"tau_init must be positive; got {tau_init!r}.")
-        self.log_tau = torch.nn.Parameter(torch.tensor(math.log(tau_init)))  # DESIGN 4, GRAM: tau init 0.07
+        self.log_tau = torch.nn.Parameter(torch.tensor(math.log(tau_init)))  # [design 4.3] tau init 0.07
         self.anchor = anchor
         self.label_smoothing = label_smoothing
         self.eps = eps

@@ -1,7 +1,7 @@
-"""Per-modality torch encoders ``f_m`` (DESIGN.md section 2).
+"""Per-modality torch encoders ``f_m`` [design 7.1].
 
 Both encoders start from a closed-form linear map instead of a random projection
-(DESIGN 7: random-init MLPs lost about 5 points of probe accuracy to
+(random-init MLPs lost about 5 points of probe accuracy to
 PCA-initialised linear encoders). With ``shared_map`` the first rows are the
 posterior-mean map ``x^m -> E[b | x^m]`` of the multi-view probabilistic PCA fitted
 on the raw blocks, so every modality starts in the same latent coordinates
@@ -9,6 +9,8 @@ on the raw blocks, so every modality starts in the same latent coordinates
 are the block's leading principal axes. The MLP adds a residual branch whose
 output layer starts at zero, so at initialisation it computes exactly that linear
 map and training only adds non-linear corrections.
+
+References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import math

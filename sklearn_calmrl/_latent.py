@@ -1,8 +1,8 @@
-"""Closed-form latent model over modality representations (DESIGN.md section 2).
+"""Closed-form latent model over modality representations (design 2).
 
 Pure tensor functions, no estimator state. The generative model is
 
-    z^m = W_m b + mu_m + e_m,   b ~ N(0, I_q),   e_m ~ N(0, Psi_m)        (DESIGN 2.1)
+    z^m = W_m b + mu_m + e_m,   b ~ N(0, I_q),   e_m ~ N(0, Psi_m)        [design 2.1]
 
 with ``Psi_m = s_m^2 I`` (isotropic, the paper's model), ``diag(psi_m)`` (factor
 analysis) or one ``s^2`` shared by all modalities. Representations are passed as a
@@ -10,6 +10,8 @@ list ``Z`` of ``k`` tensors of shape ``(n, d_m)`` plus a boolean ``observed`` of
 ``(n, k)``; entries of unobserved rows are ignored (they may hold anything, NaN too).
 The noise is always stored as a per-dimension vector ``psi_m`` so one code path
 serves the three noise models.
+
+References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import math
@@ -40,7 +42,7 @@ NOISE_MODELS = ("isotropic", "diagonal", "shared")
 
 
 class LatentParams(NamedTuple):
-    """Parameters ``theta = {W_m, mu_m, Psi_m}`` of DESIGN 2.1, one entry per modality."""
+    """Parameters ``theta = {W_m, mu_m, Psi_m}`` of design 2.1, one entry per modality."""
 
     W: List[torch.Tensor]  # (d_m, q) loadings
     mu: List[torch.Tensor]  # (d_m,) means
@@ -52,7 +54,7 @@ class LatentParams(NamedTuple):
 
 
 class Posterior(NamedTuple):
-    """Posterior ``N(mean_i, V_{O_i})`` of the shared latent (DESIGN 2.2)."""
+    """Posterior ``N(mean_i, V_{O_i})`` of the shared latent [design 2.2]."""
 
     mean: torch.Tensor  # (n, q) posterior means m_i
     cov: torch.Tensor  # (P, q, q) V_O, one per distinct missingness pattern
@@ -71,7 +73,7 @@ def _masked_residuals(Z, observed, params):
 
 
 def posterior(Z, observed, params):
-    """E-step: posterior of the shared latent given the observed modalities (DESIGN 2.2).
+    """E-step: posterior of the shared latent given the observed modalities [design 2.2].
 
     One Cholesky factorisation of ``V_O^-1`` per distinct missingness pattern ``O``,
     then a matrix product per row. A row with no observed modality gets ``m = 0, V = I``.
@@ -89,16 +91,16 @@ def posterior(Z, observed, params):
     q = params.W[0].shape[1]
     dtype, device = params.W[0].dtype, params.W[0].device
     patterns, pattern_index = torch.unique(observed, dim=0, return_inverse=True)
-    # W_m^T Psi_m^-1 W_m, the precision each modality contributes (DESIGN 2.2)
+    # W_m^T Psi_m^-1 W_m, the precision each modality contributes [design 2.2]
     lam = torch.stack([W.T @ (W / psi[:, None]) for W, psi in zip(params.W, params.psi)])
-    # V_O^-1 = I_q + sum_{m in O} W_m^T W_m / s_m^2  (DESIGN 2.2), one per pattern
+    # V_O^-1 = I_q + sum_{m in O} W_m^T W_m / s_m^2  [design 2.2], one per pattern
     precision = torch.eye(q, dtype=dtype, device=device) + torch.einsum("pk,kab->pab", patterns.to(dtype), lam)
     chol = torch.linalg.cholesky(precision)
     cov = torch.cholesky_inverse(chol)
     residuals = _masked_residuals(Z, observed, params)
-    # h_i = sum_{m in O_i} W_m^T (z_i^m - mu_m) / s_m^2  (DESIGN 2.2)
+    # h_i = sum_{m in O_i} W_m^T (z_i^m - mu_m) / s_m^2  [design 2.2]
     h = sum((r / psi) @ W for r, W, psi in zip(residuals, params.W, params.psi))
-    # m_i = V_{O_i} h_i  (DESIGN 2.2)
+    # m_i = V_{O_i} h_i  [design 2.2]
     mean = torch.bmm(cov[pattern_index], h[:, :, None])[:, :, 0]
     return Posterior(mean, cov, chol, pattern_index, patterns, h)
 
@@ -106,7 +108,7 @@ def posterior(Z, observed, params):
 def single_modality_maps(params):
     """Affine maps ``x^m -> E[b | x^m] = A_m x^m + c_m`` of the posterior mean from modality m alone.
 
-    DESIGN 2.2 with ``O = {m}``: ``A_m = V_m W_m^T Psi_m^-1``, ``c_m = -A_m mu_m``.
+    [design 2.2] with ``O = {m}``: ``A_m = V_m W_m^T Psi_m^-1``, ``c_m = -A_m mu_m``.
 
     Returns
     -------
@@ -117,19 +119,19 @@ def single_modality_maps(params):
     maps = []
     for W, mu, psi in zip(*params):
         Wp = W / psi[:, None]
-        # V_{m} = (I + W_m^T Psi_m^-1 W_m)^-1 ; A_m = V_m W_m^T Psi_m^-1  (DESIGN 2.2)
+        # V_{m} = (I + W_m^T Psi_m^-1 W_m)^-1 ; A_m = V_m W_m^T Psi_m^-1  [design 2.2]
         A = torch.linalg.solve(eye + W.T @ Wp, Wp.T)
         maps.append((A, -(A @ mu)))
     return maps
 
 
 def impute(mean, params):
-    """Representation-level imputation ``zhat^m = W_m m_i + mu_m`` for every modality (DESIGN 2.3)."""
+    """Representation-level imputation ``zhat^m = W_m m_i + mu_m`` for every modality [design 2.3]."""
     return [mean @ W.T + mu for W, mu in zip(params.W, params.mu)]
 
 
 def predictive_variance(post, params):
-    """Diagonal of the predictive covariance ``W_m V_O W_m^T + Psi_m`` per row and modality (DESIGN 2.3)."""
+    """Diagonal of the predictive covariance ``W_m V_O W_m^T + Psi_m`` per row and modality [design 2.3]."""
     out = []
     for W, psi in zip(params.W, params.psi):
         per_pattern = torch.einsum("dq,pqr,dr->pd", W, post.cov, W) + psi
@@ -138,7 +140,7 @@ def predictive_variance(post, params):
 
 
 def log_likelihood(Z, observed, params, post=None):
-    """Observed-data log-likelihood ``log p(z_i^O)`` of every row (DESIGN 2.5).
+    """Observed-data log-likelihood ``log p(z_i^O)`` of every row [design 2.5].
 
     Returns
     -------
@@ -148,20 +150,20 @@ def log_likelihood(Z, observed, params, post=None):
         post = posterior(Z, observed, params)
     obs = observed.to(params.W[0].dtype)
     residuals = _masked_residuals(Z, observed, params)
-    # sum_{m in O} (d_m log 2pi + sum_j log psi_mj)  (DESIGN 2.5)
+    # sum_{m in O} (d_m log 2pi + sum_j log psi_mj)  [design 2.5]
     const = obs @ torch.stack([psi.numel() * math.log(2 * math.pi) + torch.log(psi).sum() for psi in params.psi])
-    # sum_{m in O} ||r_m||^2 / s_m^2  (DESIGN 2.5)
+    # sum_{m in O} ||r_m||^2 / s_m^2  [design 2.5]
     quad = sum(((r * r) / psi).sum(dim=1) for r, psi in zip(residuals, params.psi))
-    # log det P with P = V_O^-1 = L L^T  (DESIGN 2.5)
+    # log det P with P = V_O^-1 = L L^T  [design 2.5]
     logdet = 2 * torch.log(torch.diagonal(post.chol, dim1=-2, dim2=-1)).sum(-1)
-    # c^T V_O c = c^T m  (DESIGN 2.5, c = h)
+    # c^T V_O c = c^T m  (design 2.5, c = h)
     cvc = (post.h * post.mean).sum(dim=1)
     return -0.5 * (const + logdet[post.pattern_index] + quad - cvc)
 
 
 @dataclass
 class SufficientStatistics:
-    """Expected complete-data statistics of DESIGN 2.4, additive over row chunks.
+    """Expected complete-data statistics of design 2.4, additive over row chunks.
 
     Attributes
     ----------
@@ -209,7 +211,7 @@ class SufficientStatistics:
 
 
 def sufficient_statistics(Z, observed, params, post=None):
-    """E-step statistics for the M-step (DESIGN 2.4) and the log-likelihood (DESIGN 2.5) of a chunk.
+    """E-step statistics for the M-step [design 2.4] and the log-likelihood [design 2.5] of a chunk.
 
     ``post`` may pass the chunk's already computed :func:`posterior` under ``params``.
     """
@@ -224,13 +226,13 @@ def sufficient_statistics(Z, observed, params, post=None):
     for m, z in enumerate(Z):
         w = obs[:, m]
         z = torch.where(observed[:, m, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
-        # sum_{i in I_m} V_i, grouped by pattern (DESIGN 2.4)
+        # sum_{i in I_m} V_i, grouped by pattern [design 2.4]
         v_sum = torch.einsum("p,pab->ab", pattern_counts * post.patterns[:, m].to(dtype), post.cov)
-        # A_m = sum_{i in I_m} [[V_i + m_i m_i^T, m_i], [m_i^T, 1]]  (DESIGN 2.4)
+        # A_m = sum_{i in I_m} [[V_i + m_i m_i^T, m_i], [m_i^T, 1]]  [design 2.4]
         a = (b_aug * w[:, None]).T @ b_aug
         a[:-1, :-1] += v_sum
         A.append(a)
-        # C_m = sum_{i in I_m} z_i^m [m_i^T, 1]  (DESIGN 2.4)
+        # C_m = sum_{i in I_m} z_i^m [m_i^T, 1]  [design 2.4]
         C.append(z.T @ (b_aug * w[:, None]))
         S.append((z * z).sum(dim=0))
     loglik = log_likelihood(Z, observed, params, post).sum()
@@ -284,7 +286,7 @@ class RunningStatistics:
 
 
 def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
-    """M-step: exact maximiser of the expected complete-data log-likelihood (DESIGN 2.4).
+    """M-step: exact maximiser of the expected complete-data log-likelihood [design 2.4].
 
     ``W~_m = [W_m, mu_m] = C_m A_m^-1`` (solved with a small ridge on the loading
     block), then the noise update. A modality with no observed row keeps its
@@ -303,11 +305,11 @@ def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
             continue
         A_reg = A.clone()
         A_reg[:-1, :-1] += ridge * (1.0 + torch.diagonal(A[:-1, :-1]).mean()) * torch.eye(q, dtype=A.dtype, device=A.device)
-        # W~_m <- C_m A_m^-1  (DESIGN 2.4; a solve, not an inverse)
+        # W~_m <- C_m A_m^-1  (design 2.4; a solve, not an inverse)
         Wt = torch.linalg.solve(A_reg, C.T).T
         W_new.append(Wt[:, :q].contiguous())
         mu_new.append(Wt[:, q].contiguous())
-        # E||z - W~ b~||^2 per dimension: S - 2 diag(W~ C^T) + diag(W~ A W~^T)  (DESIGN 2.4 noise update)
+        # E||z - W~ b~||^2 per dimension: S - 2 diag(W~ C^T) + diag(W~ A W~^T)  (design 2.4 noise update)
         resid.append((S - 2 * (Wt * C).sum(dim=1) + ((Wt @ A) * Wt).sum(dim=1)) / n_m)
     if noise == "shared":
         # one s^2 for all modalities: the pooled mean over every observed entry
@@ -319,7 +321,7 @@ def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
         if r is None:
             psi_new.append(params.psi[m])
         elif noise == "isotropic":
-            # s_m^2 <- 1/(|I_m| d) sum_{i in I_m} E||z_i^m - W_m b - mu_m||^2  (DESIGN 2.4)
+            # s_m^2 <- 1/(|I_m| d) sum_{i in I_m} E||z_i^m - W_m b - mu_m||^2  [design 2.4]
             psi_new.append((torch.zeros_like(r) + r.mean()).clamp_min(noise_floor))
         elif noise == "diagonal":
             psi_new.append(r.clamp_min(noise_floor))
@@ -329,7 +331,7 @@ def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
 
 
 def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
-    """Initial parameters (DESIGN 2.6).
+    """Initial parameters [design 2.6].
 
     Probabilistic PCA (Tipping & Bishop's closed form) of the concatenated
     representations of complete rows when there are at least ``2 * latent_dim``
@@ -389,7 +391,7 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
     -------
     params : LatentParams
     history : list of float
-        Mean log-likelihood before each M-step (non-decreasing, DESIGN 2.5).
+        Mean log-likelihood before each M-step (non-decreasing, design 2.5).
     n_iter : int
     """
     if callable(Z):

@@ -3,6 +3,8 @@
 A *modality* is a block of columns of the canonical input ``X``. Sample ``i``
 misses modality ``m`` when every entry of block ``m`` in row ``i`` is NaN.
 Each feature is standardized on the training rows that observe its block.
+
+References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import numbers

@@ -11,6 +11,8 @@ parameters, running EM statistics, curves and timings); ``fit`` runs
 :meth:`Trainer.fit` (epochs over all rows) and ``partial_fit`` runs
 :meth:`Trainer.partial_fit` (one pass over a chunk and one incremental M-step).
 Optimizers are constructed here and nowhere else.
+
+References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import copy

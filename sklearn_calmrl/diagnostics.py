@@ -1,4 +1,4 @@
-"""Diagnostics of the paper's mechanism: the anchor shift (DESIGN.md section 6, paper Theorem 1)."""
+"""Diagnostics of the paper's mechanism: the anchor shift [design 4.5] (paper Theorem 1)."""
 
 import numpy as np
 import torch
@@ -12,11 +12,11 @@ def anchor_shift(estimator, X_full, X_masked):
     """Per-sample anchor shift with and without calibration.
 
     The anchor of a sample is the leading left singular vector ``u`` of its
-    representations stacked as columns (DESIGN 4). On samples whose modalities are
+    representations stacked as columns [design 4]. On samples whose modalities are
     all known (``X_full``) and then partly hidden (``X_masked``, same rows, hidden
     blocks all NaN), the shift is the distance ``||u_partial - u_full||`` between
     the anchor computed without the hidden modalities and the full-data anchor
-    (both signs fixed as in DESIGN 4). Without calibration, ``u_partial`` uses the
+    (both signs fixed as in [design 4.2]). Without calibration, ``u_partial`` uses the
     observed columns only; with calibration it uses the observed plus imputed
     columns (``estimator.impute_representations``).
 

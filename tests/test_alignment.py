@@ -1,4 +1,4 @@
-"""Exact checks of the alignment objectives (DESIGN.md section 4) against slow references."""
+"""Exact checks of the alignment objectives (design 4) against slow references."""
 
 import math
 
@@ -36,7 +36,7 @@ def _svd_direction(Zi):
     """Leading left singular vector (sign-fixed) and singular values of the d x |O| stack Zi^T, via SVD.
 
     Sign: sum_m <u, z_m> > 0; when that sum is a tie (within 1e3 eps |O|), the first column with a
-    non-negligible projection gets <u, z_m> > 0 (DESIGN 4 sign rule).
+    non-negligible projection gets <u, z_m> > 0 [design 4.2].
     """
     U, S, _ = torch.linalg.svd(Zi.T, full_matrices=False)
     u = U[:, 0]
@@ -153,7 +153,7 @@ def test_leading_direction_eps_and_ordering():
     S = torch.linalg.svdvals(Z.transpose(1, 2))
     torch.testing.assert_close(s, torch.sqrt(S**2 + eps), atol=1e-8, rtol=0)
     assert torch.all(s[:, :-1] >= s[:, 1:])
-    # unit columns: sum_j s_ij^2 = k (DESIGN 4)
+    # unit columns: sum_j s_ij^2 = k [design 4]
     torch.testing.assert_close((s**2).sum(1), torch.full((4,), 4 + 4 * eps, dtype=Z.dtype))
 
 

@@ -1,4 +1,4 @@
-"""The paper's mechanism, measured: calibration reduces the anchor shift (DESIGN 6)."""
+"""The paper's mechanism, measured: calibration reduces the anchor shift [design 6]."""
 
 import numpy as np
 import pytest

@@ -211,10 +211,14 @@ def test_streaming_em_mode(segment):
 
 def test_early_stopping_restores_best_and_warns_on_max_epochs(segment):
     X, _, mods, _ = segment
-    params = {**FAST, "max_epochs": 30}
-    est = CalMRLTransformer(mods, early_stopping=True, n_iter_no_change=2, tol=10.0, **{k: v for k, v in params.items()})
-    est.fit(X)
-    assert est.n_iter_ == 3 and len(est.validation_loss_curve_) == 3  # first epoch is best, two without 10-point gains
+    # tol=10: no epoch after the first counts as an improvement, so training stops after epoch 3 and restores epoch 1
+    kw = dict(early_stopping=True, n_iter_no_change=2, tol=10.0, **{**FAST, "max_epochs": 30})
+    est = CalMRLTransformer(mods, **kw).fit(X)
+    assert est.n_iter_ == 3 and len(est.validation_loss_curve_) == 3 and len(est.loss_curve_) == 3
+    assert est.loss_curve_[2] != est.loss_curve_[0]  # the weights moved after epoch 1
+    with pytest.warns(ConvergenceWarning, match="max_epochs"):
+        first_epoch = CalMRLTransformer(mods, **{**kw, "max_epochs": 1}).fit(X)  # same split, same first epoch
+    np.testing.assert_array_equal(est.transform(X), first_epoch.transform(X))  # the best epoch was restored
     with pytest.warns(ConvergenceWarning, match="max_epochs"):
         CalMRLTransformer(mods, **FAST).fit(X)
 
@@ -229,3 +233,14 @@ def test_cuda_path_runs():
     Z = est.transform(X)
     clone = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(clone.transform(X), Z, atol=1e-5)
+
+
+def test_refit_with_another_encoder_leaves_the_attributes_of_a_fresh_fit(segment):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, encoder="linear", early_stopping=True, **FAST).fit(X[:300])
+    est.set_params(encoder="identity", early_stopping=False).fit(X[:300])
+    fresh = CalMRLTransformer(mods, encoder="identity", **FAST).fit(X[:300])
+    assert sorted(vars(est)) == sorted(vars(fresh))
+    assert est.loss_curve_ == [] and est.validation_loss_curve_ == [] and est.fit_time_gradient_ == 0.0
+    assert est.encoders_ is None and est.n_iter_ == fresh.n_iter_
+    np.testing.assert_array_equal(est.transform(X), fresh.transform(X))

@@ -37,6 +37,7 @@ modalities overlap                            ValueError "Modalities 'm0' and 'm
 modalities leave columns out                  ValueError "modalities leave 1 column(s) out (indices [2])"
 block sizes that do not sum to the width      ValueError "block sizes [3, 2] sum to 5, but X has 7 columns"
 modalities name missing DataFrame columns     ValueError "Modality 'b' names columns that X does not have"
+hidden_layer_sizes (0,) or ('a',), mlp        ValueError "hidden_layer_sizes must be a tuple of positive integers"
 column names without a DataFrame              ValueError "given by column names, but X has no column names"
 empty modalities (list, dict, block, size 0)  ValueError "empty list" / "empty dict" / "Modality 'm1' is
                                               empty" / "block sizes must be positive"
@@ -230,6 +231,10 @@ ERROR_CASES = [
      "Feature names must be in the same order"),
     ("frame-columns-renamed", {"modalities": NAMED}, _frame, lambda: _frame().rename(columns={"g": "h"}), ValueError,
      "Feature names unseen at fit time"),
+    ("hidden-layer-zero", {"encoder": "mlp", "hidden_layer_sizes": (0,)}, _amputed, None, ValueError,
+     r"hidden_layer_sizes must be a tuple of positive integers.*\(0,\)"),
+    ("hidden-layer-string", {"encoder": "mlp", "hidden_layer_sizes": ("a",)}, _amputed, None, ValueError,
+     r"hidden_layer_sizes must be a tuple of positive integers.*\('a',\)"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Exact checks of the closed-form latent model (DESIGN.md section 2) against brute force."""
+"""Exact checks of the closed-form latent model (design 2) against brute force."""
 
 import numpy as np
 import pytest
@@ -111,7 +111,7 @@ def test_statistics_are_additive_over_chunks():
 
 
 def test_m_step_matches_design_formula():
-    """W~ = C A^-1 and the s_m^2 update written row by row as in DESIGN 2.4."""
+    """W~ = C A^-1 and the s_m^2 update written row by row as in design 2.4."""
     rng = np.random.default_rng(3)
     params = random_params(rng)
     Z, observed, _ = sample(rng, params, 80)

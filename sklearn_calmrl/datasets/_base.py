@@ -1,7 +1,7 @@
 """Loaders for the shipped multi-modal data sets, missing-modality simulators and a
 synthetic generator.
 
-The loaders return the canonical input form of DESIGN.md section 1: one matrix
+The loaders return the canonical input form of design 1: one matrix
 ``data`` plus a ``modalities`` dict ``{name: column indices}``. The amputation
 helpers mask whole modality blocks with NaN, which is how the estimators of this
 package recognise a missing modality.
@@ -251,7 +251,7 @@ def ampute_modalities(X, modalities=None, *, rate=0.5, random_state=None):
     Exactly ``round(rate * n_samples)`` rows, chosen at random, each lose a
     random non-empty proper subset of the modalities, drawn uniformly over the
     ``2**k - 2`` such subsets, so every row keeps at least one modality
-    (the missingness of the benchmark protocol, DESIGN.md section 6). The other
+    (the missingness of the benchmark protocol, design 6). The other
     rows are left as they are.
 
     Parameters
@@ -437,7 +437,7 @@ def make_latent_modalities(
 ):
     """Generate multi-modal data from the shared linear-Gaussian latent model.
 
-    Each modality ``m`` is drawn from the model of DESIGN.md section 2.1 applied
+    Each modality ``m`` is drawn from the model of design 2.1 applied
     to raw features: ``x^m = W_m b + mu_m + e_m`` with a shared latent
     ``b ~ N(0, I_q)`` and independent noise ``e_m ~ N(0, noise_m**2 I)``. The
     loadings ``W_m`` and means ``mu_m`` have standard normal entries. Block ``m``

@@ -1,0 +1,47 @@
+"""MultiViewPPCA: the closed-form model alone, the same as CalMRLTransformer(encoder='identity')."""
+
+import numpy as np
+import pytest
+
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
+from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, make_latent_modalities
+
+
+@pytest.fixture(scope="module")
+def segment():
+    data = load_image_segmentation()
+    return ampute_modalities(data.data[::3], data.modalities, rate=0.5, random_state=0), data.modalities
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "diagonal"])
+@pytest.mark.parametrize("output", ["concat", "latent"])
+def test_equals_calmrl_identity(segment, noise, output):
+    X, mods = segment
+    kw = dict(latent_dim=4, noise=noise, output=output, device="cpu", random_state=0)
+    ppca = MultiViewPPCA(mods, max_iter=50, tol=1e-4, **kw).fit(X)
+    calmrl = CalMRLTransformer(mods, encoder="identity", em_max_iter=50, em_tol=1e-4, **kw).fit(X)
+    np.testing.assert_array_equal(ppca.transform(X), calmrl.transform(X))
+    np.testing.assert_array_equal(ppca.score_samples(X), calmrl.score_samples(X))
+    for a, b in zip(ppca.components_, calmrl.components_):
+        np.testing.assert_array_equal(a, b)
+    assert ppca.n_iter_ == calmrl.n_iter_ and ppca.loglik_curve_ == calmrl.loglik_curve_
+    assert list(ppca.get_feature_names_out()) == list(calmrl.get_feature_names_out())
+
+
+def test_partial_fit_equals_calmrl_identity():
+    X, mods, _ = make_latent_modalities(300, block_sizes=(4, 3, 3), latent_dim=2, random_state=0)
+    X = ampute_modalities(X, mods, rate=0.3, random_state=0)
+    a = MultiViewPPCA(mods, latent_dim=2, device="cpu", random_state=0)
+    b = CalMRLTransformer(mods, encoder="identity", latent_dim=2, device="cpu", random_state=0)
+    for chunk in np.array_split(X, 3):
+        a.partial_fit(chunk)
+        b.partial_fit(chunk)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    assert a.n_samples_seen_ == b.n_samples_seen_ == X.shape[0]
+
+
+def test_has_no_torch_training_attributes(segment):
+    X, mods = segment
+    est = MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X)
+    assert not hasattr(est, "encoders_") and not hasattr(est, "loss_curve_")
+    assert np.all(np.diff(est.loglik_curve_) >= -1e-8)  # EM is monotone
