@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ._modalities import missingness_patterns
+
 __all__ = [
     "GRAMLoss",
     "PMRLLoss",
@@ -76,7 +78,7 @@ def _pattern_groups(observed):
     cols : torch.Tensor of int64
         Indices of the modalities observed in that pattern (possibly empty).
     """
-    patterns, inverse = torch.unique(observed, dim=0, return_inverse=True)
+    patterns, inverse = missingness_patterns(observed)
     for p in range(patterns.shape[0]):
         yield torch.nonzero(inverse == p).flatten(), torch.nonzero(patterns[p]).flatten()
 

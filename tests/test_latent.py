@@ -140,14 +140,34 @@ def test_m_step_matches_design_formula():
 
 
 @pytest.mark.parametrize("noise", ["isotropic", "diagonal", "shared"])
-def test_em_never_decreases_loglik(noise):
+@pytest.mark.parametrize("accelerate", [False, True])
+def test_em_never_decreases_loglik(noise, accelerate):
     rng = np.random.default_rng(4)
     truth = random_params(rng, noise="diagonal")
     Z, observed, _ = sample(rng, truth, 300)
     start = init_params(Z, observed, Q, generator=torch.Generator().manual_seed(0))
-    _, history, _ = fit_em(Z, observed, start, max_iter=40, tol=0.0, noise=noise)
+    _, history, n_iter = fit_em(Z, observed, start, max_iter=40, tol=0.0, noise=noise, accelerate=accelerate)
     assert np.all(np.diff(history) >= -1e-9), np.diff(history).min()
-    assert history[-1] > history[0]
+    assert history[-1] > history[0] and n_iter == 40
+    if not accelerate:
+        assert len(history) == n_iter  # one E-step per iteration
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "diagonal", "shared"])
+def test_squarem_reaches_the_em_fixed_point_in_fewer_steps(noise):
+    """SQUAREM extrapolation [design 2.7]: the same fixed point as plain EM, several times fewer E-steps."""
+    rng = np.random.default_rng(6)
+    truth = random_params(rng, dims=(6, 5, 7), q=2, noise="diagonal")
+    Z, observed, _ = sample(rng, truth, 800, missing_rate=0.5)
+    start = init_params(Z, observed, 3, generator=torch.Generator().manual_seed(0))  # q=3 > truth: slow EM
+    plain, h_plain, n_plain = fit_em(Z, observed, start, max_iter=20000, tol=1e-10, noise=noise, accelerate=False)
+    fast, h_fast, n_fast = fit_em(Z, observed, start, max_iter=20000, tol=1e-10, noise=noise, accelerate=True)
+    assert abs(h_fast[-1] - h_plain[-1]) <= 1e-6 * abs(h_plain[-1])
+    assert n_fast * 3 < n_plain, (n_fast, n_plain)
+    np.testing.assert_allclose(log_likelihood(Z, observed, fast).mean().item(), log_likelihood(Z, observed, plain).mean().item(), rtol=1e-6)
+    # the same implied covariance (W W^T + Psi is identifiable, W alone only up to rotation)
+    cov = lambda p: torch.cat(p.W) @ torch.cat(p.W).T + torch.diag(torch.cat(p.psi))  # noqa: E731
+    np.testing.assert_allclose(cov(fast).numpy(), cov(plain).numpy(), atol=2e-3)
 
 
 def test_em_recovers_noise_and_subspace():

@@ -77,3 +77,17 @@ def test_stack_modalities_errors():
         stack_modalities([np.ones(4)])
     with pytest.raises(ValueError, match="distinct"):
         stack_modalities([np.ones((2, 1)), np.ones((2, 1))], names=["a", "a"])
+
+
+@pytest.mark.parametrize("k", [1, 3, 6, 63])
+def test_missingness_patterns_equal_rowwise_unique(k):
+    import torch
+
+    from sklearn_calmrl._modalities import missingness_patterns
+
+    observed = torch.as_tensor(np.random.RandomState(k).rand(500, k) < 0.6)
+    observed[:3] = True
+    patterns, inverse = missingness_patterns(observed)
+    want_patterns, want_inverse = torch.unique(observed, dim=0, return_inverse=True)
+    assert torch.equal(patterns, want_patterns) and torch.equal(inverse, want_inverse)
+    assert torch.equal(patterns[inverse], observed)
