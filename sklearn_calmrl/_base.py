@@ -6,13 +6,16 @@ differ only in their parameters (and so in the :class:`~sklearn_calmrl._training
 they build); everything here works for both.
 """
 
+import contextlib
 import copy
 import functools
 import hashlib
+import threading
 import warnings
 
 import numpy as np
 import torch
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
@@ -41,6 +44,53 @@ def resolve_device(device):
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
     return device
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"active": 0, "outer": None}  # scopes open in any thread, and the caller's setting to restore
+_THREADS_LOCAL = threading.local()  # this thread's stack of scoped counts
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run the block with ``n`` torch intra-op threads, then give the caller back its own setting.
+
+    ``torch.set_num_threads`` acts on the calling thread and on the process-wide
+    default that new threads start from. Scopes nest within a thread (each
+    restores the one around it) and may run in several threads at once: the
+    caller's setting is recorded when the first scope opens and restored when
+    the last one closes, so concurrent fits never leave a changed default.
+    """
+    stack = getattr(_THREADS_LOCAL, "stack", None)
+    if stack is None:
+        stack = _THREADS_LOCAL.stack = []
+    with _THREADS_LOCK:
+        if _THREADS_STATE["active"] == 0:
+            _THREADS_STATE["outer"] = torch.get_num_threads()
+        _THREADS_STATE["active"] += 1
+        previous = stack[-1] if stack else _THREADS_STATE["outer"]
+    stack.append(n)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        stack.pop()
+        torch.set_num_threads(previous)
+        with _THREADS_LOCK:
+            _THREADS_STATE["active"] -= 1
+            if _THREADS_STATE["active"] == 0:
+                torch.set_num_threads(_THREADS_STATE["outer"])
+
+
+def _threaded(method):
+    """Run an estimator method under the thread policy: ``effective_n_jobs(n_jobs)`` torch threads (1 by default)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with torch_threads(effective_n_jobs(self.n_jobs)):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def _fitted_names(est):
@@ -143,6 +193,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
     @_fit_context(prefer_skip_nested_validation=True)
+    @_threaded
     def fit(self, X, y=None):
         """Fit the model.
 
@@ -189,6 +240,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
 
     @_all_or_nothing
     @_fit_context(prefer_skip_nested_validation=True)
+    @_threaded
     def partial_fit(self, X, y=None):
         """Update the model from one chunk of rows (incremental EM) [design 3.2].
 
@@ -305,6 +357,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 Zhat, post = calibrated(Z, obs, params, normalize_imputed=trainer.deep and trainer.cfg.normalize_imputed)
                 yield Z, obs, Zhat, post, params
 
+    @_threaded
     def transform(self, X):
         """Representation of every sample, as chosen by ``output``.
 
@@ -335,6 +388,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             start += out.shape[0]
         return result
 
+    @_threaded
     def impute_representations(self, X, *, return_variance=False):
         """Per-modality representations with missing modalities imputed [design 2.3].
 
@@ -364,6 +418,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             return out
         return out, {name: np.concatenate([v[m] for v in variances]) for m, name in enumerate(names)}
 
+    @_threaded
     def score_samples(self, X):
         """Observed-data log-likelihood of each sample's representations under the latent model [design 2.5].
 

@@ -122,6 +122,13 @@ class CalMRLTransformer(MultimodalBase):
         Minimum loss improvement that counts.
     device : {'auto', 'cpu', 'cuda'}, default='auto'
         Where torch computes; 'auto' uses CUDA when available.
+    n_jobs : int, default=None
+        Number of CPU threads torch may use while fitting and transforming.
+        ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
+        ``-1`` means all processors. The default of one thread is the fastest
+        choice on a shared machine: torch's threads stall beside another busy
+        process (see doc/scaling.md, "Threads"). The caller's own torch thread
+        setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
         Seeds the encoders' initialisation, the shuffles, the early-stopping
         split and the latent model's initialisation. The caller's global torch
@@ -217,6 +224,7 @@ class CalMRLTransformer(MultimodalBase):
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "n_jobs": [None, numbers.Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -252,6 +260,7 @@ class CalMRLTransformer(MultimodalBase):
         n_iter_no_change=10,
         tol=1e-4,
         device="auto",
+        n_jobs=None,
         random_state=None,
         verbose=0,
     ):
@@ -283,6 +292,7 @@ class CalMRLTransformer(MultimodalBase):
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 

@@ -51,6 +51,13 @@ class MultiViewPPCA(MultimodalBase):
         EM stops when the mean per-sample log-likelihood gains less than this.
     device : {'auto', 'cpu', 'cuda'}, default='auto'
         Where torch computes; 'auto' uses CUDA when available.
+    n_jobs : int, default=None
+        Number of CPU threads torch may use while fitting and transforming.
+        ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
+        ``-1`` means all processors. The default of one thread is the fastest
+        choice on a shared machine: torch's threads stall beside another busy
+        process (see doc/scaling.md, "Threads"). The caller's own torch thread
+        setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial loadings when there are too few complete rows for
         the PCA start [design 2.6].
@@ -113,6 +120,7 @@ class MultiViewPPCA(MultimodalBase):
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
         "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "n_jobs": [None, numbers.Integral],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -129,6 +137,7 @@ class MultiViewPPCA(MultimodalBase):
         max_iter=200,
         tol=1e-3,
         device="auto",
+        n_jobs=None,
         random_state=None,
         verbose=0,
     ):
@@ -141,6 +150,7 @@ class MultiViewPPCA(MultimodalBase):
         self.max_iter = max_iter
         self.tol = tol
         self.device = device
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 

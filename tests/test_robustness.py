@@ -217,3 +217,43 @@ def test_concurrent_transform_equals_sequential(encoder):
         concurrent = list(pool.map(est.transform, chunks))
     for s, c in zip(sequential, concurrent):
         np.testing.assert_array_equal(s, c)
+
+
+# ----------------------------------------------------------------------------- thread policy
+def _threads_seen_by_training(monkeypatch):
+    seen = []
+    real = training.Trainer.gradient_pass
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "gradient_pass", spy)
+    return seen
+
+
+@pytest.mark.parametrize("n_jobs, expected", [(None, 1), (1, 1), (3, 3)])
+def test_fit_runs_with_n_jobs_threads_and_restores_the_callers_setting(monkeypatch, n_jobs, expected):
+    seen = _threads_seen_by_training(monkeypatch)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(5)  # the caller's own setting
+        est = _est(n_jobs=n_jobs).fit(_data())
+        assert torch.get_num_threads() == 5
+        est.transform(_data())
+        assert torch.get_num_threads() == 5
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {expected}
+
+
+def test_concurrent_fits_leave_the_default_thread_count_unchanged(monkeypatch):
+    seen = _threads_seen_by_training(monkeypatch)
+    before = torch.get_num_threads()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        models = list(pool.map(lambda seed: _est(random_state=seed).fit(_data()), range(8)))
+    assert torch.get_num_threads() == before and set(seen) == {1}
+    with ThreadPoolExecutor(max_workers=1) as pool:  # a thread started afterwards sees the caller's default
+        assert pool.submit(torch.get_num_threads).result() == before
+    reference = _est(random_state=3).fit(_data()).transform(_data())
+    np.testing.assert_array_equal(models[3].transform(_data()), reference)
