@@ -127,7 +127,7 @@ def main(argv=None):
             spec = harness.DATASETS[dataset]
             names = list(spec["loader"]().modalities)
             retrieval = tuple(args.retrieval or spec["retrieval"])
-            missing = (f"random: a fraction `rate` of rows lose a random non-empty proper subset of modalities"
+            missing = ("random: a fraction `rate` of rows lose a random non-empty proper subset of modalities"
                        if kind == "random" else
                        f"structured: groups {pairs or spec['pairs']}, the rest complete")
             preamble = "\n".join([

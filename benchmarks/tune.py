@@ -15,7 +15,6 @@ import sys
 import time
 import warnings
 
-import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline

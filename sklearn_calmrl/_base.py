@@ -6,12 +6,9 @@ differ only in their parameters (and so in the :class:`~sklearn_calmrl._training
 they build); everything here works for both.
 """
 
-import contextlib
 import copy
 import functools
 import hashlib
-import threading
-import warnings
 
 import numpy as np
 import torch
@@ -33,6 +30,7 @@ from ._modalities import (
     warn_disconnected,
 )
 from ._training import CHUNK, Trainer, calibrated, encode
+from ._utils import torch_threads, warn
 
 __all__ = ["MultimodalBase"]
 
@@ -44,42 +42,6 @@ def resolve_device(device):
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
     return device
-
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"active": 0, "outer": None}  # scopes open in any thread, and the caller's setting to restore
-_THREADS_LOCAL = threading.local()  # this thread's stack of scoped counts
-
-
-@contextlib.contextmanager
-def torch_threads(n):
-    """Run the block with ``n`` torch intra-op threads, then give the caller back its own setting.
-
-    ``torch.set_num_threads`` acts on the calling thread and on the process-wide
-    default that new threads start from. Scopes nest within a thread (each
-    restores the one around it) and may run in several threads at once: the
-    caller's setting is recorded when the first scope opens and restored when
-    the last one closes, so concurrent fits never leave a changed default.
-    """
-    stack = getattr(_THREADS_LOCAL, "stack", None)
-    if stack is None:
-        stack = _THREADS_LOCAL.stack = []
-    with _THREADS_LOCK:
-        if _THREADS_STATE["active"] == 0:
-            _THREADS_STATE["outer"] = torch.get_num_threads()
-        _THREADS_STATE["active"] += 1
-        previous = stack[-1] if stack else _THREADS_STATE["outer"]
-    stack.append(n)
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        stack.pop()
-        torch.set_num_threads(previous)
-        with _THREADS_LOCK:
-            _THREADS_STATE["active"] -= 1
-            if _THREADS_STATE["active"] == 0:
-                torch.set_num_threads(_THREADS_STATE["outer"])
 
 
 def _threaded(method):
@@ -218,15 +180,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         if empty.all():
             raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
         if empty.any():
-            warnings.warn(
-                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them.",
-                UserWarning,
-                stacklevel=3,
+            warn(
+                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them."
             )
         keep = ~empty
         check_every_modality_observed(blocks, observed[keep], "fit (all {n} rows are NaN across its block)")
         self._check_output(blocks, cfg)
-        warn_disconnected(observed[keep], [name for name, _ in blocks], stacklevel=3)
+        warn_disconnected(observed[keep], [name for name, _ in blocks])
 
         standardization = feature_statistics(X, blocks, observed, self.standardize)  # [design 1]
         rng = check_random_state(self.random_state)
@@ -295,10 +255,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
             trainer = self._trainer_.clone()
         if not keep.all():
-            warnings.warn(
-                f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); partial_fit ignores them.",
-                UserWarning,
-                stacklevel=3,
+            warn(
+                f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); partial_fit ignores them."
             )
         if not keep.any():
             return self
@@ -336,11 +294,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         X, blocks, observed = self._validate_input(X, reset=False)
         empty = ~observed.any(axis=1)
         if empty.any():
-            warnings.warn(
+            warn(
                 f"{int(empty.sum())} of {X.shape[0]} rows observe no modality; they get the prior "
-                "(latent mean 0 and the model's mean representations).",
-                UserWarning,
-                stacklevel=4,
+                "(latent mean 0 and the model's mean representations)."
             )
         trainer = self._trainer_
         params = trainer.params.to(dtype=torch.float64, device=self.device_)

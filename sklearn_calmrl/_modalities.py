@@ -14,6 +14,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from ._utils import warn
+
 __all__ = [
     "missingness_patterns",
     "resolve_modalities",
@@ -268,7 +270,7 @@ def check_every_modality_observed(blocks, observed, where):
         )
 
 
-def warn_disconnected(observed, names, *, stacklevel=2):
+def warn_disconnected(observed, names):
     """Warn when modalities fall into groups that never co-occur, directly or through a chain [design 1]."""
     k = observed.shape[1]
     if k < 2:
@@ -287,11 +289,9 @@ def warn_disconnected(observed, names, *, stacklevel=2):
                 stack.append(b)
     groups = [[names[m] for m in np.flatnonzero(group == g)] for g in np.unique(group)]
     if len(groups) > 1:
-        warnings.warn(
+        warn(
             f"Modalities fall into groups that never co-occur in any row, directly or through a chain: {groups}. "
-            "The cross-structure between groups cannot be learned; imputation across them returns the prior.",
-            UserWarning,
-            stacklevel=stacklevel + 1,
+            "The cross-structure between groups cannot be learned; imputation across them returns the prior."
         )
 
 

@@ -17,7 +17,6 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 
 import copy
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
@@ -38,6 +37,7 @@ from ._latent import (
     sufficient_statistics,
     summed_statistics,
 )
+from ._utils import warn
 
 __all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_all", "CHUNK"]
 
@@ -379,7 +379,7 @@ class Trainer:
 
     def _diverged(self, snap, message):
         self._restore(snap)
-        warnings.warn(f"{message} Lower learning_rate (now {self.cfg.learning_rate}).", RuntimeWarning, stacklevel=4)
+        warn(f"{message} Lower learning_rate (now {self.cfg.learning_rate}).", RuntimeWarning)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, observed, *, rng):
@@ -460,11 +460,10 @@ class Trainer:
         if best_state is not None:
             self._restore(best_state)
         if not converged:
-            warnings.warn(
+            warn(
                 f"CalMRL stopped at max_epochs={cfg.max_epochs} before the loss stopped improving "
                 f"(tol={cfg.tol}, n_iter_no_change={cfg.n_iter_no_change}); consider raising max_epochs.",
                 ConvergenceWarning,
-                stacklevel=3,
             )
         self.encoders.eval()
         return self
@@ -508,7 +507,7 @@ class Trainer:
         if not _params_finite(params):
             if first:
                 raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
-            warnings.warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning, stacklevel=3)
+            warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning)
             return False
         self.params = params
         self.history.n_iter += 1

@@ -1,7 +1,6 @@
 """End-to-end behaviour of CalMRLTransformer on the bundled real data and in scikit-learn tools."""
 
 import pickle
-import warnings
 
 import numpy as np
 import pandas as pd

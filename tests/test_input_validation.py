@@ -394,3 +394,17 @@ def test_modalities_linked_through_a_chain_do_not_warn():
         warnings.simplefilter("always")
         _est(encoder="identity").fit(X)
     assert not [w for w in record if "co-occur" in str(w.message)]
+
+
+def test_warnings_point_at_the_callers_line():
+    """Warnings name the line of user code that called the estimator, directly or through a Pipeline."""
+    from sklearn.pipeline import make_pipeline
+
+    X = _amputed()
+    X[[4, 11]] = np.nan
+    for call in (lambda: _est().fit(X), lambda: make_pipeline(_est()).fit(X), lambda: _est().fit(_amputed()).transform(X)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        ours = [w for w in caught if "observe no modality" in str(w.message)]
+        assert ours and all(w.filename == __file__ for w in ours), [(w.filename, w.lineno) for w in ours]

@@ -8,7 +8,6 @@ enabled in the test environment (the estimators convert input with numpy anyway)
 
 import warnings
 
-import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 

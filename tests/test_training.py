@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_calmrl._encoders import LinearEncoder

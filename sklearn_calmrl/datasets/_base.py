@@ -412,7 +412,7 @@ def ampute_modalities_structured(
     complete_fraction = _check_fraction(complete_fraction, "complete_fraction")
     Xt, blocks, wrap = _prepare(X, modalities)
     groups = _resolve_pairs(pairs, blocks)
-    n_samples, k = Xt.shape[0], len(blocks)
+    n_samples = Xt.shape[0]
     n_complete = int(round(complete_fraction * n_samples))
 
     rng = check_random_state(random_state)
