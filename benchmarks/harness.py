@@ -279,11 +279,7 @@ def _impute_features(method, rep, X):
     if method.family == "mofa":
         return rep.impute(X)
     if method.family == "calmrl" and rep.encoder == "identity":
-        reps = rep.impute_representations(X)
-        out = np.empty_like(X, dtype=np.float64)
-        for name, idx in rep.modalities_.items():
-            out[:, idx] = reps[name] * rep.feature_scale_[idx] + rep.feature_mean_[idx]
-        return out
+        return rep.impute(X)
     return None
 
 

@@ -20,9 +20,10 @@ from sklearn.utils.validation import _check_feature_names_in, _num_samples, chec
 from ._alignment import leading_direction
 from ._latent import log_likelihood, predictive_variance
 from ._modalities import (
-    check_every_modality_observed,
+    check_fit_input,
     feature_statistics,
     is_list_of_blocks,
+    non_numeric_column,
     observed_mask,
     resolve_modalities,
     stack_modalities,
@@ -125,7 +126,19 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             if not reset and len(X) != len(self.modalities_):
                 raise ValueError(f"X is a list of {len(X)} blocks, but the model was fitted on {len(self.modalities_)} modalities.")
             X, spec = stack_modalities(X, names=None if reset else list(self.modalities_))
-        X = validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=[np.float64, np.float32])
+        try:
+            X = validate_data(self, X, reset=reset, ensure_all_finite="allow-nan", dtype=[np.float64, np.float32])
+        except ValueError as exc:
+            bad = non_numeric_column(X) if "could not convert" in str(exc) else None
+            if bad is None:
+                raise
+            j, name, value = bad
+            column = f"Column {name!r} (index {j})" if name is not None else f"Column {j}"
+            raise ValueError(
+                f"{column} of X holds a value that is not a number: {value!r}. CalMRL needs numeric features: "
+                "encode categorical columns first (for example with a OneHotEncoder in a ColumnTransformer) "
+                "or drop them."
+            ) from exc
         if reset:
             blocks = resolve_modalities(spec if list_form else self.modalities, X.shape[1], getattr(self, "feature_names_in_", None))
         else:
@@ -184,7 +197,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them."
             )
         keep = ~empty
-        check_every_modality_observed(blocks, observed[keep], "fit (all {n} rows are NaN across its block)")
+        check_fit_input(X[keep], blocks, observed[keep], "fit (all {n} rows are NaN across its block)", getattr(self, "feature_names_in_", None))
         self._check_output(blocks, cfg)
         warn_disconnected(observed[keep], [name for name, _ in blocks])
 
@@ -240,11 +253,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         if first:
             if not keep.any():
                 raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
-            check_every_modality_observed(
+            check_fit_input(
+                X[keep],
                 blocks,
                 observed[keep],
                 "the first chunk passed to partial_fit: the first chunk sets the standardization and the encoder "
                 "initialisation, so it must observe every modality",
+                getattr(self, "feature_names_in_", None),
             )
             cfg = self._train_config()
             self._check_output(blocks, cfg)
@@ -284,12 +299,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         self.n_samples_seen_ = n_rows
 
     # ------------------------------------------------------------------ inference
-    def _chunks(self, X):
-        """Yield ``(Z, observed, Zhat, posterior, params)`` per chunk of ``CHUNK`` rows, float64, no gradients.
-
-        Standardization, encoding and the E-step all happen chunk by chunk, so
-        the working set beyond the input and the output is a few chunks.
-        """
+    def _inference_input(self, X):
+        """Validate ``X`` against the fitted model; warn about rows that observe nothing."""
         check_is_fitted(self)
         X, blocks, observed = self._validate_input(X, reset=False)
         empty = ~observed.any(axis=1)
@@ -298,6 +309,15 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 f"{int(empty.sum())} of {X.shape[0]} rows observe no modality; they get the prior "
                 "(latent mean 0 and the model's mean representations)."
             )
+        return X, blocks, observed
+
+    def _chunks(self, X, blocks, observed):
+        """Yield ``(Z, observed, Zhat, posterior, params)`` per chunk of ``CHUNK`` rows, float64, no gradients.
+
+        ``X`` is validated (:meth:`_inference_input`). Standardization, encoding
+        and the E-step all happen chunk by chunk, so the working set beyond the
+        input and the output is a few chunks.
+        """
         trainer = self._trainer_
         params = trainer.params.to(dtype=torch.float64, device=self.device_)
         # a float64 copy per call: batch-size-independent rows, and threads never share a module
@@ -329,7 +349,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         dtype = _output_dtype(X)
         result, start = None, 0
-        for _, _, Zhat, post, _ in self._chunks(X):
+        for _, _, Zhat, post, _ in self._chunks(*self._inference_input(X)):
             if self.output == "latent":
                 out = post.mean
             elif self.output == "concat":
@@ -362,17 +382,74 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         variances : dict
             Same layout; only when ``return_variance``.
         """
+        reps, variances = self._imputed(*self._inference_input(X), return_variance)
+        return (reps, variances) if return_variance else reps
+
+    def _imputed(self, X, blocks, observed, return_variance):
+        """Calibrated representations (and predictive variances, 0 where observed) of validated ``X``, by modality."""
         reps, variances = [], []
-        for _, obs, Zhat, post, params in self._chunks(X):
+        for _, obs, Zhat, post, params in self._chunks(X, blocks, observed):
             reps.append([z.cpu().numpy() for z in Zhat])
             if return_variance:
                 var = predictive_variance(post, params)
                 variances.append([torch.where(obs[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
         names = list(self.modalities_)
-        out = {name: np.concatenate([r[m] for r in reps]) for m, name in enumerate(names)}
-        if not return_variance:
-            return out
-        return out, {name: np.concatenate([v[m] for v in variances]) for m, name in enumerate(names)}
+        stack = lambda parts: {name: np.concatenate([p[m] for p in parts]) for m, name in enumerate(names)}  # noqa: E731
+        return stack(reps), (stack(variances) if return_variance else None)
+
+    @_threaded
+    def impute(self, X, *, return_std=False):
+        """``X`` with its missing blocks filled in, in the caller's units [design 2.3].
+
+        Each missing block gets its conditional mean given the sample's observed
+        blocks under the closed-form model (``W_m E[b | observed] + mu_m``,
+        un-standardized); observed values are returned as they are, and NaNs
+        inside an observed block get the feature's training mean (as in
+        :meth:`transform`). Only for the model of the blocks themselves
+        (:class:`MultiViewPPCA`, or ``CalMRLTransformer(encoder='identity')``):
+        torch encoders impute representations, see :meth:`impute_representations`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+            Same layout as in ``fit``.
+        return_std : bool, default=False
+            Also return the predictive standard deviation of every entry, in the
+            caller's units: ``sqrt`` of the diagonal of ``W_m V_O W_m^T + Psi_m``
+            times ``feature_scale_`` for imputed blocks, ``feature_scale_`` (the
+            feature's training standard deviation when ``standardize=True``) for
+            NaNs filled with the mean, and 0 for observed values.
+
+        Returns
+        -------
+        X_filled : ndarray of shape (n_samples, n_features)
+            float32 when ``X`` is float32, float64 otherwise.
+        std : ndarray of shape (n_samples, n_features)
+            Only when ``return_std``.
+        """
+        check_is_fitted(self)
+        if self._trainer_.deep:
+            raise ValueError(
+                "impute fills in features, which needs the closed-form model of the blocks themselves: use "
+                "MultiViewPPCA or CalMRLTransformer(encoder='identity'). With torch encoders, "
+                "impute_representations imputes the missing modalities' representations."
+            )
+        X_checked, blocks, observed = self._inference_input(X)
+        reps, variances = self._imputed(X_checked, blocks, observed, return_variance=True)
+        filled = np.array(X_checked, dtype=np.float64)
+        std = np.zeros_like(filled)
+        for m, (name, idx) in enumerate(blocks):
+            rows = ~observed[:, m]
+            scale = self.feature_scale_[idx]
+            filled[np.ix_(rows, idx)] = reps[name][rows] * scale + self.feature_mean_[idx]  # un-standardized W_m m_i + mu_m
+            std[np.ix_(rows, idx)] = np.sqrt(variances[name][rows]) * scale
+            block = filled[:, idx]
+            partial = np.isnan(block)
+            block[partial] = np.broadcast_to(self._feature_fill_[idx], block.shape)[partial]
+            filled[:, idx] = block
+            std[:, idx] = np.where(partial, np.broadcast_to(scale, block.shape), std[:, idx])
+        dtype = _output_dtype(X)
+        return (filled.astype(dtype, copy=False), std.astype(dtype, copy=False)) if return_std else filled.astype(dtype, copy=False)
 
     @_threaded
     def score_samples(self, X):
@@ -386,7 +463,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        return np.concatenate([log_likelihood(Z, obs, params, post).cpu().numpy() for Z, obs, _, post, params in self._chunks(X)])
+        chunks = self._chunks(*self._inference_input(X))
+        return np.concatenate([log_likelihood(Z, obs, params, post).cpu().numpy() for Z, obs, _, post, params in chunks])
 
     def score(self, X, y=None):
         """Mean observed-data log-likelihood of the samples' representations [design 2.5].

@@ -22,7 +22,8 @@ __all__ = [
     "observed_mask",
     "stack_modalities",
     "is_list_of_blocks",
-    "check_every_modality_observed",
+    "check_fit_input",
+    "non_numeric_column",
     "warn_disconnected",
     "feature_statistics",
     "standardized_blocks",
@@ -257,17 +258,51 @@ def stack_modalities(blocks, names=None):
     return np.concatenate(arrays, axis=1), modalities
 
 
-def check_every_modality_observed(blocks, observed, where):
-    """Raise when a modality has no observed row (its encoder and loadings cannot be learned) [design 1].
+def check_fit_input(X, blocks, observed, where, feature_names=None):
+    """Raise on data that cannot be fitted, warn on features that carry nothing [design 1.2].
 
-    ``where`` completes "Modality 'x' is never observed in ..."; ``{n}`` in it is the row count.
+    ``observed`` holds the rows that observe at least one modality; ``where``
+    completes "Modality 'x' is never observed in ..." (``{n}`` in it is the row
+    count). Errors: fewer than 2 such rows; a modality with no observed row (its
+    encoder and loadings cannot be learned). Warning: features that are NaN in
+    every row observing their modality (they are filled with 0 after
+    standardization and carry no information).
     """
+    if observed.shape[0] < 2:
+        raise ValueError(
+            f"fit needs at least 2 rows that observe a modality; got {observed.shape[0]} sample. "
+            "The latent model's loadings and noise cannot be estimated from one row."
+        )
     never = [name for (name, _), seen in zip(blocks, observed.any(axis=0)) if not seen]
     if never:
         raise ValueError(
             f"Modality {never[0]!r} is never observed in {where.format(n=observed.shape[0])}: its encoder and "
             "loadings cannot be learned."
         )
+    for m, (name, idx) in enumerate(blocks):
+        empty = idx[np.isnan(X[observed[:, m]][:, idx]).all(axis=0)]
+        if empty.size:
+            columns = [str(feature_names[j]) for j in empty] if feature_names is not None else empty.tolist()
+            warn(
+                f"Feature(s) {columns[:10]} of modality {name!r} are NaN in every row that observes the modality: "
+                "they carry no information (they are filled with the modality's mean, 0 after standardization). "
+                "Drop them from X and from modalities."
+            )
+
+
+def non_numeric_column(X):
+    """``(index, name, value)`` of the first column of ``X`` holding a value that is not a number, else None."""
+    columns = list(getattr(X, "columns", []))
+    values = X.to_numpy(dtype=object) if columns else np.asarray(X, dtype=object)
+    if values.ndim != 2:
+        return None
+    for j in range(values.shape[1]):
+        for v in values[:, j]:
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                return j, (columns[j] if columns else None), v
+    return None
 
 
 def warn_disconnected(observed, names):

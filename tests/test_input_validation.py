@@ -24,10 +24,14 @@ huge values 1e300 (fit or transform)          ValueError "Modality 'm0' has valu
 constant column / constant block              works, finite output
 object dtype holding numbers                  works, equal to the float64 result
 numeric strings (dtype '<U')                  works (converted), equal to the float64 result
-object dtype holding words                    ValueError "could not convert string to float"
+object dtype holding words                    ValueError "Column 4 of X holds a value that is not a number: 'abc'"
+DataFrame with a text column                  ValueError "Column 'd' (index 3) of X holds a value that is not a number'
 complex numbers                               ValueError "Complex data not supported"
 scipy.sparse input                            TypeError "Sparse data was passed ... dense data is required"
-a single sample / a single feature            works, finite output of the documented shape
+a single sample                               ValueError "fit needs at least 2 rows that observe a modality; got 1 sample"
+a single feature                              works, finite output of the documented shape
+a feature NaN in every row of its modality    UserWarning "Feature(s) ['b'] of modality 'a' are NaN in every row that
+                                              observes the modality"; the output is finite
 zero rows (fit or transform), zero columns    ValueError "Found array with 0 sample(s)" / "0 feature(s)"
 1-D X                                         ValueError "Expected 2D array"
 wrong width at transform                      ValueError "X has 6 features, but ... expecting 7 features"
@@ -184,6 +188,13 @@ def _frame():
     return pd.DataFrame(_amputed(), columns=COLS)
 
 
+def _frame_with_text():
+    X = _frame()
+    X["d"] = X["d"].astype(object)
+    X.loc[5, "d"] = "red"
+    return X
+
+
 # id, estimator params (encoder='identity' unless given), input of fit, input of transform (None: the error is
 # raised by fit), error, message
 ERROR_CASES = [
@@ -195,7 +206,10 @@ ERROR_CASES = [
     ("huge-all-fit", {}, lambda: _amputed() * 1e300, None, ValueError, "has values too large"),
     ("huge-transform", {"encoder": "linear"}, _amputed, _with(_set(1, 5, 1e300)), ValueError, "Modality 'm2' has values too large"),
     ("huge-transform-identity", {}, _amputed, _with(_set(1, 5, -1e300)), ValueError, "Modality 'm2' has values too large"),
-    ("words", {}, _as_words, None, ValueError, "could not convert string to float"),
+    ("words", {}, _as_words, None, ValueError, "Column 4 of X holds a value that is not a number: 'abc'.*OneHotEncoder"),
+    ("words-in-frame", {"modalities": NAMED}, _frame_with_text, None, ValueError,
+     "Column 'd' \\(index 3\\) of X holds a value that is not a number: 'red'"),
+    ("single-sample", {}, lambda: _complete()[:1], None, ValueError, "fit needs at least 2 rows that observe a modality; got 1 sample"),
     ("complex", {}, lambda: _amputed() + 1j, None, ValueError, "Complex data not supported"),
     ("sparse", {}, lambda: sparse.csr_matrix(np.nan_to_num(_amputed())), None, TypeError, "Sparse data was passed.*dense data is required"),
     ("sparse-transform", {}, _amputed, lambda: sparse.csr_matrix(np.nan_to_num(_amputed())), TypeError, "Sparse data was passed"),
@@ -284,7 +298,6 @@ WORKING_CASES = [
     ("numeric-strings", {}, lambda: _complete().astype(str), np.float64, N, lambda: _complete().astype(str).astype(np.float64)),
     ("constant-column", {}, _const_column, np.float64, N, None),
     ("constant-block", {}, _const_block, np.float64, N, None),
-    ("single-sample", {}, lambda: _complete()[:1], np.float64, 1, None),
     ("single-feature", {"modalities": None}, lambda: _complete()[:, :1], np.float64, N, None),
     ("partial-nan-default", {}, _with(_partial_nan), np.float64, N, None),
     ("dataframe-named", {"modalities": NAMED}, _frame, np.float64, N, "base"),
@@ -408,3 +421,11 @@ def test_warnings_point_at_the_callers_line():
             call()
         ours = [w for w in caught if "observe no modality" in str(w.message)]
         assert ours and all(w.filename == __file__ for w in ours), [(w.filename, w.lineno) for w in ours]
+
+
+def test_feature_nan_in_every_observed_row_warns_with_its_name():
+    X = _frame()
+    X["b"] = np.nan
+    with pytest.warns(UserWarning, match=r"Feature\(s\) \['b'\] of modality 'a' are NaN in every row that observes the modality"):
+        est = _est(modalities=NAMED, encoder="identity").fit(X)
+    assert np.isfinite(est.transform(X)).all()

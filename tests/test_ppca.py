@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, make_latent_modalities
@@ -45,3 +46,37 @@ def test_has_no_torch_training_attributes(segment):
     est = MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X)
     assert not hasattr(est, "encoders_") and not hasattr(est, "loss_curve_")
     assert np.all(np.diff(est.loglik_curve_) >= -1e-8)  # EM is monotone
+
+
+def test_impute_is_the_standardized_imputation_in_the_callers_units(segment):
+    X, mods = segment
+    X = X.copy()
+    rows = np.flatnonzero(~np.isnan(X[:, mods["shape"]]).all(axis=1))[:3]
+    X[rows[0], mods["shape"][2]] = np.nan  # a partial NaN inside an observed block
+    est = MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X)
+    filled, std = est.impute(X, return_std=True)
+    reps, variances = est.impute_representations(X, return_variance=True)
+    assert not np.isnan(filled).any() and filled.shape == X.shape and filled.dtype == np.float64
+    for name, cols in mods.items():
+        missing = np.isnan(X[:, cols]).all(axis=1)
+        scale, mean = est.feature_scale_[cols], est.feature_mean_[cols]
+        np.testing.assert_allclose(filled[np.ix_(missing, cols)], reps[name][missing] * scale + mean, rtol=1e-12)
+        np.testing.assert_allclose(std[np.ix_(missing, cols)], np.sqrt(variances[name][missing]) * scale, rtol=1e-12)
+        observed = ~missing[:, None] & ~np.isnan(X[:, cols])
+        np.testing.assert_array_equal(filled[:, cols][observed], X[:, cols][observed])  # observed values untouched
+        assert np.all(std[:, cols][observed] == 0) and np.all(std[np.ix_(missing, cols)] > 0)
+    j = mods["shape"][2]
+    assert filled[rows[0], j] == est.feature_mean_[j] and std[rows[0], j] == est.feature_scale_[j]
+    assert est.impute(X.astype(np.float32)).dtype == np.float32
+
+
+def test_impute_of_a_complete_row_is_the_row_and_needs_the_closed_form_model(segment):
+    X, mods = segment
+    complete = ~np.isnan(X).any(axis=1)
+    est = MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X)
+    np.testing.assert_array_equal(est.impute(X[complete]), X[complete])
+    deep = CalMRLTransformer(mods, latent_dim=3, embed_dim=4, max_epochs=1, device="cpu", random_state=0)
+    with pytest.warns(ConvergenceWarning, match="max_epochs"):
+        deep.fit(X)
+    with pytest.raises(ValueError, match="impute fills in features, which needs the closed-form model"):
+        deep.impute(X)
