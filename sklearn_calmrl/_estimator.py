@@ -134,7 +134,9 @@ class CalMRLTransformer(MultimodalBase):
         split and the latent model's initialisation. The caller's global torch
         and numpy RNG states are left unchanged.
     verbose : int, default=0
-        1 prints one line per epoch, 2 adds EM detail.
+        1 prints a line per closed-form fit (EM steps, log-likelihood, time;
+        and every 10 s of a long one) and one per epoch; 2 adds every EM step
+        and the refresh of every epoch.
 
     Attributes
     ----------

@@ -386,7 +386,7 @@ def _unflat(vec, like, noise_floor):
     return LatentParams(out[0], out[1], [torch.exp(p).clamp_min(noise_floor) for p in out[2]])
 
 
-def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None, accelerate=True):
+def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None, accelerate=True, callback=None):
     """Run EM until the mean log-likelihood gains less than ``tol`` [design 2.7].
 
     With ``accelerate`` every two EM steps are followed by a SQUAREM
@@ -414,6 +414,8 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
         Rows per chunk for in-memory ``Z`` (bounded working set); all rows at once when None.
     accelerate : bool, default=True
         SQUAREM extrapolation between EM steps.
+    callback : callable or None
+        Called as ``callback(n_iter, loglik)`` after every accepted point (progress).
 
     Returns
     -------
@@ -440,13 +442,19 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
     def em_map(stats, p):
         return m_step(stats, p, noise=noise, noise_floor=noise_floor)
 
+    def accept(loglik):
+        history.append(loglik)
+        if callback is not None:
+            callback(n_iter, loglik)
+
+    history, n_iter = [], 1
     stats, ll = e_step(params)
-    history, n_iter = [ll], 1
+    accept(ll)
     while n_iter < max_iter:
         p1 = em_map(stats, params)  # one EM step x -> F(x)
         s1, ll1 = e_step(p1)
         n_iter += 1
-        history.append(ll1)
+        accept(ll1)
         if abs(ll1 - ll) < tol or not accelerate or n_iter >= max_iter:
             params, stats, ll = p1, s1, ll1
             if abs(history[-1] - history[-2]) < tol:
@@ -465,7 +473,7 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
             n_iter += 1
             if math.isfinite(ll_c) and ll_c >= ll1:
                 best = (candidate, s_c, ll_c)
-                history.append(ll_c)
+                accept(ll_c)
                 break
             if alpha == -1.0:
                 break

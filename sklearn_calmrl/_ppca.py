@@ -62,7 +62,8 @@ class MultiViewPPCA(MultimodalBase):
         Seeds the initial loadings when there are too few complete rows for
         the PCA start [design 2.6].
     verbose : int, default=0
-        Verbosity.
+        1 prints a line per fit (EM steps, log-likelihood, time; and every
+        10 s of a long one); 2 prints every EM step.
 
     Attributes
     ----------

@@ -191,10 +191,32 @@ class Trainer:
         dtype = dtype or (torch.float32 if self.deep else torch.float64)
         return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
 
-    def _closed_form_fit(self, Z, observed):
+    def _log(self, message):
+        print(f"[CalMRL] {message}", flush=True)
+
+    def _em(self, Z, observed, params, max_iter, label, level=1):
+        """``fit_em`` with progress: a summary line from verbose ``level`` on (and every 10 s of a long fit),
+        every E-step at verbose 2."""
+        cfg, t0 = self.cfg, time.perf_counter()
+        last = [t0]
+
+        def progress(n_iter, loglik):
+            now = time.perf_counter()
+            if cfg.verbose >= 2 or now - last[0] >= 10:
+                self._log(f"{label}: EM step {n_iter}, log-likelihood {loglik:.4f}, {now - t0:.1f}s")
+                last[0] = now
+
+        params, history, n_em = fit_em(
+            Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=CHUNK, callback=progress if cfg.verbose else None
+        )
+        if cfg.verbose >= level:
+            self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
+        return params, history, n_em
+
+    def _closed_form_fit(self, Z, observed, label):
         """Closed-form model of the standardized blocks: ``init_params`` and EM to convergence [design 2.6]."""
         params = init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
-        return fit_em(Z, observed, params, max_iter=self.cfg.em_init_iter, tol=self.cfg.em_tol, noise=self.cfg.noise, chunk_size=CHUNK)
+        return self._em(Z, observed, params, self.cfg.em_init_iter, label)
 
     def start(self, Xs, observed):
         """Build and initialise the encoders, the alignment loss and the optimizer from the blocks ``Xs``.
@@ -209,7 +231,7 @@ class Trainer:
             return X
         maps = None
         if cfg.encoder_init == "ppca":
-            ppca, _, _ = self._closed_form_fit(self.tensors(Xs, torch.float64), observed)
+            ppca, _, _ = self._closed_form_fit(self.tensors(Xs, torch.float64), observed, "closed-form model of the blocks (encoder start)")
             maps = [(A.float(), c.float()) for A, c in single_modality_maps(ppca)]
         self.encoders = make_encoders(
             cfg.encoder, X, observed, cfg.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
@@ -272,7 +294,7 @@ class Trainer:
             self.optimizer = self._optimizer(self.optimizer)
 
     # ------------------------------------------------------------------ closed-form steps
-    def _em_refresh(self, X, observed, generator, max_iter, label):
+    def _em_refresh(self, X, observed, generator, max_iter, label, level=1):
         """Encode all rows (no grad), then EM warm-started from ``params`` [design 3].
 
         The first call initialises the latent model on at most ``INIT_ROWS`` rows
@@ -297,19 +319,17 @@ class Trainer:
                 for s in range(0, n, CHUNK):
                     yield encode_all(encoders, [x[s : s + CHUNK] for x in X], observed[s : s + CHUNK]), observed[s : s + CHUNK]
 
-        self.params, history, n_em = fit_em(Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=CHUNK)
+        self.params, history, _ = self._em(Z, observed, params, max_iter, label, level)
         self.history.loglik_curve.append(history[-1])
         self.history.time_em += time.perf_counter() - t0
-        if cfg.verbose >= 2:
-            print(f"[CalMRL] {label}: {n_em} EM iterations, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}")
 
     def _initial_fit(self, X, observed, generator):
         """First closed-form fit: the latent model of the blocks (identity) or of the encoded rows."""
         if self.deep:
-            self._em_refresh(X, observed, generator, self.cfg.em_init_iter, "initial EM")
+            self._em_refresh(X, observed, generator, self.cfg.em_init_iter, "latent model of the representations")
             return
         t0 = time.perf_counter()
-        self.params, loglik, n_iter = self._closed_form_fit(encode_all(None, X, observed), observed)
+        self.params, loglik, n_iter = self._closed_form_fit(encode_all(None, X, observed), observed, "closed-form fit")
         self.history.time_em += time.perf_counter() - t0
         self.history.loglik_curve, self.history.n_iter = loglik, n_iter
 
@@ -420,7 +440,7 @@ class Trainer:
         for epoch in range(1, cfg.max_epochs + 1):
             t_epoch = time.perf_counter()
             if cfg.em_every and epoch > 1 and (epoch - 1) % cfg.em_every == 0:
-                self._em_refresh(X, observed, generator, cfg.em_refresh_iter, f"epoch {epoch} refresh")
+                self._em_refresh(X, observed, generator, cfg.em_refresh_iter, f"epoch {epoch} refresh", level=2)
             stats = [] if not cfg.em_every else None
             epoch_loss = self.gradient_pass(X, observed, generator, stats_sink=stats)
             if stats is not None:  # streaming EM: one M-step from the epoch's running statistics [design 3]
@@ -442,8 +462,8 @@ class Trainer:
                 self.history.validation_loss_curve.append(monitored)
             if cfg.verbose >= 1:
                 extra = f", validation loss {monitored:.4f}" if validation is not None else ""
-                print(
-                    f"[CalMRL] epoch {epoch}/{cfg.max_epochs}: loss {epoch_loss:.4f}{extra}, "
+                self._log(
+                    f"epoch {epoch}/{cfg.max_epochs}: loss {epoch_loss:.4f}{extra}, "
                     f"log-likelihood {self.history.loglik_curve[-1]:.4f}, {time.perf_counter() - t_epoch:.2f}s"
                 )
             if monitored < best_loss - cfg.tol:

@@ -1,6 +1,7 @@
 """End-to-end behaviour of CalMRLTransformer on the bundled real data and in scikit-learn tools."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -243,3 +244,18 @@ def test_refit_with_another_encoder_leaves_the_attributes_of_a_fresh_fit(segment
     assert est.loss_curve_ == [] and est.validation_loss_curve_ == [] and est.fit_time_gradient_ == 0.0
     assert est.encoders_ is None and est.n_iter_ == fresh.n_iter_
     np.testing.assert_array_equal(est.transform(X), fresh.transform(X))
+
+
+@pytest.mark.parametrize("encoder", ["identity", "linear"])
+def test_verbose_reports_the_closed_form_fit_and_every_epoch(segment, encoder, capsys):
+    X, _, mods, _ = segment
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = CalMRLTransformer(mods, encoder=encoder, verbose=1, **{**FAST, "max_epochs": 3}).fit(X)
+    lines = capsys.readouterr().out.splitlines()
+    em_lines = [line for line in lines if "EM steps, log-likelihood" in line]
+    assert em_lines and all(line.startswith("[CalMRL] ") for line in lines)
+    epochs = [line for line in lines if line.startswith("[CalMRL] epoch ")]
+    assert len(epochs) == (0 if encoder == "identity" else est.n_iter_)
+    CalMRLTransformer(mods, encoder="identity", **FAST).fit(X[:100])  # verbose=0 prints nothing
+    assert capsys.readouterr().out == ""
