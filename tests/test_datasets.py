@@ -375,3 +375,33 @@ def test_make_latent_then_ampute():
     assert (~obs.all(axis=1)).sum() == 70 and obs.any(axis=1).all()
     patterns = {tuple(r) for r in obs[~obs.all(axis=1)]}
     assert patterns <= {p for p in itertools.product([False, True], repeat=3) if 0 < sum(p) < 3}
+
+
+def test_digits_halves_are_the_image_columns():
+    from sklearn.datasets import load_digits
+
+    from sklearn_calmrl.datasets import load_digits_halves
+
+    data, raw = load_digits_halves(), load_digits()
+    assert data.data.shape == (1797, 64) and list(data.modalities) == ["left", "right"]
+    images = raw.images.reshape(-1, 8, 8)
+    np.testing.assert_array_equal(data.data[:, data.modalities["left"]].reshape(-1, 8, 4), images[:, :, :4])
+    np.testing.assert_array_equal(data.data[:, data.modalities["right"]].reshape(-1, 8, 4), images[:, :, 4:])
+    np.testing.assert_array_equal(data.target, raw.target)
+    _check_modalities_cover(data.modalities, {"left": 32, "right": 32}, 64)
+
+
+def test_breast_cancer_views_group_the_ten_measurements():
+    from sklearn.datasets import load_breast_cancer
+
+    from sklearn_calmrl.datasets import load_breast_cancer_views
+
+    data, raw = load_breast_cancer_views(as_frame=True), load_breast_cancer()
+    assert data.data.shape == (569, 30) and list(data.modalities) == ["mean", "error", "worst"]
+    measurements = [f[len("mean "):] for f in raw.feature_names[:10]]
+    for view, cols in data.modalities.items():
+        names = list(data.data.columns[cols])
+        expected = [f"mean {m}" for m in measurements] if view == "mean" else (
+            [f"{m} error" for m in measurements] if view == "error" else [f"worst {m}" for m in measurements])
+        assert names == expected
+        np.testing.assert_array_equal(data.data[names].to_numpy(), raw.data[:, [list(raw.feature_names).index(n) for n in names]])

@@ -19,6 +19,8 @@ from .._modalities import observed_mask, resolve_modalities
 __all__ = [
     "load_multiple_features",
     "load_image_segmentation",
+    "load_digits_halves",
+    "load_breast_cancer_views",
     "ampute_modalities",
     "ampute_modalities_structured",
     "make_latent_modalities",
@@ -191,6 +193,94 @@ def load_image_segmentation(*, as_frame=False):
         _load_descr("image_segmentation.rst"),
         as_frame,
     )
+
+
+def load_digits_halves(*, as_frame=False):
+    """Load scikit-learn's 8x8 digits as two modalities: the left and the right half of each image.
+
+    1797 images of handwritten digits 0-9 (:func:`sklearn.datasets.load_digits`,
+    the UCI "Optical Recognition of Handwritten Digits" test set, CC BY 4.0),
+    split by pixel column: ``left`` holds columns 0-3 of every image row (32
+    features) and ``right`` columns 4-7 (32 features). Nothing is downloaded.
+
+    Parameters
+    ----------
+    as_frame : bool, default=False
+        If True, ``data`` is a DataFrame, ``target`` a Series and ``frame`` both.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        ``data`` (1797, 64): left then right half; ``target`` digit labels;
+        ``modalities`` ``{'left': [0..31], 'right': [32..63]}``;
+        ``feature_names`` ``pixel_<row>_<col>``; ``target_names``; ``DESCR``.
+
+    Examples
+    --------
+    >>> from sklearn_calmrl.datasets import load_digits_halves
+    >>> digits = load_digits_halves()
+    >>> digits.data.shape, list(digits.modalities)
+    ((1797, 64), ['left', 'right'])
+    """
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    images = raw.images.reshape(len(raw.images), 8, 8)
+    blocks = [images[:, :, :4].reshape(-1, 32), images[:, :, 4:].reshape(-1, 32)]
+    names = [f"pixel_{r}_{c}" for half in (range(4), range(4, 8)) for r in range(8) for c in half]
+    descr = (
+        "Digits halves\n=============\n\nscikit-learn's load_digits (1797 8x8 images of handwritten digits, the UCI "
+        "Optical Recognition of Handwritten Digits test set, CC BY 4.0; Alpaydin & Kaynak 1998) split into the "
+        "left half (pixel columns 0-3) and the right half (columns 4-7) of every image.\n"
+    )
+    return _make_bunch(blocks, ("left", "right"), names, raw.target, [str(d) for d in range(10)], descr, as_frame)
+
+
+def load_breast_cancer_views(*, as_frame=False):
+    """Load scikit-learn's breast cancer data as three modalities: means, standard errors and worst values.
+
+    569 tumours (:func:`sklearn.datasets.load_breast_cancer`, the UCI Breast
+    Cancer Wisconsin (Diagnostic) data, CC BY 4.0) described by ten
+    measurements of the cell nuclei, each summarised three ways: ``mean`` (the
+    10 "mean ..." features), ``error`` (the 10 "... error" standard errors) and
+    ``worst`` (the 10 "worst ..." values). Nothing is downloaded.
+
+    Parameters
+    ----------
+    as_frame : bool, default=False
+        If True, ``data`` is a DataFrame, ``target`` a Series and ``frame`` both.
+
+    Returns
+    -------
+    data : :class:`~sklearn.utils.Bunch`
+        ``data`` (569, 30); ``target`` 0 malignant, 1 benign; ``modalities``
+        ``{'mean': [0..9], 'error': [10..19], 'worst': [20..29]}``;
+        ``feature_names``; ``target_names``; ``DESCR``.
+
+    Examples
+    --------
+    >>> from sklearn_calmrl.datasets import load_breast_cancer_views
+    >>> cancer = load_breast_cancer_views()
+    >>> cancer.data.shape, list(cancer.modalities)
+    ((569, 30), ['mean', 'error', 'worst'])
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    raw = load_breast_cancer()
+    names = list(raw.feature_names)
+    views = {
+        "mean": [j for j, f in enumerate(names) if f.startswith("mean ")],
+        "error": [j for j, f in enumerate(names) if f.endswith(" error")],
+        "worst": [j for j, f in enumerate(names) if f.startswith("worst ")],
+    }
+    blocks = [raw.data[:, cols] for cols in views.values()]
+    descr = (
+        "Breast cancer views\n===================\n\nscikit-learn's load_breast_cancer (569 tumours, the UCI Breast "
+        "Cancer Wisconsin (Diagnostic) data, CC BY 4.0; Street, Wolberg & Mangasarian 1993) split into three views of "
+        "the same ten nuclear measurements: their means, standard errors and worst values.\n"
+    )
+    feature_names = [names[j] for cols in views.values() for j in cols]
+    return _make_bunch(blocks, tuple(views), feature_names, raw.target, raw.target_names, descr, as_frame)
 
 
 # --------------------------------------------------------------------------- #
