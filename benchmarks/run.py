@@ -24,7 +24,9 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="all", choices=["multiple_features", "image_segmentation", "all"])
+    p.add_argument("--dataset", nargs="+", default=["all"],
+                   choices=["multiple_features", "image_segmentation", "digits_halves", "breast_cancer_views", "all"],
+                   help="one or more data sets (default all four)")
     p.add_argument("--rates", type=float, nargs="+", default=None,
                    help="missingness rates of the random kind (default 0 0.3 0.5 0.7; quick: 0.5 0.7)")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (masks and folds), default 3 (quick: 1)")
@@ -38,9 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--pairs", nargs="+", default=None,
                    help="structured groups as comma-separated modality names, e.g. fou,pix kar,pix "
                         "(single dataset only; default per dataset)")
-    p.add_argument("--retrieval", nargs=2, default=None, metavar=("A", "B"),
-                   help="the two modalities for cross-modal retrieval (single dataset only; default fou kar / "
-                        "shape color)")
+    p.add_argument("--retrieval", nargs="+", default=None, metavar="A,B",
+                   help="modality pairs for cross-modal retrieval, e.g. pix,fac fou,kar (single dataset only; "
+                        "default per dataset)")
     p.add_argument("--methods", nargs="+", default=None, help="subset of methods (default all; quick: reduced list)")
     p.add_argument("--list-methods", action="store_true", help="print the methods and exit")
     p.add_argument("--epochs", type=int, default=None, help="max_epochs for the CalMRL methods (quick: 10)")
@@ -105,10 +107,11 @@ def main(argv=None):
         calmrl_params["max_epochs"] = args.epochs
     elif quick:
         calmrl_params.setdefault("max_epochs", 10)
-    datasets = list(harness.DATASETS) if args.dataset == "all" else [args.dataset]
+    datasets = list(harness.DATASETS) if "all" in args.dataset else list(dict.fromkeys(args.dataset))
     if len(datasets) > 1 and (args.pairs or args.retrieval):
         raise SystemExit("--pairs and --retrieval need a single --dataset")
     pairs = [tuple(p.split(",")) for p in args.pairs] if args.pairs else None
+    retrieval_pairs = [tuple(p.split(",")) for p in args.retrieval] if args.retrieval else None
     tag = args.tag if args.tag is not None else ("quick" if quick else "")
     methods = harness.select_methods(args.methods, quick=quick, log=log)
     command = "python benchmarks/run.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -121,12 +124,12 @@ def main(argv=None):
             t0 = time.perf_counter()
             rows = harness.run_benchmark(
                 dataset, kind=kind, levels=levels, n_seeds=seeds, n_folds=folds, methods=methods,
-                calmrl_params=calmrl_params, retrieval=args.retrieval, pairs=pairs, max_rows=args.max_rows, log=log,
+                calmrl_params=calmrl_params, retrieval=retrieval_pairs, pairs=pairs, max_rows=args.max_rows, log=log,
             )
             wall = time.perf_counter() - t0
             spec = harness.DATASETS[dataset]
             names = list(spec["loader"]().modalities)
-            retrieval = tuple(args.retrieval or spec["retrieval"])
+            retrieval = retrieval_pairs or spec["retrieval"]
             missing = ("random: a fraction `rate` of rows lose a random non-empty proper subset of modalities"
                        if kind == "random" else
                        f"structured: groups {pairs or spec['pairs']}, the rest complete")
@@ -134,7 +137,8 @@ def main(argv=None):
                 f"Command: `{command}`",
                 f"Protocol: {seeds} seed(s) × {folds} stratified folds; {missing}; same masks and folds for every "
                 f"method; representation fitted on training rows inside `Pipeline(rep, StandardScaler(), "
-                f"LogisticRegression(max_iter=2000))`. Retrieval pair: {retrieval[0]} ↔ {retrieval[1]}. "
+                "LogisticRegression(max_iter=2000))`. Retrieval pairs: "
+                + ", ".join(f"{a} ↔ {b}" for a, b in retrieval) + ". "
                 f"CalMRL overrides: {calmrl_params or 'none'}.",
                 env,
                 f"Wall time of this table: {wall:.0f} s.",

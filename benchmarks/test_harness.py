@@ -56,46 +56,51 @@ def test_generalized_cca_recovers_shared_signal():
 
 
 def test_harness_smoke(tmp_path, one_thread):
-    methods = [harness.METHODS_BY_NAME["calmrl-identity"], harness.METHODS_BY_NAME["calmrl-linear"],
-               harness.METHODS_BY_NAME["mean-pca"]]
+    methods = [harness.METHODS_BY_NAME[name] for name in ("calmrl-identity", "calmrl-linear", "mean-pca", "mean-indicator", "cca-mean")]
     rows = harness.run_benchmark(
         "image_segmentation", kind="random", levels=[0.5], n_seeds=1, n_folds=2, methods=methods,
         calmrl_params={"max_epochs": 2, "device": "cpu", "em_max_iter": 20}, max_rows=300,
     )
-    assert len(rows) == 3 * 2
+    assert len(rows) == len(methods) * 2
+    pair = ("shape", "color")
     for row in rows:
         assert row["error"] == "", row["error"]
         assert 0.3 < row["acc"] <= 1.0
-        for key in ("r1_rep", "r5_rep", "nmi"):
-            assert 0.0 <= row[key] <= 1.0
-        assert row["r1_rep"] <= row["r5_rep"]
+        assert 0.0 <= row["r1_rep_shape-color"] <= row["r5_rep_shape-color"] <= 1.0 and 0.0 <= row["nmi"] <= 1.0
         assert -1.0 <= row["ari"] <= 1.0
         assert row["fit_s"] >= 0 and row["transform_s"] >= 0
         assert row["n_obs1"] + row["n_obs2"] == 150
-        assert 0.0 <= row["imp_cos"] <= 2.0
-    linear = [r for r in rows if r["method"] == "calmrl-linear"]
-    assert all(0.0 <= r["r1_emb"] <= 1.0 and 0.0 <= r["r1_lat"] <= 1.0 for r in linear)
-    assert all(r["imp_mse"] >= 0 for r in rows if r["method"] in ("calmrl-identity", "mean-pca"))
-    assert all(math.isnan(r["imp_mse"]) for r in linear)
+        assert 0.0 <= row["imp_cos"] <= 2.0 or (row["method"] == "cca-mean" and math.isnan(row["imp_cos"]))
+    by = {r["method"]: r for r in rows if r["fold"] == 0}
+    assert 0.0 <= by["calmrl-linear"]["r1_emb_shape-color"] <= 1.0 and 0.0 <= by["calmrl-linear"]["r1_lat_shape-color"] <= 1.0
+    assert math.isnan(by["calmrl-identity"]["r1_emb_shape-color"])  # raw blocks of other widths: no embedding recall
+    assert 0.0 <= by["cca-mean"]["r1_lat_shape-color"] <= 1.0  # two-view CCA on the co-observed training rows
+    assert harness.best_recall(by["calmrl-linear"], pair)[1] in harness.RETRIEVAL_KINDS
+    assert 0.0 <= by["calmrl-linear"]["anchor_cal"] and 0.0 <= by["calmrl-linear"]["anchor_obs"]
+    assert math.isnan(by["mean-pca"]["anchor_cal"])
+    assert all(by[m]["imp_mse"] >= 0 for m in ("calmrl-identity", "mean-pca", "mean-indicator"))
+    assert math.isnan(by["calmrl-linear"]["imp_mse"])
 
     md = harness.markdown_tables(rows, dataset="image_segmentation", kind="random", levels=[0.5],
-                                 names=["shape", "color"], retrieval=("shape", "color"))
+                                 names=["shape", "color"], retrieval=[pair])
     for method in ("calmrl-identity", "calmrl-linear", "mean-pca"):
         assert f"| {method} |" in md
-    assert "rate 0.5" in md and "R@1 lat" in md and "2 obs" in md
+    assert "rate 0.5" in md and "Recall@1 shape ↔ color" in md and "emb " in md and "2 obs" in md
     harness.write_csv(rows, tmp_path / "out.csv")
     lines = (tmp_path / "out.csv").read_text().splitlines()
     assert len(lines) == 1 + len(rows) and "acc_obs1" in lines[0]
 
 
-def test_structured_kind_runs(one_thread):
+@pytest.mark.parametrize("dataset", ["digits_halves", "breast_cancer_views"])
+def test_structured_kind_runs(one_thread, dataset):
     rows = harness.run_benchmark(
-        "image_segmentation", kind="structured", levels=[0.2], n_seeds=1, n_folds=2,
-        methods=[harness.METHODS_BY_NAME["concat-mean"], harness.METHODS_BY_NAME["cca-mean"]], max_rows=200,
+        dataset, kind="structured", levels=[0.2], n_seeds=1, n_folds=2,
+        methods=[harness.METHODS_BY_NAME["knn-concat"], harness.METHODS_BY_NAME["cca-mean"]], max_rows=200,
     )
     assert all(r["error"] == "" for r in rows)
-    # Only the complete rows observe both modalities: about 20% of the 100 test rows per fold.
-    assert all(10 <= r["n_retrieval"] <= 30 for r in rows)
+    # The pair that co-occurs only in the complete rows: about 20% of the 100 test rows per fold.
+    tag = harness.pair_name(harness.DATASETS[dataset]["retrieval"][-1])
+    assert all(10 <= r[f"n_retrieval_{tag}"] <= 30 for r in rows)
     assert all(r["complete_fraction"] == 0.2 for r in rows)
 
 
