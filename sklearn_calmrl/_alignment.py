@@ -32,7 +32,9 @@ __all__ = [
     "gram_volume",
     "leading_direction",
     "make_alignment_loss",
+    "pair_infonce",
     "pmrl_loss",
+    "pmrl_terms",
 ]
 
 
@@ -164,58 +166,107 @@ def leading_direction(Z, observed=None, *, eps=1e-6):
     return torch.cat(u_parts)[order], torch.cat(s_parts)[order]
 
 
-def pmrl_loss(Z, *, tau_intra=0.05, tau_inter=0.1, observed=None, eps=1e-6):
-    """PMRL alignment loss ``L_intra + L_inter`` [design 4.1].
+def pmrl_terms(Z, *, tau_intra=0.3, tau_inter=0.1, observed=None, eps=1e-6):
+    """The two PMRL terms ``{'intra': L_intra, 'inter': L_inter}`` [design 4.1].
 
-    ``L_intra = mean_i CE(s_i / tau_intra, target=0)`` pushes the top singular
-    value of each sample's modality matrix up (all modalities coinciding);
+    ``L_intra = mean_i CE(shat_i / tau_intra, target=0)`` with the singular
+    values normalized by the sample's column energy,
+    ``shat_i = s_i / sqrt(sum_j s_ij^2)``, pushes the top singular value of each
+    sample's modality matrix up (all modalities coinciding);
     ``L_inter = mean_i CE(u_i . u_j / tau_inter over j, target=i)`` makes the
-    leading directions ``u_i`` of different samples distinguishable.
+    leading directions ``u_i`` of different samples distinguishable. ``shat``
+    lies in ``[0, 1]`` whatever the number of modalities and the norms of the
+    columns, so one temperature keeps ``L_intra`` carrying gradient (at
+    ``tau_intra=0.05`` on raw unit-column singular values the softmax is one-hot
+    and ``L_intra`` has no gradient).
 
     Parameters
     ----------
     Z : torch.Tensor of shape (B, k, d)
-        Unit-norm (calibrated) representations.
-    tau_intra : float, default=0.05
-        Temperature of the singular-value softmax (``tau1``).
+        Calibrated representations (observed columns of unit norm, imputed ones
+        of norm at most 1).
+    tau_intra : float, default=0.3
+        Temperature of the softmax over the normalized singular values.
     tau_inter : float, default=0.1
-        Temperature of the contrastive term on leading directions (``tau2``).
+        Temperature of the contrastive term on leading directions.
     observed : torch.Tensor of shape (B, k), dtype bool, default=None
         If given, singular values and directions use each sample's observed
-        columns only (grouped by missingness pattern). ``L_intra`` averages
-        over samples with at least one observed column (a single observed
-        column contributes 0); ``L_inter`` contrasts all those samples
-        together. Samples with no observed column are ignored.
+        columns only (grouped by missingness pattern; the uncalibrated ablation,
+        [design 4.4]). ``L_intra`` averages over samples with at least two
+        observed columns; ``L_inter`` contrasts all samples with at least one.
     eps : float, default=1e-6
         See :func:`leading_direction`.
 
     Returns
     -------
-    loss : torch.Tensor of shape ()
-        Scalar loss; a zero with a ``grad_fn`` when no sample has an observed
-        column.
+    dict of str to torch.Tensor of shape ()
+        Zeros with a ``grad_fn`` where no sample qualifies.
     """
     u, s = leading_direction(Z, observed, eps=eps)
-    if observed is None:
-        return _pmrl_from_parts(u, s, torch.full_like(s, True, dtype=torch.bool), tau_intra, tau_inter)
-    observed = _check_observed(observed, Z)
-    n_obs = observed.sum(dim=1)
-    valid = n_obs > 0
-    if not bool(valid.any()):
-        return Z.sum() * 0
-    mask = torch.arange(Z.shape[1], device=Z.device) < n_obs.unsqueeze(1)  # real (unpadded) singular values
-    return _pmrl_from_parts(u[valid], s[valid], mask[valid], tau_intra, tau_inter)
+    n_real = torch.full((Z.shape[0],), Z.shape[1], device=Z.device)
+    if observed is not None:
+        n_real = _check_observed(observed, Z).sum(dim=1)
+    mask = torch.arange(Z.shape[1], device=Z.device) < n_real.unsqueeze(1)  # real (unpadded) singular values
+    s = torch.where(mask, s, torch.zeros((), dtype=s.dtype, device=s.device))
+    s_hat = s / torch.sqrt((s * s).sum(dim=1, keepdim=True)).clamp_min(1e-12)  # [design 4.1] shat = s / sqrt(sum_j s_j^2)
+    zero = Z.sum() * 0
+    several, some = n_real > 1, n_real > 0
+    l_intra, l_inter = zero, zero
+    if bool(several.any()):
+        logits_intra = (s_hat[several] / tau_intra).masked_fill(~mask[several], float("-inf"))  # [design 4.1] shat_i / tau1
+        target_intra = torch.zeros(int(several.sum()), dtype=torch.long, device=Z.device)
+        l_intra = F.cross_entropy(logits_intra, target_intra)  # [design 4.1] L_intra = mean_i CE(shat_i/tau1, 0)
+    if bool(some.any()):
+        u = u[some]
+        logits_inter = u @ u.T / tau_inter  # [design 4.1] u_i^T u_j / tau2
+        l_inter = F.cross_entropy(logits_inter, torch.arange(u.shape[0], device=Z.device))  # [design 4.1] L_inter
+    return {"intra": l_intra, "inter": l_inter}
 
 
-def _pmrl_from_parts(u, s, mask, tau_intra, tau_inter):
-    """PMRL loss from leading directions, singular values and a mask of real singular values."""
-    logits_intra = (s / tau_intra).masked_fill(~mask, float("-inf"))  # [design 4.1] s_i / tau1
-    target_intra = torch.zeros(s.shape[0], dtype=torch.long, device=s.device)
-    l_intra = F.cross_entropy(logits_intra, target_intra)  # [design 4.1] L_intra = mean_i CE(s_i/tau1, 0)
-    logits_inter = u @ u.T / tau_inter  # [design 4.1] u_i^T u_j / tau2
-    target_inter = torch.arange(u.shape[0], device=u.device)
-    l_inter = F.cross_entropy(logits_inter, target_inter)  # [design 4.1] L_inter = mean_i CE(., target=i)
-    return l_intra + l_inter  # [design 4.1] L = L_intra + L_inter
+def pmrl_loss(Z, *, tau_intra=0.3, tau_inter=0.1, observed=None, eps=1e-6):
+    """PMRL alignment loss ``L_intra + L_inter`` [design 4.1]; see :func:`pmrl_terms`.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+    """
+    terms = pmrl_terms(Z, tau_intra=tau_intra, tau_inter=tau_inter, observed=observed, eps=eps)
+    return terms["intra"] + terms["inter"]  # [design 4.1] L = L_intra + L_inter
+
+
+def pair_infonce(Z, observed, *, tau=0.1):
+    """Symmetric InfoNCE over every pair of modalities, on the rows that observe both [design 4.6].
+
+    For modalities ``a < b`` and the ``n_ab`` rows observing both, the logits
+    are ``<z_i^a, z_j^b> / tau`` and the loss is the cross-entropy towards
+    ``j = i`` along rows and columns (CLIP); pairs are averaged with weights
+    ``n_ab``. Only observed representations enter (the tabular stand-in for the
+    paper's matching loss on observed modalities).
+
+    Parameters
+    ----------
+    Z : list of torch.Tensor of shape (B, d)
+        Unit representations per modality (anything where unobserved).
+    observed : torch.Tensor of shape (B, k), dtype bool
+    tau : float, default=0.1
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        A zero with a ``grad_fn`` when no pair is observed on two rows.
+    """
+    total, weight = Z[0].sum() * 0, 0
+    for a in range(len(Z)):
+        for b in range(a + 1, len(Z)):
+            rows = observed[:, a] & observed[:, b]
+            n = int(rows.sum())
+            if n < 2:
+                continue
+            logits = Z[a][rows] @ Z[b][rows].T / tau  # [design 4.6] <z_i^a, z_j^b> / tau
+            target = torch.arange(n, device=logits.device)
+            total = total + n * 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+            weight += n
+    return total / max(weight, 1)
 
 
 def _volume_from_gram(G, eps):
@@ -317,29 +368,31 @@ def gram_loss(Z, *, log_tau, anchor=0, label_smoothing=0.1, observed=None, eps=1
 
 
 class PMRLLoss(torch.nn.Module):
-    """PMRL alignment loss as a module (no parameters); see :func:`pmrl_loss`.
+    """PMRL alignment loss as a module (no parameters); see :func:`pmrl_terms`.
 
     Parameters
     ----------
-    tau_intra : float, default=0.05
-        Temperature of the singular-value softmax.
+    tau_intra : float, default=0.3
+        Temperature of the softmax over the normalized singular values.
     tau_inter : float, default=0.1
         Temperature of the contrastive term on leading directions.
     eps : float, default=1e-6
         Added to the eigenvalues before the square root.
     """
 
-    def __init__(self, *, tau_intra=0.05, tau_inter=0.1, eps=1e-6):
+    def __init__(self, *, tau_intra=0.3, tau_inter=0.1, eps=1e-6):
         super().__init__()
         self.tau_intra = tau_intra
         self.tau_inter = tau_inter
         self.eps = eps
 
+    def terms(self, Z, observed=None):
+        """``{'intra': ..., 'inter': ...}`` of ``Z`` (shape ``(B, k, d)``) and the optional mask."""
+        return pmrl_terms(Z, tau_intra=self.tau_intra, tau_inter=self.tau_inter, observed=observed, eps=self.eps)
+
     def forward(self, Z, observed=None):
-        """Return :func:`pmrl_loss` of ``Z`` (shape ``(B, k, d)``) and the optional mask."""
-        return pmrl_loss(
-            Z, tau_intra=self.tau_intra, tau_inter=self.tau_inter, observed=observed, eps=self.eps
-        )
+        """The sum of :meth:`terms`."""
+        return sum(self.terms(Z, observed).values())
 
 
 class GRAMLoss(torch.nn.Module):
@@ -371,16 +424,17 @@ class GRAMLoss(torch.nn.Module):
         self.label_smoothing = label_smoothing
         self.eps = eps
 
+    def terms(self, Z, observed=None):
+        """``{'gram': loss}`` of ``Z`` (shape ``(B, k, d)``) and the optional mask."""
+        return {
+            "gram": gram_loss(
+                Z, log_tau=self.log_tau, anchor=self.anchor, label_smoothing=self.label_smoothing, observed=observed, eps=self.eps
+            )
+        }
+
     def forward(self, Z, observed=None):
         """Return :func:`gram_loss` of ``Z`` (shape ``(B, k, d)``) and the optional mask."""
-        return gram_loss(
-            Z,
-            log_tau=self.log_tau,
-            anchor=self.anchor,
-            label_smoothing=self.label_smoothing,
-            observed=observed,
-            eps=self.eps,
-        )
+        return self.terms(Z, observed)["gram"]
 
 
 _LOSSES = {"pmrl": PMRLLoss, "gram": GRAMLoss}

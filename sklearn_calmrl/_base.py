@@ -9,6 +9,7 @@ they build); everything here works for both.
 import copy
 import functools
 import hashlib
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -84,6 +85,20 @@ def _chunk_key(X):
     h.update(repr((X.shape, X.dtype.str)).encode())
     h.update(np.ascontiguousarray(X).data)
     return h.hexdigest()
+
+
+class _Chunk(NamedTuple):
+    """One chunk of inference: representations and blocks, raw and calibrated, with their posteriors."""
+
+    Z: list
+    observed: torch.Tensor
+    Zhat: list
+    post: object
+    params: object
+    B: list
+    Bhat: list
+    block_post: object
+    block_params: object
 
 
 def _n_rows(X):
@@ -202,11 +217,11 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         warn_disconnected(observed[keep], [name for name, _ in blocks])
 
         standardization = feature_statistics(X, blocks, observed, self.standardize)  # [design 1]
-        rng = check_random_state(self.random_state)
-        trainer = Trainer(cfg, device=resolve_device(self.device), seed=int(rng.randint(np.iinfo(np.int32).max)))
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
         Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
         obs = torch.as_tensor(observed[keep], device=trainer.device)
-        trainer.fit(trainer.start(Xs, obs), obs, rng=rng)
+        trainer.fit(Xs, obs)
 
         self._set_fitted(blocks, standardization, trainer, n_rows=int(keep.sum()))
         return self
@@ -277,7 +292,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             return self
         Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
         obs = torch.as_tensor(observed[keep], device=trainer.device)
-        if not trainer.partial_fit(trainer.start(Xs, obs) if first else trainer.tensors(Xs), obs, _chunk_key(X)):
+        if not trainer.partial_fit(Xs, obs, _chunk_key(X)):
             return self  # the chunk diverged: the model is left as it was
         seen = self.n_samples_seen_ if trainer.history.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self._set_fitted(blocks, standardization, trainer, n_rows=seen + int(keep.sum()))
@@ -312,14 +327,18 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         return X, blocks, observed
 
     def _chunks(self, X, blocks, observed):
-        """Yield ``(Z, observed, Zhat, posterior, params)`` per chunk of ``CHUNK`` rows, float64, no gradients.
+        """Yield a :class:`_Chunk` per ``CHUNK`` rows, float64, no gradients.
 
+        ``Z``/``Zhat`` are the (calibrated) representations of the latent model
+        ``params``; ``Bhat`` the calibrated standardized blocks of the closed-form
+        model of the blocks (the same as ``Zhat`` for ``encoder='identity'``).
         ``X`` is validated (:meth:`_inference_input`). Standardization, encoding
         and the E-step all happen chunk by chunk, so the working set beyond the
         input and the output is a few chunks.
         """
         trainer = self._trainer_
         params = trainer.params.to(dtype=torch.float64, device=self.device_)
+        block_params = trainer.block_params.to(dtype=torch.float64, device=self.device_)
         # a float64 copy per call: batch-size-independent rows, and threads never share a module
         encoders = copy.deepcopy(trainer.encoders).to(device=self.device_, dtype=torch.float64) if trainer.deep else None
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
@@ -327,11 +346,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             for s in range(0, X.shape[0], CHUNK):
                 obs = torch.as_tensor(observed[s : s + CHUNK], device=self.device_)
                 Xs = standardized_blocks(X[s : s + CHUNK], blocks, observed[s : s + CHUNK], *standardization)
-                Z = [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
-                if encoders is not None:
-                    Z = encode(encoders, Z, obs)
-                Zhat, post = calibrated(Z, obs, params, normalize_imputed=trainer.deep and trainer.cfg.normalize_imputed)
-                yield Z, obs, Zhat, post, params
+                B = [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
+                Bhat, block_post = calibrated(B, obs, block_params)  # [design 2.3] on the blocks
+                if encoders is None:
+                    yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params)
+                    continue
+                Z = encode(encoders, B, obs)
+                Zhat, post = calibrated(Z, obs, params, max_norm=1.0)  # [design 2.3] on the representations
+                yield _Chunk(Z, obs, Zhat, post, params, B, Bhat, block_post, block_params)
 
     @_threaded
     def transform(self, X):
@@ -349,11 +371,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         dtype = _output_dtype(X)
         result, start = None, 0
-        for _, _, Zhat, post, _ in self._chunks(*self._inference_input(X)):
+        for chunk in self._chunks(*self._inference_input(X)):
+            Zhat, Bhat, post = chunk.Zhat, chunk.Bhat, chunk.post
             if self.output == "latent":
                 out = post.mean
-            elif self.output == "concat":
+            elif self.output == "embeddings" or (self.output == "concat" and Zhat is Bhat):
                 out = torch.cat(Zhat, dim=1)
+            elif self.output == "concat":
+                out = torch.cat(Zhat + Bhat, dim=1)
             elif self.output == "mean":
                 out = torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
             else:
@@ -385,14 +410,16 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         reps, variances = self._imputed(*self._inference_input(X), return_variance)
         return (reps, variances) if return_variance else reps
 
-    def _imputed(self, X, blocks, observed, return_variance):
-        """Calibrated representations (and predictive variances, 0 where observed) of validated ``X``, by modality."""
+    def _imputed(self, X, blocks, observed, return_variance, *, level="representations"):
+        """Calibrated representations, or (``level='blocks'``) standardized blocks, of validated ``X`` by modality,
+        with their predictive variances (0 where observed)."""
         reps, variances = [], []
-        for _, obs, Zhat, post, params in self._chunks(X, blocks, observed):
+        for chunk in self._chunks(X, blocks, observed):
+            Zhat, post, params = (chunk.Zhat, chunk.post, chunk.params) if level == "representations" else (chunk.Bhat, chunk.block_post, chunk.block_params)
             reps.append([z.cpu().numpy() for z in Zhat])
             if return_variance:
                 var = predictive_variance(post, params)
-                variances.append([torch.where(obs[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
+                variances.append([torch.where(chunk.observed[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
         names = list(self.modalities_)
         stack = lambda parts: {name: np.concatenate([p[m] for p in parts]) for m, name in enumerate(names)}  # noqa: E731
         return stack(reps), (stack(variances) if return_variance else None)
@@ -405,9 +432,10 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         blocks under the closed-form model (``W_m E[b | observed] + mu_m``,
         un-standardized); observed values are returned as they are, and NaNs
         inside an observed block get the feature's training mean (as in
-        :meth:`transform`). Only for the model of the blocks themselves
-        (:class:`MultiViewPPCA`, or ``CalMRLTransformer(encoder='identity')``):
-        torch encoders impute representations, see :meth:`impute_representations`.
+        :meth:`transform`). The model is the closed-form model of the
+        standardized blocks: the whole model of :class:`MultiViewPPCA` and of
+        ``encoder='identity'``, the encoders' start for torch encoders
+        (:meth:`impute_representations` imputes their representations).
 
         Parameters
         ----------
@@ -427,15 +455,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         std : ndarray of shape (n_samples, n_features)
             Only when ``return_std``.
         """
-        check_is_fitted(self)
-        if self._trainer_.deep:
-            raise ValueError(
-                "impute fills in features, which needs the closed-form model of the blocks themselves: use "
-                "MultiViewPPCA or CalMRLTransformer(encoder='identity'). With torch encoders, "
-                "impute_representations imputes the missing modalities' representations."
-            )
         X_checked, blocks, observed = self._inference_input(X)
-        reps, variances = self._imputed(X_checked, blocks, observed, return_variance=True)
+        reps, variances = self._imputed(X_checked, blocks, observed, return_variance=True, level="blocks")
         filled = np.array(X_checked, dtype=np.float64)
         std = np.zeros_like(filled)
         for m, (name, idx) in enumerate(blocks):
@@ -464,7 +485,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         ndarray of shape (n_samples,)
         """
         chunks = self._chunks(*self._inference_input(X))
-        return np.concatenate([log_likelihood(Z, obs, params, post).cpu().numpy() for Z, obs, _, post, params in chunks])
+        return np.concatenate([log_likelihood(c.Z, c.observed, c.params, c.post).cpu().numpy() for c in chunks])
 
     def score(self, X, y=None):
         """Mean observed-data log-likelihood of the samples' representations [design 2.5].
@@ -484,8 +505,10 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         """Names of the output columns.
 
-        ``latent0..``, ``anchor0..``, ``mean0..``, or ``<modality>_<j>`` for
-        ``output='concat'``.
+        The calibrated blocks keep the input's feature names (``x0, x1, ...``
+        without them), modality by modality; representations are
+        ``<modality>_emb<j>``; ``latent<j>``, ``anchor<j>`` and ``mean<j>`` for
+        the other outputs.
 
         Parameters
         ----------
@@ -497,9 +520,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         ndarray of str objects
         """
         check_is_fitted(self)
-        _check_feature_names_in(self, input_features, generate_names=False)
+        inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
+        blocks = [inputs[j] for idx in self.modalities_.values() for j in idx]  # the calibrated blocks
+        embeddings = [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[0])]
+        deep = self._trainer_.deep
         if self.output == "concat":
-            names = [f"{name}_{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[0])]
+            names = embeddings + blocks if deep else blocks
+        elif self.output == "embeddings":
+            names = embeddings if deep else blocks
         elif self.output == "latent":
             names = [f"latent{j}" for j in range(self.components_[0].shape[1])]
         else:

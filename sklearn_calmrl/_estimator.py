@@ -39,87 +39,87 @@ class CalMRLTransformer(MultimodalBase):
         means one block of all columns. A list of per-modality arrays passed to
         ``fit`` sets the blocks itself (leave ``modalities=None``).
     encoder : {'linear', 'mlp', 'identity'}, default='linear'
-        Per-modality encoder. Both torch encoders start from a closed-form
-        linear map (see ``encoder_init``; the MLP adds a zero-initialised
-        residual branch). ``'identity'`` trains no network: the closed-form
-        multi-view probabilistic PCA on the standardized blocks, as
-        :class:`MultiViewPPCA`; then only ``latent_dim``, ``noise``, ``output``,
-        ``standardize``, ``partial_nan``, ``em_max_iter``, ``em_tol``,
-        ``device``, ``random_state`` and ``verbose`` are used.
+        Per-modality encoder. Both torch encoders start from the closed-form
+        model of the blocks: encoder m's outputs start as the posterior-mean map
+        ``x^m -> E[b | x^m]``, so all modalities start in one coordinate system
+        [design 7.1] (the MLP adds a zero-initialised residual branch).
+        ``'identity'`` trains no network: the closed-form model of the
+        standardized blocks alone, as :class:`MultiViewPPCA`; then only
+        ``latent_dim``, ``noise``, ``output``, ``standardize``, ``partial_nan``,
+        ``em_max_iter``, ``em_tol``, ``device``, ``n_jobs``, ``random_state``
+        and ``verbose`` are used.
     latent_dim : int, default=32
-        Dimension ``q`` of the shared latent ``b``.
-    embed_dim : int, default=64
-        Dimension ``d`` of each modality's representation. Only used by the
-        torch encoders (``'identity'`` keeps each block's own width).
+        Dimension ``q`` of the shared latent ``b``. A block may be narrower.
+    embed_dim : int or None, default=None
+        Dimension ``d`` of each modality's representation (torch encoders).
+        None means ``latent_dim``: every output is a shared latent coordinate.
+        Larger values add outputs that start on the block's own principal
+        axes (modality-private directions); smaller values are an error.
     hidden_layer_sizes : tuple of int, default=(128,)
         Hidden widths of the residual branch. Only used when ``encoder='mlp'``.
-    encoder_init : {'ppca', 'pca'}, default='ppca'
-        How the torch encoders start. 'ppca' fits the closed-form model of
-        ``encoder='identity'`` first and sets the first ``latent_dim`` outputs of
-        encoder m to the posterior-mean map ``x^m -> E[b | x^m]``, so all
-        modalities start aligned in one latent coordinate system; the other
-        outputs (and all of them with 'pca') project on the block's principal
-        axes [design 7].
     alignment : {'pmrl', 'gram'}, default='pmrl'
         Alignment objective on the calibrated representations [design 4].
     calibrate : bool, default=True
         Align observed plus imputed representations (CalMRL). False aligns the
         observed modalities only (the paper's uncalibrated ablation).
-    output : {'concat', 'latent', 'anchor', 'mean'}, default='concat'
-        What :meth:`transform` returns [design 5]: the ``k`` calibrated
-        representations side by side, the latent posterior mean ``m_i``
-        (``latent_dim`` columns), the leading left singular vector ``u_i`` of the
-        calibrated columns, or their normalized mean.
+    output : {'concat', 'embeddings', 'latent', 'anchor', 'mean'}, default='concat'
+        What :meth:`transform` returns [design 5]. ``'concat'``: the ``k``
+        calibrated representations side by side, then (torch encoders) the
+        calibrated standardized blocks of the closed-form model, which keep the
+        modality-specific detail a downstream model may need. ``'embeddings'``:
+        the calibrated representations only. ``'latent'``: the latent posterior
+        mean (``latent_dim`` columns). ``'anchor'``: the leading left singular
+        vector of the calibrated representations. ``'mean'``: their normalized
+        mean.
     noise : {'isotropic', 'diagonal', 'shared'}, default='isotropic'
-        Noise model of the latent model: ``s_m^2 I`` per modality, a diagonal per
-        modality (factor analysis), or one ``s^2`` for all [design 2.4].
-    max_epochs : int, default=20
-        Maximum number of training epochs.
-    batch_size : int, default=256
+        Noise model of the latent models: ``s_m^2 I`` per modality, a diagonal
+        per modality (factor analysis), or one ``s^2`` for all [design 2.4].
+    max_epochs : int, default=30
+        Number of training epochs (the maximum with ``early_stopping``).
+    batch_size : int, default=128
         Mini-batch size of the gradient steps.
-    learning_rate : float, default=1e-4
+    learning_rate : float, default=3e-3
         Adam learning rate of the encoders, at most 1e30 (larger steps overflow
         float32). A step that makes a weight non-finite stops training with a
         RuntimeWarning and keeps the last completed epoch.
+    pair_weight : float or None, default=None
+        Weight of a symmetric InfoNCE term over every pair of modalities observed
+        together [design 4.6] (the tabular stand-in for the paper's matching
+        loss). None means 0 with ``alignment='pmrl'`` and 1 with ``'gram'``,
+        whose volume cannot tell a vector from its opposite.
+    tau_intra, tau_inter : float, default=0.3, 0.1
+        PMRL temperatures of the singular-value term (on singular values
+        normalized to ``[0, 1]``) and of the inter-sample term. Only used when
+        ``alignment='pmrl'`` (GRAM learns its own temperature).
     em_every : int, default=1
-        Re-encode every row and refresh the latent model with
-        ``em_refresh_iter`` EM iterations every ``em_every`` epochs. 0 uses
-        streaming EM instead: one M-step per epoch from the sufficient
-        statistics summed over that epoch's mini-batches (no re-encoding, for
-        large data) [design 3].
-    em_refresh_iter : int, default=3
-        EM iterations per refresh (``em_every >= 1``).
+        Re-encode every row and refresh the latent model of the representations
+        with 3 EM iterations every ``em_every`` epochs. 0 uses streaming EM
+        instead: one M-step per epoch from the sufficient statistics summed over
+        that epoch's mini-batches (no re-encoding, for large data) [design 3.1].
     em_max_iter : int, default=200
-        Maximum EM iterations of the initial closed-form fit (the only fit of
-        ``encoder='identity'``).
+        Maximum EM steps of each closed-form fit to convergence (the model of
+        the blocks, the initial model of the representations).
     em_tol : float, default=1e-3
         EM stops when the mean per-sample log-likelihood gains less than this.
-    detach_imputation : bool, default=True
-        Treat imputed columns as calibrated targets: no gradient flows through
-        the imputation into the observed encoders. Only used when
-        ``calibrate=True``.
-    normalize_imputed : bool, default=True
-        Re-normalize imputed representations to unit length, like the encoder
-        outputs. Used in training and in :meth:`transform`.
-    tau_intra, tau_inter : float, default=0.05, 0.1
-        PMRL temperatures of the singular-value and inter-sample terms. Only
-        used when ``alignment='pmrl'`` (GRAM learns its own temperature).
     standardize : bool, default=True
         Standardize every feature on the training rows that observe it.
     partial_nan : {'mean', 'raise'}, default='mean'
         What to do with NaNs inside an otherwise observed block: fill with the
         feature's training mean, or raise a ValueError.
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows, stop when their loss stops
-        improving and restore the best weights.
+        Hold out ``validation_fraction`` of the rows before anything is fitted,
+        monitor their cross-modal Recall@1 after every epoch and restore the
+        best epoch (the start included) [design 3.3]. Off by default: on a few
+        hundred rows the held-out rows cost the closed-form start more than
+        stopping gains.
     validation_fraction : float, default=0.1
         Share of rows held out. Only used when ``early_stopping=True``.
     n_iter_no_change : int, default=10
-        Epochs without an improvement of at least ``tol`` of the monitored loss
-        (validation loss with early stopping, training loss otherwise) before
-        training stops.
+        Epochs without an improvement of the validation score by at least
+        ``tol`` before training stops. Only used when ``early_stopping=True``.
     tol : float, default=1e-4
-        Minimum loss improvement that counts.
+        Minimum improvement of the validation score that counts. Only used
+        when ``early_stopping=True``.
     device : {'auto', 'cpu', 'cuda'}, default='auto'
         Where torch computes; 'auto' uses CUDA when available.
     n_jobs : int, default=None
@@ -131,7 +131,7 @@ class CalMRLTransformer(MultimodalBase):
         setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
         Seeds the encoders' initialisation, the shuffles, the early-stopping
-        split and the latent model's initialisation. The caller's global torch
+        split and the latent models' initialisation. The caller's global torch
         and numpy RNG states are left unchanged.
     verbose : int, default=0
         1 prints a line per closed-form fit (EM steps, log-likelihood, time;
@@ -149,7 +149,7 @@ class CalMRLTransformer(MultimodalBase):
         Standard deviation used to scale each feature (1 when
         ``standardize=False`` or for constant features).
     components_ : list of ndarray of shape (representation_dim, latent_dim)
-        ``W_m`` per modality.
+        ``W_m`` per modality of the latent model of the representations.
     means_ : list of ndarray of shape (representation_dim,)
         ``mu_m`` per modality.
     noise_variance_ : ndarray of shape (n_modalities,)
@@ -159,13 +159,19 @@ class CalMRLTransformer(MultimodalBase):
     encoders_ : torch.nn.ModuleList or None
         The fitted encoders (None for ``encoder='identity'``).
     n_iter_ : int
-        Training epochs run by ``fit`` (EM iterations for
-        ``encoder='identity'``); ``partial_fit`` calls since the first one.
+        Training epochs run by ``fit`` (EM steps for ``encoder='identity'``);
+        ``partial_fit`` calls since the first one.
     loss_curve_ : list of float
         Mean alignment loss per epoch (per ``partial_fit`` call); empty for
         ``encoder='identity'``.
-    validation_loss_curve_ : list of float
-        Loss on the held-out rows per epoch when ``early_stopping``, else empty.
+    loss_terms_curve_ : dict of str to list of float
+        The same, term by term: ``'intra'`` and ``'inter'`` (PMRL) or ``'gram'``,
+        and ``'pair'`` when ``pair_weight > 0``.
+    validation_scores_ : list of float
+        Cross-modal Recall@1 of the held-out rows after every epoch (higher is
+        better) when ``early_stopping``, else empty.
+    best_validation_score_ : float
+        The best of them, the start included (NaN without ``early_stopping``).
     loglik_curve_ : list of float
         Mean observed-data log-likelihood after each closed-form step.
     fit_time_em_ : float
@@ -201,24 +207,21 @@ class CalMRLTransformer(MultimodalBase):
         "modalities": [None, list, tuple, dict],
         "encoder": [StrOptions({"linear", "mlp", "identity"})],
         "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
-        "embed_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "embed_dim": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
-        "encoder_init": [StrOptions({"ppca", "pca"})],
         "alignment": [StrOptions({"pmrl", "gram"})],
         "calibrate": ["boolean"],
-        "output": [StrOptions({"concat", "latent", "anchor", "mean"})],
+        "output": [StrOptions({"concat", "embeddings", "latent", "anchor", "mean"})],
         "noise": [StrOptions(set(NOISE_MODELS))],
         "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, 1e30, closed="right")],
-        "em_every": [Interval(numbers.Integral, 0, None, closed="left")],
-        "em_refresh_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "em_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "em_tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "detach_imputation": ["boolean"],
-        "normalize_imputed": ["boolean"],
+        "pair_weight": [None, Interval(numbers.Real, 0, None, closed="left")],
         "tau_intra": [Interval(numbers.Real, 0, None, closed="neither")],
         "tau_inter": [Interval(numbers.Real, 0, None, closed="neither")],
+        "em_every": [Interval(numbers.Integral, 0, None, closed="left")],
+        "em_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "em_tol": [Interval(numbers.Real, 0, None, closed="left")],
         "standardize": ["boolean"],
         "partial_nan": [StrOptions({"mean", "raise"})],
         "early_stopping": ["boolean"],
@@ -237,24 +240,21 @@ class CalMRLTransformer(MultimodalBase):
         *,
         encoder="linear",
         latent_dim=32,
-        embed_dim=64,
+        embed_dim=None,
         hidden_layer_sizes=(128,),
-        encoder_init="ppca",
         alignment="pmrl",
         calibrate=True,
         output="concat",
         noise="isotropic",
-        max_epochs=20,
-        batch_size=256,
-        learning_rate=1e-4,
+        max_epochs=30,
+        batch_size=128,
+        learning_rate=3e-3,
+        pair_weight=None,
+        tau_intra=0.3,
+        tau_inter=0.1,
         em_every=1,
-        em_refresh_iter=3,
         em_max_iter=200,
         em_tol=1e-3,
-        detach_imputation=True,
-        normalize_imputed=True,
-        tau_intra=0.05,
-        tau_inter=0.1,
         standardize=True,
         partial_nan="mean",
         early_stopping=False,
@@ -271,7 +271,6 @@ class CalMRLTransformer(MultimodalBase):
         self.latent_dim = latent_dim
         self.embed_dim = embed_dim
         self.hidden_layer_sizes = hidden_layer_sizes
-        self.encoder_init = encoder_init
         self.alignment = alignment
         self.calibrate = calibrate
         self.output = output
@@ -279,14 +278,12 @@ class CalMRLTransformer(MultimodalBase):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
-        self.em_every = em_every
-        self.em_refresh_iter = em_refresh_iter
-        self.em_max_iter = em_max_iter
-        self.em_tol = em_tol
-        self.detach_imputation = detach_imputation
-        self.normalize_imputed = normalize_imputed
+        self.pair_weight = pair_weight
         self.tau_intra = tau_intra
         self.tau_inter = tau_inter
+        self.em_every = em_every
+        self.em_max_iter = em_max_iter
+        self.em_tol = em_tol
         self.standardize = standardize
         self.partial_nan = partial_nan
         self.early_stopping = early_stopping
@@ -303,24 +300,29 @@ class CalMRLTransformer(MultimodalBase):
         hidden = tuple(self.hidden_layer_sizes)
         if self.encoder == "mlp" and not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers (layer widths), got {self.hidden_layer_sizes!r}.")
+        embed_dim = self.latent_dim if self.embed_dim is None else self.embed_dim
+        if self.encoder != "identity" and embed_dim < self.latent_dim:
+            raise ValueError(
+                f"embed_dim={embed_dim} is smaller than latent_dim={self.latent_dim}: the encoders start as the "
+                "posterior-mean map onto the latent_dim shared coordinates, which needs embed_dim >= latent_dim "
+                "(embed_dim=None makes them equal)."
+            )
+        pair_weight = self.pair_weight if self.pair_weight is not None else (1.0 if self.alignment == "gram" else 0.0)
         return TrainConfig(
             encoder=self.encoder,
-            embed_dim=self.embed_dim,
+            embed_dim=embed_dim,
             hidden_layer_sizes=hidden,
-            encoder_init=self.encoder_init,
             latent_dim=self.latent_dim,
             alignment=self.alignment,
             calibrate=self.calibrate,
+            pair_weight=pair_weight,
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             em_every=self.em_every,
             em_init_iter=self.em_max_iter,
-            em_refresh_iter=self.em_refresh_iter,
             em_tol=self.em_tol,
             noise=self.noise,
-            detach_imputation=self.detach_imputation,
-            normalize_imputed=self.normalize_imputed,
             tau_intra=self.tau_intra,
             tau_inter=self.tau_inter,
             early_stopping=self.early_stopping,
@@ -334,7 +336,9 @@ class CalMRLTransformer(MultimodalBase):
         super()._set_fitted(blocks, standardization, trainer, n_rows)
         history = trainer.history
         self.loss_curve_ = list(history.loss_curve)
-        self.validation_loss_curve_ = list(history.validation_loss_curve)
+        self.loss_terms_curve_ = {name: list(values) for name, values in history.loss_terms.items()}
+        self.validation_scores_ = list(history.validation_scores)
+        self.best_validation_score_ = history.best_validation_score
         self.fit_time_em_ = history.time_em
         self.fit_time_gradient_ = history.time_gradient
 

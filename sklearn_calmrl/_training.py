@@ -4,13 +4,13 @@ Closed-form steps (E/M on the latent model, :mod:`sklearn_calmrl._latent`) alter
 with gradient steps of the alignment loss (:mod:`sklearn_calmrl._alignment`) on the
 calibrated representations: observed columns from the encoders, missing columns
 imputed from the posterior of the shared latent. With ``encoder='identity'`` there
-are no encoders and only the closed-form steps run.
+are no encoders and only the closed-form model of the blocks is fitted.
 
-:class:`Trainer` holds everything the loop carries (encoders, loss, optimizer, latent
-parameters, running EM statistics, curves and timings); ``fit`` runs
-:meth:`Trainer.fit` (epochs over all rows) and ``partial_fit`` runs
-:meth:`Trainer.partial_fit` (one pass over a chunk and one incremental M-step).
-Optimizers are constructed here and nowhere else.
+:class:`Trainer` holds everything the loop carries (the closed-form model of the
+blocks, encoders, loss, optimizer, the latent model of the representations, running
+EM statistics, curves and timings); ``fit`` runs :meth:`Trainer.fit` (epochs over all
+rows) and ``partial_fit`` runs :meth:`Trainer.partial_fit` (one pass over a chunk and
+one incremental M-step). Optimizers are constructed here and nowhere else.
 
 References ``[design x.y]`` point into ``doc/design.rst``.
 """
@@ -18,13 +18,14 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
-from ._alignment import make_alignment_loss
+from ._alignment import make_alignment_loss, pair_infonce
 from ._encoders import make_encoders
 from ._latent import (
     RunningStatistics,
@@ -45,6 +46,7 @@ __all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_
 CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the working set
 STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations instead of caching them
 INIT_ROWS = 20000  # rows used to initialise the representation-level latent model [design 2.6]
+EM_REFRESH_ITER = 3  # EM iterations of each per-epoch refresh [design 3.1]
 
 
 @dataclass
@@ -52,23 +54,20 @@ class TrainConfig:
     """Hyper-parameters of the loop (the estimator's parameters of the same names)."""
 
     encoder: str = "linear"
-    embed_dim: int = 64
+    embed_dim: int = 32
     hidden_layer_sizes: Tuple[int, ...] = (128,)
-    encoder_init: str = "ppca"
     latent_dim: int = 32
     alignment: str = "pmrl"
     calibrate: bool = True
-    max_epochs: int = 20
-    batch_size: int = 256
-    learning_rate: float = 1e-4
+    pair_weight: float = 0.0
+    max_epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 3e-3
     em_every: int = 1
     em_init_iter: int = 200
-    em_refresh_iter: int = 3
     em_tol: float = 1e-3
     noise: str = "isotropic"
-    detach_imputation: bool = True
-    normalize_imputed: bool = True
-    tau_intra: float = 0.05
+    tau_intra: float = 0.3
     tau_inter: float = 0.1
     early_stopping: bool = False
     validation_fraction: float = 0.1
@@ -82,7 +81,9 @@ class History:
     """What training recorded: curves, counts and the time spent in each kind of step."""
 
     loss_curve: List[float] = field(default_factory=list)
-    validation_loss_curve: List[float] = field(default_factory=list)
+    loss_terms: Dict[str, List[float]] = field(default_factory=dict)  # per-epoch mean of each loss term
+    validation_scores: List[float] = field(default_factory=list)
+    best_validation_score: float = float("nan")
     loglik_curve: List[float] = field(default_factory=list)
     n_iter: int = 0  # epochs (fit), calls (partial_fit), EM iterations (identity fit)
     time_em: float = 0.0
@@ -102,18 +103,20 @@ def encode(encoders, X, observed):
     ]
 
 
-def calibrated(Z, observed, params, *, normalize_imputed=True, post=None):
+def calibrated(Z, observed, params, *, max_norm=None, post=None):
     """Observed columns kept, missing columns imputed as ``W_m m_i + mu_m`` [design 2.3].
 
-    ``Z`` is in the dtype of ``params`` (float64 for the closed-form step); the
-    imputed columns are re-normalized to unit length when ``normalize_imputed``.
+    ``Z`` is in the dtype of ``params`` (float64 for the closed-form step). With
+    ``max_norm`` (unit encoder outputs), an imputed vector longer than that is
+    shortened to it; a shorter one keeps the norm the posterior shrank it to, so
+    an uncertain imputation weighs less in the alignment than an observed column.
     Returns the calibrated list and the posterior.
     """
     if post is None:
         post = posterior(Z, observed, params)
     Zhat = impute(post.mean, params)  # zhat^m' = W_m' m_i + mu_m'  [design 2.3]
-    if normalize_imputed:
-        Zhat = [F.normalize(z, dim=1) for z in Zhat]
+    if max_norm is not None:
+        Zhat = [z / (z.norm(dim=1, keepdim=True) / max_norm).clamp_min(1.0) for z in Zhat]  # ||zhat|| <= max_norm
     return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))], post
 
 
@@ -127,6 +130,24 @@ def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
         for s in range(0, observed.shape[0], chunk_size)
     ]
     return [torch.cat([p[m] for p in parts]).to(dtype) for m in range(len(X))]
+
+
+def alignment_score(Z, observed, min_rows=3):
+    """Mean symmetric cross-modal Recall@1 over the modality pairs observed together on ``min_rows`` rows [design 3.3].
+
+    ``Z`` are unit representations per modality; None when no pair qualifies.
+    """
+    scores = []
+    for a in range(len(Z)):
+        for b in range(a + 1, len(Z)):
+            rows = observed[:, a] & observed[:, b]
+            if int(rows.sum()) < min_rows:
+                continue
+            S = Z[a][rows] @ Z[b][rows].T
+            hit = torch.diagonal(S)
+            recall = 0.5 * ((S.max(dim=1).values <= hit).double().mean() + (S.max(dim=0).values <= hit).double().mean())
+            scores.append(float(recall))
+    return float(np.mean(scores)) if scores else None
 
 
 def _finite(*values):
@@ -146,6 +167,13 @@ def _params_finite(params):
     return _finite(*[t for group in params for t in group])
 
 
+def _em_statistics(Z, observed, params):
+    """EM statistics of a chunk of rows, summed over row chunks (bounded working set) [design 2.4]."""
+    return summed_statistics(
+        sufficient_statistics([z[s : s + CHUNK] for z in Z], observed[s : s + CHUNK], params) for s in range(0, observed.shape[0], CHUNK)
+    )
+
+
 class Trainer:
     """State and steps of the bi-step loop [design 3].
 
@@ -159,11 +187,15 @@ class Trainer:
 
     Attributes
     ----------
+    block_params : LatentParams or None
+        The closed-form model of the standardized blocks [design 7.1]: the encoders'
+        start, the blocks of ``output='concat'`` and :meth:`impute`; it is
+        ``params`` itself for ``encoder='identity'``.
     encoders : torch.nn.ModuleList or None
         None for ``encoder='identity'``.
     params : LatentParams or None
-        The latent model; None before the first closed-form fit.
-    statistics : RunningStatistics
+        The latent model of the representations; None before the first fit.
+    statistics, block_statistics : RunningStatistics
         Per-chunk EM statistics of ``partial_fit`` (empty after ``fit``).
     history : History
     """
@@ -176,7 +208,9 @@ class Trainer:
         self.loss_fn = None
         self.optimizer = None
         self.params = None
+        self._block_params = None
         self.statistics = RunningStatistics()
+        self.block_statistics = RunningStatistics()
         self.history = History()
         self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
 
@@ -185,10 +219,13 @@ class Trainer:
         """Whether there are torch encoders to train."""
         return self.cfg.encoder != "identity"
 
+    @property
+    def block_params(self):
+        return self._block_params if self.deep else self.params
+
     # ------------------------------------------------------------------ set-up
-    def tensors(self, Xs, dtype=None):
-        """The standardized numpy blocks as tensors on the device: float32 for encoders, float64 otherwise."""
-        dtype = dtype or (torch.float32 if self.deep else torch.float64)
+    def tensors(self, Xs, dtype=torch.float64):
+        """The standardized numpy blocks as tensors on the device."""
         return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
 
     def _log(self, message):
@@ -209,35 +246,34 @@ class Trainer:
         params, history, n_em = fit_em(
             Z, observed, params, max_iter=max_iter, tol=cfg.em_tol, noise=cfg.noise, chunk_size=CHUNK, callback=progress if cfg.verbose else None
         )
+        self.history.time_em += time.perf_counter() - t0
         if cfg.verbose >= level:
             self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
         return params, history, n_em
 
-    def _closed_form_fit(self, Z, observed, label):
-        """Closed-form model of the standardized blocks: ``init_params`` and EM to convergence [design 2.6]."""
-        params = init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
-        return self._em(Z, observed, params, self.cfg.em_init_iter, label)
+    def start(self, X, observed):
+        """Fit the closed-form model of the blocks ``X`` (float64) and start the encoders from it [design 7.1].
 
-    def start(self, Xs, observed):
-        """Build and initialise the encoders, the alignment loss and the optimizer from the blocks ``Xs``.
-
-        With ``encoder_init='ppca'`` the closed-form model of the blocks is fitted
-        first and encoder m's first ``latent_dim`` outputs start as its
-        posterior-mean map ``x^m -> E[b | x^m]`` [design 7]. Returns the blocks as tensors.
+        Encoder m's first ``latent_dim`` outputs start as the posterior-mean map
+        ``x^m -> E[b | x^m]``, so all modalities start in one latent coordinate
+        system (outputs beyond ``latent_dim`` project on the block's principal
+        axes). For ``encoder='identity'`` this fit is the whole model.
         """
         cfg = self.cfg
-        X = self.tensors(Xs)
+        label = "closed-form model of the blocks" if self.deep else "closed-form fit"
+        params = init_params(X, observed, cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
+        params, loglik, n_iter = self._em(X, observed, params, cfg.em_init_iter, label)
         if not self.deep:
-            return X
-        maps = None
-        if cfg.encoder_init == "ppca":
-            ppca, _, _ = self._closed_form_fit(self.tensors(Xs, torch.float64), observed, "closed-form model of the blocks (encoder start)")
-            maps = [(A.float(), c.float()) for A, c in single_modality_maps(ppca)]
+            self.params = params
+            self.history.loglik_curve, self.history.n_iter = loglik, n_iter
+            return
+        self._block_params = params
+        maps = [(A.float(), c.float()) for A, c in single_modality_maps(params)]
+        X32 = [x.float() for x in X]
         self.encoders = make_encoders(
-            cfg.encoder, X, observed, cfg.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
+            cfg.encoder, X32, observed, cfg.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
         )
         self._new_loss()
-        return X
 
     def _new_loss(self):
         """A fresh alignment loss module (GRAM learns its temperature) and a fresh optimizer."""
@@ -260,6 +296,7 @@ class Trainer:
             new.encoders, new.loss_fn = copy.deepcopy((self.encoders, self.loss_fn))
             new.optimizer = new._optimizer(copy.deepcopy(self.optimizer.state_dict()))
         new.statistics = self.statistics.copy()
+        new.block_statistics = self.block_statistics.copy()
         new.history = copy.deepcopy(self.history)
         return new
 
@@ -270,17 +307,19 @@ class Trainer:
             self.encoders.to(device)
             self.loss_fn.to(device)
             self.optimizer = self._optimizer(self.optimizer.state_dict())
+            self._block_params = self._block_params.to(device)
         if self.params is not None:
             self.params = self.params.to(device)
         self.statistics = self.statistics.to(device)
+        self.block_statistics = self.block_statistics.to(device)
         return self
 
     def __getstate__(self):
         """Pickle with every tensor on the CPU."""
         state = self.__dict__.copy()
-        state["statistics"] = self.statistics.to("cpu")
-        state["params"] = None if self.params is None else self.params.to("cpu")
-        if self.encoders is not None:
+        for name in ("statistics", "block_statistics", "params", "_block_params"):
+            state[name] = None if state[name] is None else state[name].to("cpu")
+        if self.deep:
             state["encoders"], state["loss_fn"] = copy.deepcopy((self.encoders, self.loss_fn))
             state["encoders"].cpu()
             state["loss_fn"].cpu()
@@ -293,9 +332,9 @@ class Trainer:
         if self.deep:
             self.optimizer = self._optimizer(self.optimizer)
 
-    # ------------------------------------------------------------------ closed-form steps
+    # ------------------------------------------------------------------ closed-form steps on the representations
     def _em_refresh(self, X, observed, generator, max_iter, label, level=1):
-        """Encode all rows (no grad), then EM warm-started from ``params`` [design 3].
+        """Encode all rows (no grad), then EM warm-started from ``params`` [design 3.1].
 
         The first call initialises the latent model on at most ``INIT_ROWS`` rows
         [design 2.6]. Representations are cached for the EM iterations when they
@@ -303,7 +342,6 @@ class Trainer:
         chunk and sums the statistics, so they are never all in memory.
         """
         cfg, encoders, n = self.cfg, self.encoders, observed.shape[0]
-        t0 = time.perf_counter()
         params = self.params
         if params is None:
             rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values.to(self.device) if n > INIT_ROWS else slice(None)
@@ -321,68 +359,72 @@ class Trainer:
 
         self.params, history, _ = self._em(Z, observed, params, max_iter, label, level)
         self.history.loglik_curve.append(history[-1])
-        self.history.time_em += time.perf_counter() - t0
-
-    def _initial_fit(self, X, observed, generator):
-        """First closed-form fit: the latent model of the blocks (identity) or of the encoded rows."""
-        if self.deep:
-            self._em_refresh(X, observed, generator, self.cfg.em_init_iter, "latent model of the representations")
-            return
-        t0 = time.perf_counter()
-        self.params, loglik, n_iter = self._closed_form_fit(encode_all(None, X, observed), observed, "closed-form fit")
-        self.history.time_em += time.perf_counter() - t0
-        self.history.loglik_curve, self.history.n_iter = loglik, n_iter
 
     # ------------------------------------------------------------------ gradient steps
-    def _batch_loss(self, xb, ob, stats_sink=None):
-        """Alignment loss of one mini-batch on observed + imputed columns [design 3]."""
+    def _batch_terms(self, xb, ob, stats_sink=None):
+        """Alignment loss terms of one mini-batch on observed + imputed columns [design 3.1, 4].
+
+        Imputed columns are detached calibrated targets: no gradient flows through
+        the imputation into the observed encoders (letting it flow cost 3 to 26
+        points of retrieval on the tuning rows, [design 7.2]).
+        """
         cfg, params = self.cfg, self.params
         Z = encode(self.encoders, xb, ob)
-        Z64 = [z.double() for z in Z]
-        source = [z.detach() for z in Z64] if cfg.detach_imputation else Z64
-        post = posterior(source, ob, params)  # E-step with theta fixed [design 3]
+        source = [z.detach().double() for z in Z]
+        post = posterior(source, ob, params)  # E-step with theta fixed [design 3.1]
         if stats_sink is not None:
-            stats_sink.append(sufficient_statistics([z.detach() for z in Z64], ob, params, post if cfg.detach_imputation else None))
+            stats_sink.append(sufficient_statistics(source, ob, params, post))
         if cfg.calibrate:
-            Zhat, _ = calibrated(source, ob, params, normalize_imputed=cfg.normalize_imputed, post=post)
-            # observed columns keep their gradient; imputed ones are calibrated targets unless not detached
-            Zhat = [torch.where(ob[:, m, None], Z[m], Zhat[m].to(Z[m].dtype)) for m in range(len(Z))]
-            return self.loss_fn(torch.stack(Zhat, dim=1))
-        return self.loss_fn(torch.stack(Z, dim=1), observed=ob)  # the observed-only ablation [design 4]
+            Zhat, _ = calibrated(source, ob, params, max_norm=1.0, post=post)
+            Zhat = [torch.where(ob[:, m, None], Z[m], Zhat[m].to(Z[m].dtype)) for m in range(len(Z))]  # observed keep their gradient
+            terms = self.loss_fn.terms(torch.stack(Zhat, dim=1))
+        else:
+            terms = self.loss_fn.terms(torch.stack(Z, dim=1), observed=ob)  # the observed-only ablation [design 4.4]
+        if cfg.pair_weight > 0:
+            terms["pair"] = cfg.pair_weight * pair_infonce(Z, ob)  # [design 4.6]
+        return terms
 
     def gradient_pass(self, X, observed, generator, stats_sink=None):
-        """One shuffled pass of mini-batch steps of the alignment loss, latent parameters fixed [design 3].
+        """One shuffled pass of mini-batch steps of the alignment loss, latent parameters fixed [design 3.1].
 
-        Returns the mean loss over the rows, NaN when a step made a weight
-        non-finite (the pass then stops early and the caller restores a snapshot).
+        Returns the per-term mean over the rows; the total is NaN when a step
+        made a weight non-finite (the pass then stops early and the caller
+        restores a snapshot).
         """
         n, bs = observed.shape[0], self.cfg.batch_size
         t0 = time.perf_counter()
         self.encoders.train()
         order = torch.randperm(n, generator=generator).to(observed.device)
-        total = torch.zeros((), dtype=torch.float64, device=observed.device)
+        sums = {}
         for start in range(0, n, bs):
             idx = order[start : start + bs]
-            loss = self._batch_loss([x[idx] for x in X], observed[idx], stats_sink)
+            terms = self._batch_terms([x[idx] for x in X], observed[idx], stats_sink)
+            loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            total += loss.detach() * idx.shape[0]
+            for name, value in {**terms, "total": loss}.items():
+                sums[name] = sums.get(name, 0.0) + value.detach() * idx.shape[0]
             if not _finite(self.encoders, self.loss_fn):  # an overflowing step: end the pass
-                total += float("nan")
+                sums["total"] = sums["total"] + float("nan")
                 break
         self.encoders.eval()
         self.history.time_gradient += time.perf_counter() - t0
-        return float(total) / n
+        return {name: float(v) / n for name, v in sums.items()}
 
-    @torch.no_grad()
-    def _validation_loss(self, X, observed):
-        bs = self.cfg.batch_size
-        total = sum(
-            float(self._batch_loss([x[s : s + bs] for x in X], observed[s : s + bs])) * observed[s : s + bs].shape[0]
-            for s in range(0, observed.shape[0], bs)
-        )
-        return total / max(observed.shape[0], 1)
+    def _record_terms(self, means):
+        self.history.loss_curve.append(means["total"])
+        for name, value in means.items():
+            if name != "total":
+                self.history.loss_terms.setdefault(name, []).append(value)
+
+    def _validation_score(self, X, observed):
+        """Alignment of held-out rows [design 3.3]: their cross-modal Recall@1, or minus their loss when no pair is observed."""
+        score = alignment_score(encode_all(self.encoders, X, observed), observed)
+        if score is not None:
+            return score
+        with torch.no_grad():
+            return -float(sum(self._batch_terms(X, observed).values()))
 
     # ------------------------------------------------------------------ snapshots
     def _snapshot(self):
@@ -402,18 +444,19 @@ class Trainer:
         warn(f"{message} Lower learning_rate (now {self.cfg.learning_rate}).", RuntimeWarning)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, observed, *, rng):
-        """Initial closed-form fit on the training rows, then epochs of the bi-step loop [design 3].
+    def fit(self, Xs, observed):
+        """Closed-form start and epochs of the bi-step loop on the standardized blocks ``Xs`` [design 3].
 
         Parameters
         ----------
-        X : list of Tensor (n, d_in_m)
-            The blocks from :meth:`start`.
+        Xs : list of ndarray (n, d_in_m)
+            Standardized blocks, zeros where a modality is missing.
         observed : bool Tensor (n, k)
-        rng : numpy.random.RandomState
-            Draws the early-stopping split: with ``early_stopping`` a share
-            ``validation_fraction`` of the rows is held out, its loss is monitored
-            instead of the training loss and the best epoch is restored.
+
+        With ``early_stopping`` a share ``validation_fraction`` of the rows, drawn
+        from the trainer's seeded generator, is held out *before* anything is
+        fitted; their cross-modal Recall@1 is monitored and the best epoch (the
+        start included) is restored [design 3.3].
 
         Training that diverges (non-finite loss or log-likelihood) stops with a
         RuntimeWarning and keeps the last finite state.
@@ -421,115 +464,123 @@ class Trainer:
         cfg = self.cfg
         generator = torch.Generator().manual_seed(self.seed)
         self.incremental = False
-        validation = None
+        rows, validation = slice(None), None
         if self.deep and cfg.early_stopping:
             n = observed.shape[0]
             n_val = max(1, int(round(cfg.validation_fraction * n)))
             if n - n_val < 2:
                 raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
-            perm = torch.as_tensor(rng.permutation(n), device=observed.device)
-            validation = ([x[perm[:n_val]] for x in X], observed[perm[:n_val]])
-            X, observed = [x[perm[n_val:]] for x in X], observed[perm[n_val:]]
-        self._initial_fit(X, observed, generator)
+            perm = torch.randperm(n, generator=generator).numpy()
+            rows, held_out = perm[n_val:], perm[:n_val]
+            validation = (self.tensors([b[held_out] for b in Xs], torch.float32), observed[torch.as_tensor(held_out, device=observed.device)])
+            observed = observed[torch.as_tensor(rows, device=observed.device)]
+        X64 = self.tensors([b[rows] for b in Xs])
+        self.start(X64, observed)
         if not self.deep:
             return self
+        X = [x.float() for x in X64]
+        del X64
+        self._em_refresh(X, observed, generator, cfg.em_init_iter, "latent model of the representations")
 
         n = observed.shape[0]
-        best_loss, best_state, no_improve, converged = float("inf"), None, 0, False
+        best, no_improve, stopped = None, 0, False
+        if validation is not None:
+            best = (self._validation_score(*validation), self._snapshot())
         snap = self._snapshot()
         for epoch in range(1, cfg.max_epochs + 1):
             t_epoch = time.perf_counter()
             if cfg.em_every and epoch > 1 and (epoch - 1) % cfg.em_every == 0:
-                self._em_refresh(X, observed, generator, cfg.em_refresh_iter, f"epoch {epoch} refresh", level=2)
+                self._em_refresh(X, observed, generator, EM_REFRESH_ITER, f"epoch {epoch} refresh", level=2)
             stats = [] if not cfg.em_every else None
-            epoch_loss = self.gradient_pass(X, observed, generator, stats_sink=stats)
-            if stats is not None:  # streaming EM: one M-step from the epoch's running statistics [design 3]
+            terms = self.gradient_pass(X, observed, generator, stats_sink=stats)
+            if stats is not None:  # streaming EM: one M-step from the epoch's running statistics [design 3.1]
                 t0 = time.perf_counter()
                 summed = summed_statistics(stats)
                 self.params = m_step(summed, self.params, noise=cfg.noise)
                 self.history.loglik_curve.append(float(summed.loglik) / n)
                 self.history.time_em += time.perf_counter() - t0
-            if not (_finite(epoch_loss, self.history.loglik_curve[-1]) and _params_finite(self.params)):
-                self._diverged(snap, f"CalMRL training diverged at epoch {epoch} (loss={epoch_loss}); kept the parameters of epoch {epoch - 1} and stopped.")
-                converged = True
+            if not (_finite(terms["total"], self.history.loglik_curve[-1]) and _params_finite(self.params)):
+                self._diverged(snap, f"CalMRL training diverged at epoch {epoch} (loss={terms['total']}); kept the parameters of epoch {epoch - 1} and stopped.")
+                stopped = True
                 break
-            self.history.loss_curve.append(epoch_loss)
+            self._record_terms(terms)
             self.history.n_iter = epoch
-
-            monitored = epoch_loss
+            line = f"epoch {epoch}/{cfg.max_epochs}: loss {terms['total']:.4f} (" + ", ".join(f"{k} {v:.4f}" for k, v in terms.items() if k != "total") + ")"
             if validation is not None:
-                monitored = self._validation_loss(*validation)
-                self.history.validation_loss_curve.append(monitored)
+                score = self._validation_score(*validation)
+                self.history.validation_scores.append(score)
+                line += f", validation score {score:.4f}"
+                if score > best[0] + cfg.tol:
+                    best, no_improve = (score, self._snapshot()), 0
+                else:
+                    no_improve += 1
             if cfg.verbose >= 1:
-                extra = f", validation loss {monitored:.4f}" if validation is not None else ""
-                self._log(
-                    f"epoch {epoch}/{cfg.max_epochs}: loss {epoch_loss:.4f}{extra}, "
-                    f"log-likelihood {self.history.loglik_curve[-1]:.4f}, {time.perf_counter() - t_epoch:.2f}s"
-                )
-            if monitored < best_loss - cfg.tol:
-                best_loss, no_improve = monitored, 0
-                if validation is not None:
-                    best_state = self._snapshot()
-            else:
-                no_improve += 1
+                self._log(f"{line}, log-likelihood {self.history.loglik_curve[-1]:.4f}, {time.perf_counter() - t_epoch:.2f}s")
             snap = self._snapshot()
-            if no_improve >= cfg.n_iter_no_change:
-                converged = True
+            if validation is not None and no_improve >= cfg.n_iter_no_change:
+                stopped = True
                 break
 
-        if best_state is not None:
-            self._restore(best_state)
-        if not converged:
-            warn(
-                f"CalMRL stopped at max_epochs={cfg.max_epochs} before the loss stopped improving "
-                f"(tol={cfg.tol}, n_iter_no_change={cfg.n_iter_no_change}); consider raising max_epochs.",
-                ConvergenceWarning,
-            )
+        if best is not None:
+            self.history.best_validation_score = best[0]
+            self._restore(best[1])
+            if not stopped and cfg.max_epochs > 0:
+                warn(
+                    f"CalMRL's validation score was still improving at max_epochs={cfg.max_epochs} "
+                    f"(tol={cfg.tol}, n_iter_no_change={cfg.n_iter_no_change}); consider raising max_epochs.",
+                    ConvergenceWarning,
+                )
         self.encoders.eval()
         return self
 
     # ------------------------------------------------------------------ partial_fit
-    def partial_fit(self, X, observed, key):
+    def partial_fit(self, Xs, observed, key):
         """One incremental step on a chunk [design 3.2]; returns False when the chunk was rejected.
 
-        The first call fits the latent model on the chunk. Every call then runs one
-        pass of gradient steps over the chunk (torch encoders), recomputes the
-        chunk's EM statistics under the current model, replaces its earlier
-        contribution (``key``) in the running totals and does one M-step from them.
+        The first call fits the closed-form model of the blocks and the latent
+        model on the chunk. Every call then runs one pass of gradient steps over
+        the chunk (torch encoders), recomputes the chunk's EM statistics under the
+        current models, replaces its earlier contribution (``key``) in the running
+        totals and does one M-step from them.
         """
         cfg = self.cfg
         if not self.incremental:  # continuing a fitted model: fresh running totals and curves
-            self.history, self.statistics, self.incremental = History(), RunningStatistics(), True
+            self.history, self.statistics, self.block_statistics, self.incremental = History(), RunningStatistics(), RunningStatistics(), True
         generator = torch.Generator().manual_seed(self.seed + self.history.n_iter)
+        X64 = self.tensors(Xs)
         first = self.params is None
         if first:
-            self._initial_fit(X, observed, generator)
+            self.start(X64, observed)
+            if self.deep:
+                self._em_refresh([x.float() for x in X64], observed, generator, cfg.em_init_iter, "latent model of the representations")
             self.history.loglik_curve, self.history.n_iter = [], 0
         if self.deep:
             snap = self._snapshot()
-            loss = self.gradient_pass(X, observed, generator)
-            if not (_finite(loss) and _params_finite(self.params)):
-                self._diverged(snap, f"partial_fit diverged on this chunk (loss={loss}); " + ("kept the initial encoders." if first else "the model was left as it was."))
+            terms = self.gradient_pass([x.float() for x in X64], observed, generator)
+            if not (_finite(terms["total"]) and _params_finite(self.params)):
+                self._diverged(snap, f"partial_fit diverged on this chunk (loss={terms['total']}); " + ("kept the initial encoders." if first else "the model was left as it was."))
                 if not first:
                     return False
                 self._new_loss()
             else:
-                self.history.loss_curve.append(loss)
+                self._record_terms(terms)
         t0 = time.perf_counter()
-        Z = encode_all(self.encoders, X, observed)
-        stats = summed_statistics(
-            sufficient_statistics([z[s : s + CHUNK] for z in Z], observed[s : s + CHUNK], self.params) for s in range(0, observed.shape[0], CHUNK)
-        )
-        del Z
+        stats = _em_statistics(encode_all(self.encoders, [x.float() for x in X64] if self.deep else X64, observed), observed, self.params)
         self.statistics.update(key, stats)
         params = m_step(self.statistics.total, self.params, noise=cfg.noise)
+        block_params = None
+        if self.deep:  # the closed-form model of the blocks learns incrementally too
+            self.block_statistics.update(key, _em_statistics(X64, observed, self._block_params))
+            block_params = m_step(self.block_statistics.total, self._block_params, noise=cfg.noise)
         self.history.time_em += time.perf_counter() - t0
-        if not _params_finite(params):
+        if not (_params_finite(params) and (block_params is None or _params_finite(block_params))):
             if first:
                 raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
             warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning)
             return False
         self.params = params
+        if block_params is not None:
+            self._block_params = block_params
         self.history.n_iter += 1
         self.history.loglik_curve.append(float(stats.loglik) / stats.n_rows)
         return True

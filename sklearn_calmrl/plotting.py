@@ -9,9 +9,11 @@ __all__ = ["plot_training_curves"]
 def plot_training_curves(estimator, ax=None):
     """Plot the training history of a fitted :class:`~sklearn_calmrl.CalMRLTransformer`.
 
-    The left panel shows the mean alignment loss per epoch (``loss_curve_``)
-    and, when the model was fitted with ``early_stopping=True``, the loss on
-    the held-out rows (``validation_loss_curve_``). The right panel shows the
+    The left panel shows the mean alignment loss per epoch (``loss_curve_``),
+    its terms (``loss_terms_curve_``, dashed) and, when the model was fitted
+    with ``early_stopping=True``, the cross-modal Recall@1 of the held-out rows
+    (``validation_scores_``, on a second y-axis) with the best epoch. The right
+    panel shows the
     mean observed-data log-likelihood after each closed-form step
     (``loglik_curve_``): for torch encoders the initial EM fit and then one
     point per refresh; for ``encoder='identity'`` one point per EM iteration
@@ -50,7 +52,8 @@ def plot_training_curves(estimator, ax=None):
     check_is_fitted(estimator, ["loss_curve_", "loglik_curve_"])
     loss = np.asarray(estimator.loss_curve_, dtype=float)
     loglik = np.asarray(estimator.loglik_curve_, dtype=float)
-    validation = np.asarray(getattr(estimator, "validation_loss_curve_", None) or [], dtype=float)
+    validation = np.asarray(getattr(estimator, "validation_scores_", None) or [], dtype=float)
+    terms = getattr(estimator, "loss_terms_curve_", None) or {}
 
     twin = False
     if ax is None:
@@ -66,10 +69,19 @@ def plot_training_curves(estimator, ax=None):
     epochs = np.arange(1, loss.size + 1)
     if loss.size:
         ax_loss.plot(epochs, loss, marker="o", markersize=3, color="C0", label="training loss")
-        if validation.size:
-            ax_loss.plot(np.arange(1, validation.size + 1), validation, marker="s", markersize=3, color="C1", label="validation loss")
-            best = int(np.argmin(validation)) + 1
-            ax_loss.axvline(best, color="C1", linestyle=":", linewidth=1, label=f"best epoch ({best})")
+        for j, (name, values) in enumerate(terms.items()):
+            ax_loss.plot(np.arange(1, len(values) + 1), values, linestyle="--", color=f"C{3 + j}", label=f"{name} term")
+        if validation.size and not twin:
+            ax_val = ax_loss.twinx()
+            ax_val.plot(np.arange(1, validation.size + 1), validation, marker="s", markersize=3, color="C1", label="validation R@1")
+            ax_val.set_ylabel("validation Recall@1")
+            best = int(np.argmax(validation)) + 1
+            if validation[best - 1] >= getattr(estimator, "best_validation_score_", -np.inf):
+                ax_loss.axvline(best, color="C1", linestyle=":", linewidth=1, label=f"best epoch ({best})")
+            else:
+                ax_loss.axvline(0, color="C1", linestyle=":", linewidth=1, label="best epoch (0: the start)")
+            handles = [h + v for h, v in zip(ax_loss.get_legend_handles_labels(), ax_val.get_legend_handles_labels())]
+            ax_loss.legend(*handles, loc="best", fontsize="small")
         ax_loss.set_xlabel("epoch")
     else:
         ax_loss.text(0.5, 0.5, "no gradient training\n(encoder='identity')", ha="center", va="center", transform=ax_loss.transAxes)
@@ -87,7 +99,7 @@ def plot_training_curves(estimator, ax=None):
         ax_ll.set_xlabel("EM iteration" if identity else "closed-form step (0 = initial EM)")
         ax_loss.set_title("alignment loss")
         ax_ll.set_title("latent model log-likelihood")
-        if loss.size:
+        if loss.size and ax_loss.get_legend() is None:
             ax_loss.legend(loc="best", fontsize="small")
     else:
         handles = ax_loss.get_legend_handles_labels()

@@ -46,8 +46,12 @@ def _svd_direction(Zi):
     return (-u if decider < 0 else u), S
 
 
-def _pmrl_reference(Z, observed=None, tau_intra=0.05, tau_inter=0.1, eps=1e-6):
-    """Per-sample loop reference of PMRL with torch.linalg.svd."""
+def _pmrl_reference(Z, observed=None, tau_intra=0.3, tau_inter=0.1, eps=1e-6):
+    """Per-sample loop reference of PMRL with torch.linalg.svd [design 4.1].
+
+    L_intra on the singular values over their energy, shat = s / sqrt(sum s^2), averaged over samples with at
+    least two columns; L_inter over samples with at least one.
+    """
     if observed is None:
         observed = torch.ones(Z.shape[:2], dtype=torch.bool)
     intra, us = [], []
@@ -57,12 +61,13 @@ def _pmrl_reference(Z, observed=None, tau_intra=0.05, tau_inter=0.1, eps=1e-6):
             continue
         u, S = _svd_direction(Z[i, cols])
         s = torch.sqrt(S**2 + eps)
-        intra.append(-torch.log_softmax(s / tau_intra, dim=0)[0])
+        if cols.numel() > 1:
+            intra.append(-torch.log_softmax(s / s.norm() / tau_intra, dim=0)[0])
         us.append(u)
     U = torch.stack(us)
     logits = U @ U.T / tau_inter
     inter = torch.stack([-torch.log_softmax(logits[i], dim=0)[i] for i in range(len(us))])
-    return torch.stack(intra).mean(), inter.mean()
+    return (torch.stack(intra).mean() if intra else torch.zeros((), dtype=Z.dtype)), inter.mean()
 
 
 def _det_volume(A, eps=1e-6):
@@ -209,10 +214,12 @@ def test_pmrl_single_sample_is_intra_and_aligned_is_lower():
     assert inter.item() == 0
     torch.testing.assert_close(pmrl_loss(Z), intra)
     aligned = _unit((1, 1, 6), seed=7).expand(1, 3, 6)
-    assert pmrl_loss(aligned) < 1e-3 * pmrl_loss(Z)
-    # perfect alignment: s = (sqrt(k + eps), sqrt(eps), sqrt(eps))
+    assert pmrl_loss(aligned) < 0.2 * pmrl_loss(Z)
+    # perfect alignment: s = (sqrt(k + eps), sqrt(eps), sqrt(eps)), normalized by its energy, at tau 0.3:
+    # the minimum of L_intra, about log(1 + (k - 1) exp(-1 / tau))
     s = torch.tensor([math.sqrt(3 + 1e-6), 1e-3, 1e-3], dtype=torch.float64)
-    torch.testing.assert_close(pmrl_loss(aligned), -torch.log_softmax(s / 0.05, 0)[0])
+    torch.testing.assert_close(pmrl_loss(aligned), -torch.log_softmax(s / s.norm() / 0.3, 0)[0])
+    assert abs(pmrl_loss(aligned).item() - math.log(1 + 2 * math.exp(-1 / 0.3))) < 1e-3
 
 
 def test_pmrl_observed_matches_reference_by_pattern():
@@ -289,7 +296,8 @@ def _pmrl_frozen_eigvec(Z, V1, signs, observed, tau_intra=0.5, tau_inter=0.5, ep
     for i in range(Z.shape[0]):
         cols = torch.nonzero(observed[i]).flatten()
         s = torch.sqrt(torch.linalg.svdvals(Z[i, cols].T) ** 2 + eps)
-        intra.append(-torch.log_softmax(s / tau_intra, dim=0)[0])
+        if cols.numel() > 1:
+            intra.append(-torch.log_softmax(s / s.norm() / tau_intra, dim=0)[0])
         us.append(torch.nn.functional.normalize(signs[i] * Z[i, cols].T @ V1[i], dim=0))
     U = torch.stack(us)
     logits = U @ U.T / tau_inter

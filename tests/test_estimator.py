@@ -45,7 +45,9 @@ def test_pipeline_on_real_data_beats_chance_by_far(mfeat, encoder):
     assert pipe.score(X[450:], y[450:]) > 0.8  # chance is 0.1
 
 
-@pytest.mark.parametrize("output,width", [("latent", 8), ("anchor", 16), ("mean", 16), ("concat", 6 * 16)])
+@pytest.mark.parametrize(
+    "output,width", [("latent", 8), ("anchor", 16), ("mean", 16), ("embeddings", 6 * 16), ("concat", 6 * 16 + 649)]
+)
 def test_outputs_and_feature_names(mfeat, output, width):
     X, _, mods = mfeat
     est = CalMRLTransformer(mods, output=output, **FAST).fit(X)
@@ -53,8 +55,12 @@ def test_outputs_and_feature_names(mfeat, output, width):
     assert Z.shape == (X.shape[0], width) and np.isfinite(Z).all()
     names = est.get_feature_names_out()
     assert len(names) == width
-    if output == "concat":
-        assert names[0] == "fou_0" and names[-1] == "mor_15"
+    if output in ("concat", "embeddings"):
+        assert names[0] == "fou_emb0" and names[95] == "mor_emb15"
+        if output == "concat":  # then the calibrated blocks, named as the input's columns
+            assert list(names[96:]) == [f"x{j}" for j in range(649)]
+            est.set_params(output="embeddings")
+            np.testing.assert_array_equal(Z[:, :96], est.transform(X))
     else:
         assert names[0] == f"{output}0"
     if output in ("anchor", "mean"):
@@ -75,13 +81,15 @@ def test_calibrated_columns_keep_observed_and_impute_missing(mfeat):
     X, _, mods = mfeat
     est = CalMRLTransformer(mods, **FAST).fit(X)
     reps, var = est.impute_representations(X[:50], return_variance=True)
-    concat = est.transform(X[:50])
-    np.testing.assert_allclose(np.hstack(list(reps.values())), concat)
+    embeddings = est.set_params(output="embeddings").transform(X[:50])
+    np.testing.assert_allclose(np.hstack(list(reps.values())), embeddings)
     cols = mods["fou"]
     missing = np.isnan(X[:50, cols]).all(axis=1)
     assert missing.any() and (~missing).any()
     assert np.all(var["fou"][~missing] == 0) and np.all(var["fou"][missing] > 0)
-    np.testing.assert_allclose(np.linalg.norm(reps["fou"], axis=1), 1.0, atol=1e-6)
+    norms = np.linalg.norm(reps["fou"], axis=1)
+    np.testing.assert_allclose(norms[~missing], 1.0, atol=1e-6)  # observed: unit encoder outputs
+    assert np.all(norms[missing] <= 1 + 1e-9) and np.all(norms[missing] > 0)  # imputed: shrunk by the posterior
 
 
 def test_identity_encoder_imputes_in_feature_space():
@@ -152,7 +160,7 @@ def test_samples_with_exactly_one_modality(segment):
     only_color[:, mods["shape"]] = np.nan
     for Xo in (only_shape, only_color):
         Z = est.transform(Xo[:20])
-        assert Z.shape == (20, 32) and np.isfinite(Z).all()
+        assert Z.shape == (20, 2 * 16 + 18) and np.isfinite(Z).all()
 
 
 def test_list_of_blocks_equals_canonical_form(segment):
@@ -211,15 +219,18 @@ def test_streaming_em_mode(segment):
 
 def test_early_stopping_restores_best_and_warns_on_max_epochs(segment):
     X, _, mods, _ = segment
-    # tol=10: no epoch after the first counts as an improvement, so training stops after epoch 3 and restores epoch 1
+    # tol=10: no epoch counts as an improvement on the start, so training stops after 2 epochs and restores the start
     kw = dict(early_stopping=True, n_iter_no_change=2, tol=10.0, **{**FAST, "max_epochs": 30})
     est = CalMRLTransformer(mods, **kw).fit(X)
-    assert est.n_iter_ == 3 and len(est.validation_loss_curve_) == 3 and len(est.loss_curve_) == 3
-    assert est.loss_curve_[2] != est.loss_curve_[0]  # the weights moved after epoch 1
-    with pytest.warns(ConvergenceWarning, match="max_epochs"):
-        first_epoch = CalMRLTransformer(mods, **{**kw, "max_epochs": 1}).fit(X)  # same split, same first epoch
-    np.testing.assert_array_equal(est.transform(X), first_epoch.transform(X))  # the best epoch was restored
-    with pytest.warns(ConvergenceWarning, match="max_epochs"):
+    assert est.n_iter_ == 2 and len(est.validation_scores_) == 2 and len(est.loss_curve_) == 2
+    assert all(0 <= s <= 1 for s in est.validation_scores_) and 0 <= est.best_validation_score_ <= 1
+    assert est.loss_curve_[1] != est.loss_curve_[0]  # the weights moved during the two epochs
+    start = CalMRLTransformer(mods, **{**kw, "max_epochs": 0}).fit(X)  # same split, same start, no epoch
+    np.testing.assert_array_equal(est.transform(X), start.transform(X))  # the best (the start) was restored
+    with pytest.warns(ConvergenceWarning, match="still improving at max_epochs=2"):
+        CalMRLTransformer(mods, **{**kw, "max_epochs": 2, "tol": 0.0, "n_iter_no_change": 5}).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no early stopping: a fixed number of epochs, no warning
         CalMRLTransformer(mods, **FAST).fit(X)
 
 
@@ -241,7 +252,7 @@ def test_refit_with_another_encoder_leaves_the_attributes_of_a_fresh_fit(segment
     est.set_params(encoder="identity", early_stopping=False).fit(X[:300])
     fresh = CalMRLTransformer(mods, encoder="identity", **FAST).fit(X[:300])
     assert sorted(vars(est)) == sorted(vars(fresh))
-    assert est.loss_curve_ == [] and est.validation_loss_curve_ == [] and est.fit_time_gradient_ == 0.0
+    assert est.loss_curve_ == [] and est.validation_scores_ == [] and est.fit_time_gradient_ == 0.0
     assert est.encoders_ is None and est.n_iter_ == fresh.n_iter_
     np.testing.assert_array_equal(est.transform(X), fresh.transform(X))
 

@@ -228,9 +228,9 @@ def test_modalities_as_dict_of_column_names(frame, encoder):
     assert list(est.modalities_) == ["shape", "color"]
     assert est.modalities_["shape"] == list(range(8)) and est.modalities_["color"] == list(range(8, 18))
     assert list(est.feature_names_in_) == list(df.columns)
-    widths = (8, 8) if encoder == "linear" else (8, 10)  # embed_dim, or each block's own width for identity
-    expected = [f"shape_{j}" for j in range(widths[0])] + [f"color_{j}" for j in range(widths[1])]
-    assert list(est.get_feature_names_out()) == expected
+    # concat: the representations (linear: embed_dim each), then the calibrated blocks under the input's names
+    expected = [f"shape_emb{j}" for j in range(8)] + [f"color_emb{j}" for j in range(8)] if encoder == "linear" else []
+    assert list(est.get_feature_names_out()) == expected + shape_cols + color_cols
     with pytest.warns(UserWarning, match="feature names"):
         from_array = est.transform(df.to_numpy())  # scikit-learn warns, and the columns are taken by position
     np.testing.assert_array_equal(est.transform(df), from_array)
@@ -240,8 +240,8 @@ def test_modalities_as_list_of_column_name_lists(frame):
     df, _, shape_cols, color_cols = frame
     est = CalMRLTransformer([shape_cols, color_cols], **FAST).fit(df)
     assert list(est.modalities_) == ["m0", "m1"]
-    assert list(est.get_feature_names_out()[:2]) == ["m0_0", "m0_1"]
-    assert list(est.get_feature_names_out()[-1:]) == ["m1_7"]
+    assert list(est.get_feature_names_out()[:2]) == ["m0_emb0", "m0_emb1"]
+    assert list(est.get_feature_names_out()[-1:]) == [color_cols[-1]]
 
 
 def test_column_names_in_any_order_select_the_right_columns(frame, segment):
@@ -264,11 +264,14 @@ def test_column_names_in_any_order_select_the_right_columns(frame, segment):
         ("latent", [f"latent{j}" for j in range(4)]),
         ("anchor", [f"anchor{j}" for j in range(8)]),
         ("mean", [f"mean{j}" for j in range(8)]),
-        ("concat", [f"shape_{j}" for j in range(8)] + [f"color_{j}" for j in range(8)]),
+        ("embeddings", [f"shape_emb{j}" for j in range(8)] + [f"color_emb{j}" for j in range(8)]),
+        ("concat", [f"shape_emb{j}" for j in range(8)] + [f"color_emb{j}" for j in range(8)]),  # + the input's columns
     ],
 )
 def test_set_output_pandas_gives_named_columns(frame, output, expected):
     df, _, shape_cols, color_cols = frame
+    if output == "concat":
+        expected = expected + shape_cols + color_cols
     est = CalMRLTransformer({"shape": shape_cols, "color": color_cols}, output=output, **FAST)
     est.set_output(transform="pandas")
     out = est.fit_transform(df)

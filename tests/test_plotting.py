@@ -48,14 +48,17 @@ def test_new_figure_with_loss_and_loglik(data):
     ax_loss.figure.canvas.draw()  # renders without error
 
 
-def test_validation_loss_curve_are_drawn_with_best_epoch(data):
+def test_validation_scores_and_loss_terms_are_drawn_with_best_epoch(data):
     X, mods = data
-    est = CalMRLTransformer(mods, max_epochs=5, early_stopping=True, n_iter_no_change=2, **FAST).fit(X)
-    assert len(est.validation_loss_curve_) == est.n_iter_
-    lines = _line_data(plot_training_curves(est)[0])
-    np.testing.assert_allclose(lines["validation loss"], est.validation_loss_curve_)
-    best = int(np.argmin(est.validation_loss_curve_)) + 1
-    assert any(label.startswith(f"best epoch ({best})") for label in lines)
+    est = CalMRLTransformer(mods, max_epochs=5, early_stopping=True, n_iter_no_change=2, tol=0.0, **FAST).fit(X)
+    assert len(est.validation_scores_) == est.n_iter_
+    ax_loss = plot_training_curves(est)[0]
+    lines = _line_data(ax_loss)
+    np.testing.assert_allclose(lines["intra term"], est.loss_terms_curve_["intra"])
+    np.testing.assert_allclose(lines["inter term"], est.loss_terms_curve_["inter"])
+    validation = [a for a in ax_loss.figure.axes if a.get_ylabel() == "validation Recall@1"][0]
+    np.testing.assert_allclose(_line_data(validation)["validation R@1"], est.validation_scores_)
+    assert any(label.startswith("best epoch (") for label in lines)
 
 
 def test_identity_encoder_has_no_loss_curve(data):

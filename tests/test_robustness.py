@@ -94,19 +94,19 @@ def test_underflowing_temperature_warns_instead_of_crashing(param):
 def test_nan_loss_mid_training_keeps_last_completed_epoch(monkeypatch):
     X = _data()  # 48 rows, batch_size 16: 3 batches per epoch
     calls = []
-    real = training.Trainer._batch_loss
+    real = training.Trainer._batch_terms
 
     def nan_from_epoch_2(*args, **kwargs):
-        loss = real(*args, **kwargs)
+        terms = real(*args, **kwargs)
         calls.append(1)
-        return loss * float("nan") if len(calls) > 3 else loss
+        return {name: value * float("nan") for name, value in terms.items()} if len(calls) > 3 else terms
 
-    monkeypatch.setattr(training.Trainer, "_batch_loss", nan_from_epoch_2)
+    monkeypatch.setattr(training.Trainer, "_batch_terms", nan_from_epoch_2)
     with pytest.warns(RuntimeWarning, match=r"diverged at epoch 2 \(loss=nan\); kept the parameters of epoch 1"):
         est = _est(max_epochs=4).fit(X)
     assert len(calls) == 4  # stopped right after the step that poisoned the weights
     assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
-    monkeypatch.setattr(training.Trainer, "_batch_loss", real)
+    monkeypatch.setattr(training.Trainer, "_batch_terms", real)
     np.testing.assert_array_equal(est.transform(X), _est(max_epochs=1).fit(X).transform(X))
 
 
@@ -154,7 +154,7 @@ def test_fit_leaves_global_rng_states_unchanged(encoder):
 # ----------------------------------------------------------------------------- interrupted fit
 def _interrupt_after(monkeypatch, n_calls):
     calls = []
-    real = training.Trainer._batch_loss
+    real = training.Trainer._batch_terms
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -162,7 +162,7 @@ def _interrupt_after(monkeypatch, n_calls):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training.Trainer, "_batch_loss", interrupted)
+    monkeypatch.setattr(training.Trainer, "_batch_terms", interrupted)
     return calls
 
 

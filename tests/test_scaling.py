@@ -86,7 +86,7 @@ def test_partial_fit_torch_encoders(latent_data, encoder, alignment):
     assert est.n_iter_ == 3 and len(est.loss_curve_) == 3 and np.isfinite(est.loss_curve_).all()
     assert est.fit_time_gradient_ > 0 and est.fit_time_em_ > 0
     Z = est.transform(X)
-    assert Z.shape == (X.shape[0], 3 * FAST["embed_dim"]) and np.isfinite(Z).all()
+    assert Z.shape == (X.shape[0], 3 * FAST["embed_dim"] + X.shape[1]) and np.isfinite(Z).all()
     # the width is checked on every call
     with pytest.raises(ValueError, match="features"):
         est.partial_fit(X[:, :-1])
