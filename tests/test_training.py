@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+
 from sklearn_calmrl._encoders import LinearEncoder
 from sklearn_calmrl._latent import init_params
 from sklearn_calmrl._training import TrainConfig, Trainer, calibrated, encode, encode_all
