@@ -32,9 +32,11 @@ __all__ = [
     "log_likelihood",
     "sufficient_statistics",
     "summed_statistics",
+    "chunked_statistics",
     "RunningStatistics",
     "m_step",
     "init_params",
+    "run_em",
     "fit_em",
 ]
 
@@ -247,6 +249,13 @@ def summed_statistics(parts):
     return total
 
 
+def chunked_statistics(Z, observed, params, chunk_size=None):
+    """:func:`sufficient_statistics` of in-memory rows, summed over chunks of ``chunk_size`` rows (all at once when None)."""
+    n = observed.shape[0]
+    step = max(1, n if chunk_size is None else int(chunk_size))
+    return summed_statistics(sufficient_statistics([z[s : s + step] for z in Z], observed[s : s + step], params) for s in range(0, n, step))
+
+
 class RunningStatistics:
     """Statistics summed over the chunks of incremental EM (Neal & Hinton 1998) [design 3.2].
 
@@ -367,6 +376,42 @@ def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
     return LatentParams([w.contiguous() for w in W], mu, psi)
 
 
+def run_em(statistics, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6):
+    """EM iterations from a function that sums the statistics of all rows [design 2.4].
+
+    The loop of :func:`fit_em`, for callers that compute the statistics
+    elsewhere (on dask workers, :mod:`sklearn_calmrl.distributed`): each
+    iteration calls ``statistics(params)``, records the mean log-likelihood and
+    runs :func:`m_step`; it stops when the mean log-likelihood changes by less
+    than ``tol``.
+
+    Parameters
+    ----------
+    statistics : callable
+        ``statistics(params) -> SufficientStatistics`` summed over every row under ``params``.
+    params : LatentParams
+        Starting point.
+    max_iter : int
+    tol : float
+    noise : {'isotropic', 'diagonal', 'shared'}
+    noise_floor : float
+
+    Returns
+    -------
+    params, history, n_iter
+        As :func:`fit_em`.
+    """
+    history = []
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        stats = statistics(params)
+        history.append(float(stats.loglik) / max(stats.n_rows, 1))
+        params = m_step(stats, params, noise=noise, noise_floor=noise_floor)
+        if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
+            break
+    return params, history, n_iter
+
+
 def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None):
     """Run EM until the mean log-likelihood gains less than ``tol``.
 
@@ -395,20 +440,13 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
     n_iter : int
     """
     if callable(Z):
-        chunks = Z
+
+        def statistics(p):
+            return summed_statistics(sufficient_statistics(Zc, oc, p) for Zc, oc in Z())
+
     else:
-        n = observed.shape[0]
-        step = n if chunk_size is None else max(1, int(chunk_size))
 
-        def chunks():
-            return (([z[s : s + step] for z in Z], observed[s : s + step]) for s in range(0, n, step))
+        def statistics(p):
+            return chunked_statistics(Z, observed, p, chunk_size)
 
-    history = []
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
-        stats = summed_statistics(sufficient_statistics(Zc, oc, params) for Zc, oc in chunks())
-        history.append(float(stats.loglik) / max(stats.n_rows, 1))
-        params = m_step(stats, params, noise=noise, noise_floor=noise_floor)
-        if len(history) > 1 and abs(history[-1] - history[-2]) < tol:
-            break
-    return params, history, n_iter
+    return run_em(statistics, params, max_iter=max_iter, tol=tol, noise=noise, noise_floor=noise_floor)

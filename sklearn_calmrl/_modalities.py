@@ -10,6 +10,7 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 import numbers
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +21,9 @@ __all__ = [
     "is_list_of_blocks",
     "check_every_modality_observed",
     "warn_disconnected",
+    "FeatureMoments",
+    "feature_moments",
+    "statistics_from_moments",
     "feature_statistics",
     "standardized_blocks",
 ]
@@ -266,27 +270,80 @@ def warn_disconnected(observed, names, *, stacklevel=2):
         )
 
 
+@dataclass
+class FeatureMoments:
+    """Per-feature count, sum and centred sum of squares over the rows that observe its block [design 1.3].
+
+    Additive over row chunks: ``a + b`` are the moments of both chunks' rows
+    (the pairwise update of Chan, Golub & LeVeque, 1979, which keeps the centred
+    sums accurate where raw sums of squares would cancel). NaN entries inside an
+    observed block are skipped.
+
+    Attributes
+    ----------
+    count : ndarray of shape (n_features,)
+        Non-NaN entries of the feature in the rows that observe its block.
+    total : ndarray of shape (n_features,)
+        Their sum.
+    m2 : ndarray of shape (n_features,)
+        Their sum of squared deviations from their mean.
+    """
+
+    count: np.ndarray
+    total: np.ndarray
+    m2: np.ndarray
+
+    def mean(self):
+        """``total / count``; NaN for a feature with no entry."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.total / self.count
+
+    def __add__(self, other):
+        count = self.count + other.count
+        both = (self.count > 0) & (other.count > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = other.mean() - self.mean()
+            shift = np.where(both, delta**2 * self.count * other.count / count, 0.0)
+        return FeatureMoments(count, self.total + other.total, self.m2 + other.m2 + shift)
+
+
+def feature_moments(X, blocks, observed):
+    """:class:`FeatureMoments` of the rows of ``X`` (one chunk, or all rows)."""
+    count, total, m2 = (np.zeros(X.shape[1]) for _ in range(3))
+    for m, (_, idx) in enumerate(blocks):
+        rows = X[observed[:, m]][:, idx].astype(np.float64)
+        seen = ~np.isnan(rows)
+        count[idx] = seen.sum(axis=0)
+        total[idx] = np.where(seen, rows, 0.0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total[idx] / count[idx]
+        m2[idx] = (np.where(seen, rows - mean, 0.0) ** 2).sum(axis=0)
+    return FeatureMoments(count, total, m2)
+
+
+def statistics_from_moments(moments, standardize):
+    """Per-feature ``(mean, scale, fill)`` from :class:`FeatureMoments` [design 1.3].
+
+    ``fill`` (the feature's observed mean) replaces NaNs inside an observed
+    block; ``mean`` and ``scale`` (the standard deviation) standardize, 0 and 1
+    when ``standardize`` is False. Constant features keep scale 1.
+    """
+    mu = moments.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(moments.m2 / moments.count)
+    fill = np.where(np.isfinite(mu), mu, 0.0)
+    if not standardize:
+        return np.zeros_like(fill), np.ones_like(fill), fill
+    scale = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(fill))), sd, 1.0)
+    return fill.copy(), scale, fill
+
+
 def feature_statistics(X, blocks, observed, standardize):
     """Per-feature ``(mean, scale, fill)`` over the rows that observe each block [design 1].
 
-    ``fill`` (the feature's observed mean) replaces NaNs inside an observed
-    block; ``mean`` and ``scale`` standardize (0 and 1 when ``standardize`` is
-    False). Constant features keep scale 1.
+    :func:`statistics_from_moments` of :func:`feature_moments` of all rows.
     """
-    mean = np.zeros(X.shape[1])
-    scale = np.ones(X.shape[1])
-    fill = np.zeros(X.shape[1])
-    for m, (_, idx) in enumerate(blocks):
-        rows = X[observed[:, m]][:, idx].astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mu = np.nanmean(rows, axis=0)
-            sd = np.nanstd(rows, axis=0)
-        fill[idx] = np.where(np.isfinite(mu), mu, 0.0)
-        if standardize:
-            mean[idx] = fill[idx]
-            scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
-    return mean, scale, fill
+    return statistics_from_moments(feature_moments(X, blocks, observed), standardize)
 
 
 def standardized_blocks(X, blocks, observed, mean, scale, fill):

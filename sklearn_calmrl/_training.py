@@ -29,6 +29,7 @@ from ._alignment import make_alignment_loss
 from ._encoders import make_encoders
 from ._latent import (
     RunningStatistics,
+    chunked_statistics,
     fit_em,
     impute,
     init_params,
@@ -39,7 +40,7 @@ from ._latent import (
     summed_statistics,
 )
 
-__all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_all", "CHUNK"]
+__all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_all", "init_rows", "CHUNK", "INIT_ROWS"]
 
 
 CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the working set
@@ -129,6 +130,15 @@ def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
     return [torch.cat([p[m] for p in parts]).to(dtype) for m in range(len(X))]
 
 
+def init_rows(n, generator, size=INIT_ROWS):
+    """Indices of the rows that initialise a latent model [design 2.6], in increasing order.
+
+    All ``n`` rows when ``n <= size`` (``generator`` is then not used), else ``size``
+    rows drawn without replacement by ``generator``.
+    """
+    return torch.randperm(n, generator=generator)[:size].sort().values if n > size else torch.arange(n)
+
+
 def _finite(*values):
     """True when every tensor, float or module parameter given is finite (one host sync)."""
     flags = []
@@ -191,9 +201,13 @@ class Trainer:
         dtype = dtype or (torch.float32 if self.deep else torch.float64)
         return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
 
+    def initial_params(self, Z, observed):
+        """``init_params`` of the representations ``Z`` with the generator seeded by ``seed`` [design 2.6]."""
+        return init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
+
     def _closed_form_fit(self, Z, observed):
         """Closed-form model of the standardized blocks: ``init_params`` and EM to convergence [design 2.6]."""
-        params = init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
+        params = self.initial_params(Z, observed)
         return fit_em(Z, observed, params, max_iter=self.cfg.em_init_iter, tol=self.cfg.em_tol, noise=self.cfg.noise, chunk_size=CHUNK)
 
     def start(self, Xs, observed):
@@ -284,7 +298,7 @@ class Trainer:
         t0 = time.perf_counter()
         params = self.params
         if params is None:
-            rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values.to(self.device) if n > INIT_ROWS else slice(None)
+            rows = init_rows(n, generator).to(self.device)
             Z0 = encode_all(encoders, [x[rows] for x in X], observed[rows])
             init_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             params = init_params(Z0, observed[rows], cfg.latent_dim, generator=init_gen)
@@ -498,9 +512,7 @@ class Trainer:
                 self.history.loss_curve.append(loss)
         t0 = time.perf_counter()
         Z = encode_all(self.encoders, X, observed)
-        stats = summed_statistics(
-            sufficient_statistics([z[s : s + CHUNK] for z in Z], observed[s : s + CHUNK], self.params) for s in range(0, observed.shape[0], CHUNK)
-        )
+        stats = chunked_statistics(Z, observed, self.params, CHUNK)
         del Z
         self.statistics.update(key, stats)
         params = m_step(self.statistics.total, self.params, noise=cfg.noise)
