@@ -103,7 +103,7 @@ class _Summary:
 def _summarize(estimator, chunk):
     """Worker: validate a chunk with the estimator's own input checks [design 1.4], then summarize it."""
     X, blocks, observed = estimator._validate_input(chunk, reset=True)
-    patterns, counts = np.unique(observed.reshape(-1, len(blocks)), axis=0, return_counts=True)
+    patterns, counts = np.unique(observed, axis=0, return_counts=True)
     return _Summary(feature_moments(X, blocks, observed), {tuple(p): int(c) for p, c in zip(patterns.tolist(), counts)})
 
 
@@ -184,6 +184,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
             f"fit_dask fits the closed-form model only (MultiViewPPCA, or encoder='identity'), got encoder={cfg.encoder!r}; "
             "train torch encoders on a dask array with partial_fit_dask."
         )
+    device = resolve_device(estimator.device)
     for name in _fitted_names(estimator):  # a refit leaves exactly the attributes of a fresh fit
         delattr(estimator, name)
     n = int(X.shape[0])
@@ -221,7 +222,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     trainer.params, loglik, n_iter = run_em(statistics, params, max_iter=cfg.em_init_iter, tol=cfg.em_tol, noise=cfg.noise)
     trainer.history = History(loglik_curve=loglik, n_iter=n_iter, time_em=time.perf_counter() - t0)
     trainer.incremental = False  # as after fit: a later partial_fit starts fresh running totals
-    trainer.to(resolve_device(estimator.device))
+    trainer.to(device)
     estimator._set_fitted(blocks, standardization, trainer, n_rows=n - n_empty)
     return estimator
 
