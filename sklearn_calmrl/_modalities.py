@@ -301,7 +301,7 @@ class FeatureMoments:
     def __add__(self, other):
         count = self.count + other.count
         both = (self.count > 0) & (other.count > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # huge values: inf, caught downstream
             delta = other.mean() - self.mean()
             shift = np.where(both, delta**2 * self.count * other.count / count, 0.0)
         return FeatureMoments(count, self.total + other.total, self.m2 + other.m2 + shift)
@@ -314,10 +314,11 @@ def feature_moments(X, blocks, observed):
         rows = X[observed[:, m]][:, idx].astype(np.float64)
         seen = ~np.isnan(rows)
         count[idx] = seen.sum(axis=0)
-        total[idx] = np.where(seen, rows, 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        # huge values overflow to inf here; standardized_blocks then names the modality [design 1.4]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            total[idx] = np.where(seen, rows, 0.0).sum(axis=0)
             mean = total[idx] / count[idx]
-        m2[idx] = (np.where(seen, rows - mean, 0.0) ** 2).sum(axis=0)
+            m2[idx] = (np.where(seen, rows - mean, 0.0) ** 2).sum(axis=0)
     return FeatureMoments(count, total, m2)
 
 

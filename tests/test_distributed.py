@@ -166,9 +166,11 @@ def test_partial_fit_dask_equals_partial_fit_on_the_chunks(data, synchronous):
         partial_fit_dask(got, da.from_array(X, chunks=(500, -1)), n_passes=0)
 
 
-@pytest.mark.slow  # about 25 s on a shared 2-core machine, most of it two worker processes importing torch
 def test_fit_dask_on_a_two_worker_local_cluster(data):
-    """Two worker processes, X persisted across them: each runs EM tasks; the model equals the in-memory fit."""
+    """Two worker processes, X persisted across them: each runs EM tasks; the model equals the in-memory fit.
+
+    About 10 s on a 2-core machine (25 s when other jobs load it), most of it the workers importing torch.
+    """
     distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed")
     X, mods = data
     want = _fit(MultiViewPPCA(mods, latent_dim=3, tol=1e-5, random_state=0), X)
