@@ -15,6 +15,12 @@ factors, noise sd 0.5), 30% of the rows losing a random non-empty proper subset 
   8 factors, at most ``--mofa-iter`` iterations) where it imports;
 - log-log slopes of time against n (the cost exponent; 1 = linear).
 
+``--busy`` instead measures the "busy neighbour" slowdown (issue 12): the default ``CalMRLTransformer`` fit on
+Multiple Features (half of the rows missing modalities) and ``transform`` of 300,000 rows (6 blocks of 20
+features, a default ``MultiViewPPCA``), first on the machine as it is and then beside one extra process that
+keeps a core busy, each measurement repeated (median reported) within a time budget. It leaves the thread
+settings alone: run it without ``OMP_NUM_THREADS`` to measure what a user gets.
+
 ``--grid`` instead times a small ``GridSearchCV`` with ``n_jobs=1`` and ``n_jobs=2`` and reports the torch thread
 count inside the loky workers. ``--memory`` instead measures the peak memory of ``transform`` on ``--memory-rows`` rows (default 10^6) in a
 fresh subprocess per model (identity and linear), from ``ru_maxrss`` minus the resident size before the call.
@@ -24,6 +30,7 @@ fresh subprocess per model (identity and linear), from ``ru_maxrss`` minus the r
     OMP_NUM_THREADS=1 python benchmarks/speed.py --large          # adds n = 1e6 (CalMRL only above 1e5)
     OMP_NUM_THREADS=1 python benchmarks/speed.py --memory         # transform peak memory on 1e6 rows
     python benchmarks/speed.py --grid                             # GridSearchCV n_jobs=1 vs 2
+    env -u OMP_NUM_THREADS python benchmarks/speed.py --busy      # quiet vs one busy neighbour, default threads
     python benchmarks/speed.py --device cuda                      # the same on a GPU
 
 Prints Markdown tables.
@@ -32,6 +39,7 @@ Prints Markdown tables.
 import argparse
 import contextlib
 import functools
+import multiprocessing
 import os
 import pickle
 import resource
@@ -49,9 +57,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sklearn_calmrl import CalMRLTransformer  # noqa: E402
-from sklearn_calmrl import _training  # noqa: E402
-from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities  # noqa: E402
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA, _training  # noqa: E402
+from sklearn_calmrl.datasets import ampute_modalities, load_multiple_features, make_latent_modalities  # noqa: E402
 
 K, WIDTH, TRUE_Q = 6, 10, 8
 MODEL = dict(latent_dim=8, embed_dim=16, batch_size=256, alignment="pmrl")
@@ -379,6 +386,100 @@ def run_grid(args):
         print(f"| {n_jobs} | {label} | {wall:.1f} | {search.best_params_} | {np.abs(scores - reference).max():.1e} |")
 
 
+# ----------------------------------------------------------------------------- busy neighbour
+def _spin(started):
+    """The busy neighbour: one process that keeps one core fully busy until it is terminated."""
+    started.set()
+    x = 0
+    while True:
+        x = (x + 1) % 1_000_003
+
+
+@contextlib.contextmanager
+def busy_neighbour():
+    """One extra CPU-bound process for the duration of the block (started, then terminated)."""
+    ctx = multiprocessing.get_context("spawn")
+    started = ctx.Event()
+    proc = ctx.Process(target=_spin, args=(started,), daemon=True)
+    proc.start()
+    try:
+        if not started.wait(60):
+            raise RuntimeError("the busy process did not start")
+        time.sleep(1.0)  # let the scheduler see it running
+        yield proc
+    finally:
+        proc.terminate()
+        proc.join()
+
+
+def _repeat(measure, repeats, budget):
+    """Up to ``repeats`` results of ``measure()``, stopping early once ``budget`` seconds have been spent."""
+    results, t0 = [], time.perf_counter()
+    while len(results) < repeats and (not results or time.perf_counter() - t0 < budget):
+        results.append(measure())
+    return results
+
+
+def run_busy(args):
+    """Default fit on Multiple Features and transform of 300,000 rows, quiet and beside one busy process."""
+    data = load_multiple_features()
+    X_mf = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
+    X_big, mods, _ = make_latent_modalities(args.busy_rows, block_sizes=(20,) * 6, latent_dim=TRUE_Q, noise=0.5, random_state=0)
+    X_big = ampute_modalities(X_big, mods, rate=0.3, random_state=0)
+    ppca = MultiViewPPCA(mods, random_state=0).fit(X_big[:20_000])
+    ppca.transform(X_big[:1000])  # warm-up: lazy imports and first-call costs stay out of the table
+
+    def fit():
+        est = CalMRLTransformer(data.modalities, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            est.fit(X_mf)
+        total = time.perf_counter() - t0
+        return total, est.fit_time_em_ / total
+
+    def transform():
+        t0 = time.perf_counter()
+        ppca.transform(X_big)
+        return time.perf_counter() - t0, None
+
+    env = os.environ.get("OMP_NUM_THREADS")
+    print(
+        f"Busy neighbour, cpu_count={os.cpu_count()}, torch threads={torch.get_num_threads()} (torch's default"
+        f"{'' if env is None else f'; OMP_NUM_THREADS={env} is SET, so this is not the default'}), "
+        f"torch {torch.__version__}; up to {args.repeats} runs per cell within {args.busy_budget:.0f} s, median reported\n"
+    )
+    cells, loads = {}, {}
+    for phase in ("quiet", "busy"):
+        with busy_neighbour() if phase == "busy" else contextlib.nullcontext():
+            loads[phase] = os.getloadavg()
+            for name, measure in (("fit", fit), ("transform", transform)):
+                cells[name, phase] = _repeat(measure, args.repeats, args.busy_budget)
+                print(f"  {name}, {phase}: {[round(t, 2) for t, _ in cells[name, phase]]}", file=sys.stderr, flush=True)
+        loads[phase] = loads[phase] + os.getloadavg()
+
+    def median(name, phase, i=0):
+        return float(np.median([r[i] for r in cells[name, phase]]))
+
+    print("| measurement | quiet (s) | beside one busy process (s) | busy / quiet | runs (quiet, busy) |")
+    print("|---|---|---|---|---|")
+    for name, label in (("fit", "default CalMRLTransformer fit, Multiple Features, rate .5"), ("transform", f"MultiViewPPCA transform, {args.busy_rows} rows x 6 x 20")):
+        quiet, busy = median(name, "quiet"), median(name, "busy")
+        print(f"| {label} | {quiet:.2f} | {busy:.2f} | {busy / quiet:.1f}x | {len(cells[name, 'quiet'])}, {len(cells[name, 'busy'])} |")
+    print(
+        f"\nClosed-form share of the fit (fit_time_em_ / total): quiet {100 * median('fit', 'quiet', 1):.0f}%, "
+        f"busy {100 * median('fit', 'busy', 1):.0f}%."
+    )
+    for phase in ("quiet", "busy"):
+        before, after = loads[phase][:3], loads[phase][3:]
+        print(f"Load average (1, 5, 15 min) {phase}: before {'/'.join(f'{x:.2f}' for x in before)}, after {'/'.join(f'{x:.2f}' for x in after)}")
+    if loads["quiet"][0] > 0.5:
+        print(
+            f"Note: the load average was already {loads['quiet'][0]:.2f} before the quiet phase: other processes were "
+            "running, so 'quiet' is the machine as found, not an idle one, and the ratios understate the slowdown."
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -394,6 +495,10 @@ def main(argv=None):
     parser.add_argument("--memory", action="store_true", help="measure transform peak memory instead")
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
     parser.add_argument("--memory-outputs", nargs="+", default=["concat", "latent"])
+    parser.add_argument("--busy", action="store_true", help="measure quiet vs beside one busy process instead")
+    parser.add_argument("--busy-rows", type=int, default=300_000, help="rows of the --busy transform")
+    parser.add_argument("--repeats", type=int, default=3, help="--busy: most runs per measurement")
+    parser.add_argument("--busy-budget", type=float, default=120.0, help="--busy: no new run of a measurement after this many seconds")
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.epochs = [1_000, 10_000], 2
@@ -403,6 +508,8 @@ def main(argv=None):
         run_grid(args)
     elif args.memory:
         run_memory(args)
+    elif args.busy:
+        run_busy(args)
     else:
         run_speed(args)
 

@@ -22,13 +22,14 @@ from ._alignment import leading_direction
 from ._latent import log_likelihood, predictive_variance
 from ._modalities import (
     check_fit_input,
-    feature_statistics,
+    feature_moments,
     is_list_of_blocks,
     non_numeric_column,
     observed_mask,
     resolve_modalities,
     stack_modalities,
     standardized_blocks,
+    statistics_from_moments,
     warn_disconnected,
 )
 from ._training import CHUNK, Trainer, calibrated, encode
@@ -212,11 +213,12 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them."
             )
         keep = ~empty
-        check_fit_input(X[keep], blocks, observed[keep], "fit (all {n} rows are NaN across its block)", getattr(self, "feature_names_in_", None))
+        moments = feature_moments(X, blocks, observed)
+        check_fit_input(blocks, observed[keep], int(keep.sum()), moments.count, "fit (all {n} rows are NaN across its block)", getattr(self, "feature_names_in_", None))
         self._check_output(blocks, cfg)
         warn_disconnected(observed[keep], [name for name, _ in blocks])
 
-        standardization = feature_statistics(X, blocks, observed, self.standardize)  # [design 1]
+        standardization = statistics_from_moments(moments, self.standardize)  # [design 1.3]
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
         Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
@@ -268,17 +270,19 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         if first:
             if not keep.any():
                 raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
+            moments = feature_moments(X, blocks, observed)
             check_fit_input(
-                X[keep],
                 blocks,
                 observed[keep],
+                int(keep.sum()),
+                moments.count,
                 "the first chunk passed to partial_fit: the first chunk sets the standardization and the encoder "
                 "initialisation, so it must observe every modality",
                 getattr(self, "feature_names_in_", None),
             )
             cfg = self._train_config()
             self._check_output(blocks, cfg)
-            standardization = feature_statistics(X, blocks, observed, self.standardize)
+            standardization = statistics_from_moments(moments, self.standardize)
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
         else:

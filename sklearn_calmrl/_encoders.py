@@ -100,9 +100,10 @@ def _reset_(module, generator):
 def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,), *, generator=None, device="cpu"):
     """Build one encoder of the given kind ('linear' or 'mlp') on ``device``.
 
-    The weights are drawn from ``generator`` (a ``torch.Generator`` on ``device``),
-    never from the global torch RNG, so fitting is reproducible and leaves the
-    caller's RNG state alone, also when several fits run in threads.
+    The weights are drawn on the CPU from ``generator`` (a CPU ``torch.Generator``),
+    never from the global torch RNG, and then moved to ``device``: fitting is
+    reproducible, gives the same start on every device, and leaves the caller's
+    RNG state alone, also when several fits run in threads.
     """
     if kind == "linear":
         cls, args = LinearEncoder, (n_features, embed_dim)
@@ -112,10 +113,10 @@ def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,), *, gene
         raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}.")
     with torch.device("meta"):
         encoder = cls(*args)
-    encoder = encoder.to_empty(device=device)
+    encoder = encoder.to_empty(device="cpu")
     with torch.no_grad():
         _reset_(encoder, generator)
-    return encoder
+    return encoder.to(device)
 
 
 def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, shared_maps=None, seed, device="cpu"):
@@ -130,10 +131,10 @@ def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, sh
     embed_dim : int
     hidden_layer_sizes : tuple of int
     shared_maps : list of (Tensor (q, d_in_m), Tensor (q,)) or None
-        Posterior-mean maps ``x^m -> E[b | x^m]`` of the closed-form model
-        (``encoder_init='ppca'``); None starts every output from the block's PCA.
+        Posterior-mean maps ``x^m -> E[b | x^m]`` of the closed-form model of
+        the blocks [design 7.1]; None starts every output from the block's PCA.
     seed : int
-        Encoder ``m`` draws its initial weights from a generator seeded with ``seed + m``.
+        Encoder ``m`` draws its initial weights from a CPU generator seeded with ``seed + m``.
     device : str
 
     Returns
@@ -141,7 +142,7 @@ def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, sh
     torch.nn.ModuleList
     """
     encoders = torch.nn.ModuleList(
-        make_encoder(kind, x.shape[1], embed_dim, hidden_layer_sizes, generator=torch.Generator(device=device).manual_seed(seed + m), device=device)
+        make_encoder(kind, x.shape[1], embed_dim, hidden_layer_sizes, generator=torch.Generator().manual_seed(seed + m), device=device)
         for m, x in enumerate(X)
     )
     for m, enc in enumerate(encoders):

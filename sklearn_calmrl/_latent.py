@@ -34,9 +34,11 @@ __all__ = [
     "log_likelihood",
     "sufficient_statistics",
     "summed_statistics",
+    "chunked_statistics",
     "RunningStatistics",
     "m_step",
     "init_params",
+    "run_em",
     "fit_em",
 ]
 
@@ -249,6 +251,13 @@ def summed_statistics(parts):
     return total
 
 
+def chunked_statistics(Z, observed, params, chunk_size=None):
+    """:func:`sufficient_statistics` of in-memory rows, summed over chunks of ``chunk_size`` rows (all at once when None)."""
+    n = observed.shape[0]
+    step = max(1, n if chunk_size is None else int(chunk_size))
+    return summed_statistics(sufficient_statistics([z[s : s + step] for z in Z], observed[s : s + step], params) for s in range(0, n, step))
+
+
 class RunningStatistics:
     """Statistics summed over the chunks of incremental EM (Neal & Hinton 1998) [design 3.2].
 
@@ -352,7 +361,8 @@ def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
     dims = [z.shape[1] for z in Z]
     complete = observed.all(dim=1)
     n_complete = int(complete.sum())
-    W_full = 0.1 * torch.randn(sum(dims), q, dtype=dtype, device=device, generator=generator)
+    # drawn on the CPU (``generator`` is a CPU generator) and moved: the same start on every device
+    W_full = 0.1 * torch.randn(sum(dims), q, dtype=dtype, generator=generator).to(device)
     W_full *= torch.cat([v.sqrt().expand(d) for v, d in zip(var, dims)])[:, None]
     psi = [torch.zeros(d, dtype=dtype, device=device) + v for d, v in zip(dims, var)]
     if n_complete >= max(2 * q, 10):
@@ -386,32 +396,30 @@ def _unflat(vec, like, noise_floor):
     return LatentParams(out[0], out[1], [torch.exp(p).clamp_min(noise_floor) for p in out[2]])
 
 
-def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None, accelerate=True, callback=None):
-    """Run EM until the mean log-likelihood gains less than ``tol`` [design 2.7].
+def run_em(statistics, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, accelerate=True, callback=None):
+    """EM from a function that sums the statistics of all rows, until the log-likelihood gains less than ``tol`` [design 2.7].
 
     With ``accelerate`` every two EM steps are followed by a SQUAREM
     extrapolation (Varadhan & Roland 2008, scheme S3) along the EM path; the
     extrapolated point is kept only when its log-likelihood is at least that of
     the second EM step (step length halved towards the plain EM step otherwise),
     so the recorded log-likelihood never decreases and the fixed point is EM's.
+    The statistics may come from anywhere: chunks of in-memory rows
+    (:func:`fit_em`), a stream, or dask workers
+    (:mod:`sklearn_calmrl.distributed`).
 
     Parameters
     ----------
-    Z : list of Tensor (n, d_m), or callable
-        In-memory representations, or a function returning a fresh iterable of
-        ``(Z_chunk, observed_chunk)`` pairs over all rows (streaming EM: the
-        representations never need to be in memory at once; ``observed`` is then
-        ignored).
-    observed : bool Tensor (n, k) or None
+    statistics : callable
+        ``statistics(params) -> SufficientStatistics`` summed over every row under ``params``.
     params : LatentParams
         Starting point (warm start).
     max_iter : int
-        Maximum number of E-steps (each one pass over the rows, accelerated or not).
+        Maximum number of E-steps (calls of ``statistics``, accelerated or not).
     tol : float
         Stop when an accepted step gains less than this in mean per-row log-likelihood.
     noise : {'isotropic', 'diagonal', 'shared'}
-    chunk_size : int, default=None
-        Rows per chunk for in-memory ``Z`` (bounded working set); all rows at once when None.
+    noise_floor : float
     accelerate : bool, default=True
         SQUAREM extrapolation between EM steps.
     callback : callable or None
@@ -426,17 +434,9 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
     n_iter : int
         E-steps run (rejected extrapolations included).
     """
-    if callable(Z):
-        chunks = Z
-    else:
-        n = observed.shape[0]
-        step = n if chunk_size is None else max(1, int(chunk_size))
-
-        def chunks():
-            return (([z[s : s + step] for z in Z], observed[s : s + step]) for s in range(0, n, step))
 
     def e_step(p):
-        stats = summed_statistics(sufficient_statistics(Zc, oc, p) for Zc, oc in chunks())
+        stats = statistics(p)
         return stats, float(stats.loglik) / max(stats.n_rows, 1)
 
     def em_map(stats, p):
@@ -482,3 +482,39 @@ def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", no
         if ll - ll1 < tol and best[0] is not p1:
             break
     return em_map(stats, params), history, n_iter
+
+
+def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None, accelerate=True, callback=None):
+    """:func:`run_em` on in-memory or streamed representations [design 2.7].
+
+    Parameters
+    ----------
+    Z : list of Tensor (n, d_m), or callable
+        In-memory representations, or a function returning a fresh iterable of
+        ``(Z_chunk, observed_chunk)`` pairs over all rows (streaming EM: the
+        representations never need to be in memory at once; ``observed`` is then
+        ignored).
+    observed : bool Tensor (n, k) or None
+    params : LatentParams
+        Starting point (warm start).
+    chunk_size : int, default=None
+        Rows per chunk for in-memory ``Z`` (bounded working set); all rows at once when None.
+    max_iter, tol, noise, noise_floor, accelerate, callback
+        As :func:`run_em`.
+
+    Returns
+    -------
+    params, history, n_iter
+        As :func:`run_em`.
+    """
+    if callable(Z):
+
+        def statistics(p):
+            return summed_statistics(sufficient_statistics(Zc, oc, p) for Zc, oc in Z())
+
+    else:
+
+        def statistics(p):
+            return chunked_statistics(Z, observed, p, chunk_size)
+
+    return run_em(statistics, params, max_iter=max_iter, tol=tol, noise=noise, noise_floor=noise_floor, accelerate=accelerate, callback=callback)

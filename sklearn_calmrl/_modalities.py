@@ -10,6 +10,7 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 import numbers
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ __all__ = [
     "check_fit_input",
     "non_numeric_column",
     "warn_disconnected",
+    "FeatureMoments",
+    "feature_moments",
+    "statistics_from_moments",
     "feature_statistics",
     "standardized_blocks",
 ]
@@ -258,29 +262,41 @@ def stack_modalities(blocks, names=None):
     return np.concatenate(arrays, axis=1), modalities
 
 
-def check_fit_input(X, blocks, observed, where, feature_names=None):
+def check_fit_input(blocks, observed, n_rows, feature_count, where, feature_names=None):
     """Raise on data that cannot be fitted, warn on features that carry nothing [design 1.2].
 
-    ``observed`` holds the rows that observe at least one modality; ``where``
-    completes "Modality 'x' is never observed in ..." (``{n}`` in it is the row
-    count). Errors: fewer than 2 such rows; a modality with no observed row (its
-    encoder and loadings cannot be learned). Warning: features that are NaN in
-    every row observing their modality (they are filled with 0 after
-    standardization and carry no information).
+    Parameters
+    ----------
+    blocks : list of (str, ndarray of int)
+    observed : bool ndarray (P, k)
+        Masks of the rows that observe at least one modality (the rows, or their
+        distinct patterns).
+    n_rows : int
+        Number of such rows.
+    feature_count : ndarray (n_features,)
+        Non-NaN entries of each feature in the rows observing its modality
+        (:attr:`FeatureMoments.count`).
+    where : str
+        Completes "Modality 'x' is never observed in ..."; ``{n}`` is ``n_rows``.
+    feature_names : array-like of str, optional
+
+    Errors: fewer than 2 rows; a modality with no observed row (its encoder and
+    loadings cannot be learned). Warning: features that are NaN in every row
+    observing their modality (they are filled with 0 after standardization and
+    carry no information).
     """
-    if observed.shape[0] < 2:
+    if n_rows < 2:
         raise ValueError(
-            f"fit needs at least 2 rows that observe a modality; got {observed.shape[0]} sample. "
+            f"fit needs at least 2 rows that observe a modality; got {n_rows} sample. "
             "The latent model's loadings and noise cannot be estimated from one row."
         )
     never = [name for (name, _), seen in zip(blocks, observed.any(axis=0)) if not seen]
     if never:
         raise ValueError(
-            f"Modality {never[0]!r} is never observed in {where.format(n=observed.shape[0])}: its encoder and "
-            "loadings cannot be learned."
+            f"Modality {never[0]!r} is never observed in {where.format(n=n_rows)}: its encoder and loadings cannot be learned."
         )
-    for m, (name, idx) in enumerate(blocks):
-        empty = idx[np.isnan(X[observed[:, m]][:, idx]).all(axis=0)]
+    for name, idx in blocks:
+        empty = idx[feature_count[idx] == 0]
         if empty.size:
             columns = [str(feature_names[j]) for j in empty] if feature_names is not None else empty.tolist()
             warn(
@@ -330,27 +346,81 @@ def warn_disconnected(observed, names):
         )
 
 
+@dataclass
+class FeatureMoments:
+    """Per-feature count, sum and centred sum of squares over the rows that observe its block [design 1.3].
+
+    Additive over row chunks: ``a + b`` are the moments of both chunks' rows
+    (the pairwise update of Chan, Golub & LeVeque, 1979, which keeps the centred
+    sums accurate where raw sums of squares would cancel). NaN entries inside an
+    observed block are skipped.
+
+    Attributes
+    ----------
+    count : ndarray of shape (n_features,)
+        Non-NaN entries of the feature in the rows that observe its block.
+    total : ndarray of shape (n_features,)
+        Their sum.
+    m2 : ndarray of shape (n_features,)
+        Their sum of squared deviations from their mean.
+    """
+
+    count: np.ndarray
+    total: np.ndarray
+    m2: np.ndarray
+
+    def mean(self):
+        """``total / count``; NaN for a feature with no entry."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.total / self.count
+
+    def __add__(self, other):
+        count = self.count + other.count
+        both = (self.count > 0) & (other.count > 0)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # huge values: inf, caught downstream
+            delta = other.mean() - self.mean()
+            shift = np.where(both, delta**2 * self.count * other.count / count, 0.0)
+        return FeatureMoments(count, self.total + other.total, self.m2 + other.m2 + shift)
+
+
+def feature_moments(X, blocks, observed):
+    """:class:`FeatureMoments` of the rows of ``X`` (one chunk, or all rows)."""
+    count, total, m2 = (np.zeros(X.shape[1]) for _ in range(3))
+    for m, (_, idx) in enumerate(blocks):
+        rows = X[observed[:, m]][:, idx].astype(np.float64)
+        seen = ~np.isnan(rows)
+        count[idx] = seen.sum(axis=0)
+        # huge values overflow to inf here; standardized_blocks then names the modality [design 1.4]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            total[idx] = np.where(seen, rows, 0.0).sum(axis=0)
+            mean = total[idx] / count[idx]
+            m2[idx] = (np.where(seen, rows - mean, 0.0) ** 2).sum(axis=0)
+    return FeatureMoments(count, total, m2)
+
+
+def statistics_from_moments(moments, standardize):
+    """Per-feature ``(mean, scale, fill)`` from :class:`FeatureMoments` [design 1.3].
+
+    ``fill`` (the feature's observed mean) replaces NaNs inside an observed
+    block; ``mean`` and ``scale`` (the standard deviation) standardize, 0 and 1
+    when ``standardize`` is False. Constant features keep scale 1.
+    """
+    mu = moments.mean()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(moments.m2 / moments.count)
+    fill = np.where(np.isfinite(mu), mu, 0.0)
+    if not standardize:
+        return np.zeros_like(fill), np.ones_like(fill), fill
+    scale = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(fill))), sd, 1.0)
+    return fill.copy(), scale, fill
+
+
 def feature_statistics(X, blocks, observed, standardize):
     """Per-feature ``(mean, scale, fill)`` over the rows that observe each block [design 1].
 
-    ``fill`` (the feature's observed mean) replaces NaNs inside an observed
-    block; ``mean`` and ``scale`` standardize (0 and 1 when ``standardize`` is
-    False). Constant features keep scale 1.
+    :func:`statistics_from_moments` of :func:`feature_moments` of all rows.
     """
-    mean = np.zeros(X.shape[1])
-    scale = np.ones(X.shape[1])
-    fill = np.zeros(X.shape[1])
-    for m, (_, idx) in enumerate(blocks):
-        rows = X[observed[:, m]][:, idx].astype(np.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mu = np.nanmean(rows, axis=0)
-            sd = np.nanstd(rows, axis=0)
-        fill[idx] = np.where(np.isfinite(mu), mu, 0.0)
-        if standardize:
-            mean[idx] = fill[idx]
-            scale[idx] = np.where(np.isfinite(sd) & (sd > 1e-12 * np.maximum(1.0, np.abs(mean[idx]))), sd, 1.0)
-    return mean, scale, fill
+    return statistics_from_moments(feature_moments(X, blocks, observed), standardize)
 
 
 def standardized_blocks(X, blocks, observed, mean, scale, fill):

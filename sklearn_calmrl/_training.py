@@ -29,6 +29,7 @@ from ._alignment import make_alignment_loss, pair_infonce
 from ._encoders import make_encoders
 from ._latent import (
     RunningStatistics,
+    chunked_statistics,
     fit_em,
     impute,
     init_params,
@@ -40,7 +41,7 @@ from ._latent import (
 )
 from ._utils import warn
 
-__all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_all", "CHUNK"]
+__all__ = ["TrainConfig", "History", "Trainer", "encode", "calibrated", "encode_all", "init_rows", "CHUNK", "INIT_ROWS"]
 
 
 CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the working set
@@ -132,6 +133,15 @@ def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
     return [torch.cat([p[m] for p in parts]).to(dtype) for m in range(len(X))]
 
 
+def init_rows(n, generator, size=INIT_ROWS):
+    """Indices of the rows that initialise a latent model [design 2.6], in increasing order.
+
+    All ``n`` rows when ``n <= size`` (``generator`` is then not used), else ``size``
+    rows drawn without replacement by ``generator``.
+    """
+    return torch.randperm(n, generator=generator)[:size].sort().values if n > size else torch.arange(n)
+
+
 def alignment_score(Z, observed, min_rows=3):
     """Mean symmetric cross-modal Recall@1 over the modality pairs observed together on ``min_rows`` rows [design 3.3].
 
@@ -165,13 +175,6 @@ def _finite(*values):
 
 def _params_finite(params):
     return _finite(*[t for group in params for t in group])
-
-
-def _em_statistics(Z, observed, params):
-    """EM statistics of a chunk of rows, summed over row chunks (bounded working set) [design 2.4]."""
-    return summed_statistics(
-        sufficient_statistics([z[s : s + CHUNK] for z in Z], observed[s : s + CHUNK], params) for s in range(0, observed.shape[0], CHUNK)
-    )
 
 
 class Trainer:
@@ -228,6 +231,10 @@ class Trainer:
         """The standardized numpy blocks as tensors on the device."""
         return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
 
+    def initial_params(self, Z, observed):
+        """``init_params`` of ``Z`` with a CPU generator seeded by ``seed`` (the same draws on every device) [design 2.6]."""
+        return init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator().manual_seed(self.seed))
+
     def _log(self, message):
         print(f"[CalMRL] {message}", flush=True)
 
@@ -261,8 +268,7 @@ class Trainer:
         """
         cfg = self.cfg
         label = "closed-form model of the blocks" if self.deep else "closed-form fit"
-        params = init_params(X, observed, cfg.latent_dim, generator=torch.Generator(device=self.device).manual_seed(self.seed))
-        params, loglik, n_iter = self._em(X, observed, params, cfg.em_init_iter, label)
+        params, loglik, n_iter = self._em(X, observed, self.initial_params(X, observed), cfg.em_init_iter, label)
         if not self.deep:
             self.params = params
             self.history.loglik_curve, self.history.n_iter = loglik, n_iter
@@ -344,9 +350,9 @@ class Trainer:
         cfg, encoders, n = self.cfg, self.encoders, observed.shape[0]
         params = self.params
         if params is None:
-            rows = torch.randperm(n, generator=generator)[:INIT_ROWS].sort().values.to(self.device) if n > INIT_ROWS else slice(None)
+            rows = init_rows(n, generator).to(self.device)
             Z0 = encode_all(encoders, [x[rows] for x in X], observed[rows])
-            init_gen = torch.Generator(device=self.device).manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+            init_gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
             params = init_params(Z0, observed[rows], cfg.latent_dim, generator=init_gen)
             del Z0
         if n * sum(e.linear.out_features for e in encoders) * 8 <= STREAM_BYTES:
@@ -565,12 +571,12 @@ class Trainer:
             else:
                 self._record_terms(terms)
         t0 = time.perf_counter()
-        stats = _em_statistics(encode_all(self.encoders, [x.float() for x in X64] if self.deep else X64, observed), observed, self.params)
+        stats = chunked_statistics(encode_all(self.encoders, [x.float() for x in X64] if self.deep else X64, observed), observed, self.params, CHUNK)
         self.statistics.update(key, stats)
         params = m_step(self.statistics.total, self.params, noise=cfg.noise)
         block_params = None
         if self.deep:  # the closed-form model of the blocks learns incrementally too
-            self.block_statistics.update(key, _em_statistics(X64, observed, self._block_params))
+            self.block_statistics.update(key, chunked_statistics(X64, observed, self._block_params, CHUNK))
             block_params = m_step(self.block_statistics.total, self._block_params, noise=cfg.noise)
         self.history.time_em += time.perf_counter() - t0
         if not (_params_finite(params) and (block_params is None or _params_finite(block_params))):
