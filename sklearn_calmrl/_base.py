@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
 from ._alignment import leading_direction
-from ._latent import log_likelihood, predictive_variance
+from ._latent import MixtureParams, local_corrections, log_likelihood, predictive_variance
 from ._modalities import (
     check_fit_input,
     feature_moments,
@@ -56,6 +56,17 @@ def _threaded(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def _local_bandwidth(bandwidth, n_components):
+    """The local correction's bandwidth, checked against the number of components [design 2.9]."""
+    if bandwidth is not None and n_components != 1:
+        raise ValueError(
+            f"local_bandwidth={bandwidth} corrects the imputations of a single latent model; with n_components="
+            f"{n_components!r} set local_bandwidth=None (the mixture and the local correction are two answers to the "
+            "same question)."
+        )
+    return bandwidth
 
 
 def _fitted_names(est):
@@ -100,6 +111,7 @@ class _Chunk(NamedTuple):
     Bhat: list
     block_post: object
     block_params: object
+    block_spread: object  # the local correction's spread of the blocks [design 2.9], or None
 
 
 def _n_rows(X):
@@ -309,10 +321,17 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         self.device_ = trainer.device
         self._trainer_ = trainer
         params = trainer.params
-        self.components_ = [w.detach().cpu().numpy() for w in params.W]
-        self.means_ = [m.detach().cpu().numpy() for m in params.mu]
-        self.noise_variances_ = [p.detach().cpu().numpy() for p in params.psi]
-        self.noise_variance_ = np.array([p.mean() for p in self.noise_variances_])
+        # a mixture's parameters gain a leading component axis [design 2.8]
+        single = [params] if not isinstance(params, MixtureParams) else params.components
+        stack = (lambda arrays: arrays[0]) if len(single) == 1 else np.stack  # noqa: E731
+        numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
+        self.components_ = [stack([numpy(c.W[m]) for c in single]) for m in range(len(blocks))]
+        self.means_ = [stack([numpy(c.mu[m]) for c in single]) for m in range(len(blocks))]
+        self.noise_variances_ = [stack([numpy(c.psi[m]) for c in single]) for m in range(len(blocks))]
+        self.noise_variance_ = stack([np.array([numpy(p).mean() for p in c.psi]) for c in single])
+        self.weights_ = np.exp(numpy(params.log_weights)) if isinstance(params, MixtureParams) else np.ones(1)
+        self.n_components_ = len(single)
+        self.latent_dim_ = trainer.latent_dim
         self.n_iter_ = trainer.history.n_iter
         self.loglik_curve_ = list(trainer.history.loglik_curve)
         self.n_samples_seen_ = n_rows
@@ -345,6 +364,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         block_params = trainer.block_params.to(dtype=torch.float64, device=self.device_)
         # a float64 copy per call: batch-size-independent rows, and threads never share a module
         encoders = copy.deepcopy(trainer.encoders).to(device=self.device_, dtype=torch.float64) if trainer.deep else None
+        centres = None
+        if trainer.centres is not None:
+            centres = ([x.to(device=self.device_, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(self.device_))
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
         with torch.no_grad():
             for s in range(0, X.shape[0], CHUNK):
@@ -352,12 +374,16 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 Xs = standardized_blocks(X[s : s + CHUNK], blocks, observed[s : s + CHUNK], *standardization)
                 B = [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
                 Bhat, block_post = calibrated(B, obs, block_params)  # [design 2.3] on the blocks
+                spread = None
+                if centres is not None:  # the stored rows' residuals [design 2.9]
+                    correction, spread = local_corrections(B, obs, block_params, *centres, trainer.cfg.local_bandwidth)
+                    Bhat = [b + c for b, c in zip(Bhat, correction)]
                 if encoders is None:
-                    yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params)
+                    yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params, spread)
                     continue
                 Z = encode(encoders, B, obs)
                 Zhat, post = calibrated(Z, obs, params, max_norm=1.0)  # [design 2.3] on the representations
-                yield _Chunk(Z, obs, Zhat, post, params, B, Bhat, block_post, block_params)
+                yield _Chunk(Z, obs, Zhat, post, params, B, Bhat, block_post, block_params, spread)
 
     @_threaded
     def transform(self, X):
@@ -387,6 +413,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 out = torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
             else:
                 out, _ = leading_direction(torch.stack(Zhat, dim=1), eps=0.0)
+            if self.add_indicator:  # which modalities the row observes
+                out = torch.cat([out, chunk.observed.to(out.dtype)], dim=1)
             if result is None:  # written chunk by chunk into one preallocated output
                 result = np.empty((_n_rows(X), out.shape[1]), dtype=dtype)
             result[start : start + out.shape[0]] = out.cpu().numpy()
@@ -419,10 +447,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         with their predictive variances (0 where observed)."""
         reps, variances = [], []
         for chunk in self._chunks(X, blocks, observed):
-            Zhat, post, params = (chunk.Zhat, chunk.post, chunk.params) if level == "representations" else (chunk.Bhat, chunk.block_post, chunk.block_params)
+            blocks_level = level == "blocks" or not self._trainer_.deep  # identity: the representations are the blocks
+            Zhat, post, params = (chunk.Bhat, chunk.block_post, chunk.block_params) if blocks_level else (chunk.Zhat, chunk.post, chunk.params)
             reps.append([z.cpu().numpy() for z in Zhat])
             if return_variance:
                 var = predictive_variance(post, params)
+                if blocks_level and chunk.block_spread is not None:  # h (W V W^T + Psi) plus the neighbours' spread [design 2.9]
+                    var = [self._trainer_.cfg.local_bandwidth * v + s for v, s in zip(var, chunk.block_spread)]
                 variances.append([torch.where(chunk.observed[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
         names = list(self.modalities_)
         stack = lambda parts: {name: np.concatenate([p[m] for p in parts]) for m, name in enumerate(names)}  # noqa: E731
@@ -526,16 +557,18 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
         blocks = [inputs[j] for idx in self.modalities_.values() for j in idx]  # the calibrated blocks
-        embeddings = [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[0])]
+        embeddings = [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])]
         deep = self._trainer_.deep
         if self.output == "concat":
             names = embeddings + blocks if deep else blocks
         elif self.output == "embeddings":
             names = embeddings if deep else blocks
         elif self.output == "latent":
-            names = [f"latent{j}" for j in range(self.components_[0].shape[1])]
+            names = [f"latent{j}" for j in range(self.latent_dim_ * self.n_components_)]
         else:
-            names = [f"{self.output}{j}" for j in range(self.components_[0].shape[0])]
+            names = [f"{self.output}{j}" for j in range(self.components_[0].shape[-2])]
+        if self.add_indicator:
+            names += [f"observed_{name}" for name in self.modalities_]
         return np.asarray(names, dtype=object)
 
     # ------------------------------------------------------------------ persistence

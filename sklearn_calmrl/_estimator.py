@@ -9,7 +9,7 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import MultimodalBase
+from ._base import MultimodalBase, _local_bandwidth
 from ._latent import NOISE_MODELS
 from ._training import TrainConfig
 
@@ -45,11 +45,32 @@ class CalMRLTransformer(MultimodalBase):
         [design 7.1] (the MLP adds a zero-initialised residual branch).
         ``'identity'`` trains no network: the closed-form model of the
         standardized blocks alone, as :class:`MultiViewPPCA`; then only
-        ``latent_dim``, ``noise``, ``output``, ``standardize``, ``partial_nan``,
-        ``em_max_iter``, ``em_tol``, ``device``, ``n_jobs``, ``random_state``
-        and ``verbose`` are used.
-    latent_dim : int, default=32
+        ``latent_dim``, ``n_components``, ``local_bandwidth``,
+        ``add_indicator``, ``noise``, ``output``, ``standardize``,
+        ``partial_nan``, ``em_max_iter``, ``em_tol``, ``device``, ``n_jobs``,
+        ``random_state`` and ``verbose`` are used.
+    latent_dim : int or 'auto', default='auto'
         Dimension ``q`` of the shared latent ``b``. A block may be narrower.
+        ``'auto'``: ``clip(n_linking // 8, 4, 32)``, below the total width, where
+        ``n_linking`` counts the training rows that observe at least two
+        modalities (what estimates the cross-modality structure) [design 2.10].
+    n_components : int or 'auto', default=1
+        Number of components of the mixture of latent models [design 2.8], the
+        model of the blocks and of the representations. ``'auto'``: the best of
+        1, 2, 4, 8, 16 by held-out log-likelihood. More than one helps on data
+        whose modalities are linked through discrete structure (clusters,
+        classes); see doc/benchmarks.md.
+    local_bandwidth : float or None, default=0.05
+        Bandwidth ``h`` of the local correction of the imputed blocks [design 2.9]:
+        the model's imputation plus the kernel-weighted residuals of the
+        training rows nearest in the observed blocks (the limit of a mixture with
+        one component per row). None switches it off (the model alone). Only
+        with ``n_components=1``; applies to the blocks of ``output='concat'`` and
+        to :meth:`impute`.
+    add_indicator : bool, default=True
+        Append one column per modality, 1 where the row observes it, to the
+        output (as :class:`~sklearn.impute.SimpleImputer`'s ``add_indicator``):
+        a downstream linear model can then weigh imputed rows differently.
     embed_dim : int or None, default=None
         Dimension ``d`` of each modality's representation (torch encoders).
         None means ``latent_dim``: every output is a shared latent coordinate.
@@ -155,7 +176,14 @@ class CalMRLTransformer(MultimodalBase):
     noise_variance_ : ndarray of shape (n_modalities,)
         ``s_m^2`` per modality (mean over dimensions for ``noise='diagonal'``).
     noise_variances_ : list of ndarray of shape (representation_dim,)
-        Per-dimension noise variances.
+        Per-dimension noise variances. With ``n_components_ > 1`` these four
+        attributes gain a leading component axis.
+    weights_ : ndarray of shape (n_components_,)
+        Mixing weights of the components (``[1.]`` for one).
+    n_components_ : int
+        Number of components (resolved when ``n_components='auto'``).
+    latent_dim_ : int
+        Latent dimension (resolved when ``latent_dim='auto'``).
     encoders_ : torch.nn.ModuleList or None
         The fitted encoders (None for ``encoder='identity'``).
     n_iter_ : int
@@ -206,7 +234,10 @@ class CalMRLTransformer(MultimodalBase):
     _parameter_constraints: dict = {
         "modalities": [None, list, tuple, dict],
         "encoder": [StrOptions({"linear", "mlp", "identity"})],
-        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "add_indicator": ["boolean"],
         "embed_dim": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
         "alignment": [StrOptions({"pmrl", "gram"})],
@@ -239,7 +270,10 @@ class CalMRLTransformer(MultimodalBase):
         modalities=None,
         *,
         encoder="linear",
-        latent_dim=32,
+        latent_dim="auto",
+        n_components=1,
+        local_bandwidth=0.05,
+        add_indicator=True,
         embed_dim=None,
         hidden_layer_sizes=(128,),
         alignment="pmrl",
@@ -269,6 +303,9 @@ class CalMRLTransformer(MultimodalBase):
         self.modalities = modalities
         self.encoder = encoder
         self.latent_dim = latent_dim
+        self.n_components = n_components
+        self.local_bandwidth = local_bandwidth
+        self.add_indicator = add_indicator
         self.embed_dim = embed_dim
         self.hidden_layer_sizes = hidden_layer_sizes
         self.alignment = alignment
@@ -300,19 +337,14 @@ class CalMRLTransformer(MultimodalBase):
         hidden = tuple(self.hidden_layer_sizes)
         if self.encoder == "mlp" and not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers (layer widths), got {self.hidden_layer_sizes!r}.")
-        embed_dim = self.latent_dim if self.embed_dim is None else self.embed_dim
-        if self.encoder != "identity" and embed_dim < self.latent_dim:
-            raise ValueError(
-                f"embed_dim={embed_dim} is smaller than latent_dim={self.latent_dim}: the encoders start as the "
-                "posterior-mean map onto the latent_dim shared coordinates, which needs embed_dim >= latent_dim "
-                "(embed_dim=None makes them equal)."
-            )
         pair_weight = self.pair_weight if self.pair_weight is not None else (1.0 if self.alignment == "gram" else 0.0)
         return TrainConfig(
             encoder=self.encoder,
-            embed_dim=embed_dim,
+            embed_dim=self.embed_dim,
             hidden_layer_sizes=hidden,
             latent_dim=self.latent_dim,
+            n_components=self.n_components,
+            local_bandwidth=_local_bandwidth(self.local_bandwidth, self.n_components),
             alignment=self.alignment,
             calibrate=self.calibrate,
             pair_weight=pair_weight,

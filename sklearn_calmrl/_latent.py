@@ -36,6 +36,13 @@ __all__ = [
     "summed_statistics",
     "chunked_statistics",
     "RunningStatistics",
+    "MixturePrior",
+    "MixtureParams",
+    "MixturePosterior",
+    "MixtureStatistics",
+    "init_mixture",
+    "impute_calibrated",
+    "local_corrections",
     "m_step",
     "init_params",
     "run_em",
@@ -92,6 +99,8 @@ def posterior(Z, observed, params):
     -------
     Posterior
     """
+    if isinstance(params, MixtureParams):
+        return _mixture_posterior(Z, observed, params)
     q = params.W[0].shape[1]
     dtype, device = params.W[0].dtype, params.W[0].device
     patterns, pattern_index = missingness_patterns(observed)
@@ -129,13 +138,32 @@ def single_modality_maps(params):
     return maps
 
 
-def impute(mean, params):
-    """Representation-level imputation ``zhat^m = W_m m_i + mu_m`` for every modality [design 2.3]."""
-    return [mean @ W.T + mu for W, mu in zip(params.W, params.mu)]
+def impute(post, params):
+    """Representation-level imputation ``zhat^m = W_m m_i + mu_m`` for every modality [design 2.3].
+
+    For a mixture, the responsibility-weighted mean of the components' imputations [design 2.8].
+    """
+    if isinstance(params, MixtureParams):
+        parts = [impute(p, c) for p, c in zip(post.components, params.components)]
+        return [sum(post.resp[:, c, None] * parts[c][m] for c in range(len(parts))) for m in range(len(parts[0]))]
+    return [post.mean @ W.T + mu for W, mu in zip(params.W, params.mu)]
 
 
 def predictive_variance(post, params):
-    """Diagonal of the predictive covariance ``W_m V_O W_m^T + Psi_m`` per row and modality [design 2.3]."""
+    """Diagonal of the predictive covariance ``W_m V_O W_m^T + Psi_m`` per row and modality [design 2.3].
+
+    For a mixture, the law of total variance over the components [design 2.8]:
+    ``sum_c r_c (var_c + mean_c^2) - (sum_c r_c mean_c)^2``.
+    """
+    if isinstance(params, MixtureParams):
+        means = [impute(p, c) for p, c in zip(post.components, params.components)]
+        variances = [predictive_variance(p, c) for p, c in zip(post.components, params.components)]
+        out = []
+        for m in range(len(means[0])):
+            first = sum(post.resp[:, c, None] * means[c][m] for c in range(len(means)))
+            second = sum(post.resp[:, c, None] * (variances[c][m] + means[c][m] ** 2) for c in range(len(means)))
+            out.append((second - first**2).clamp_min(0.0))
+        return out
     out = []
     for W, psi in zip(params.W, params.psi):
         per_pattern = torch.einsum("dq,pqr,dr->pd", W, post.cov, W) + psi
@@ -152,6 +180,8 @@ def log_likelihood(Z, observed, params, post=None):
     """
     if post is None:
         post = posterior(Z, observed, params)
+    if isinstance(params, MixtureParams):
+        return post.loglik
     obs = observed.to(params.W[0].dtype)
     residuals = _masked_residuals(Z, observed, params)
     # sum_{m in O} (d_m log 2pi + sum_j log psi_mj)  [design 2.5]
@@ -214,16 +244,27 @@ class SufficientStatistics:
         return SufficientStatistics(move(self.count), [move(a) for a in self.A], [move(c) for c in self.C], [move(s) for s in self.S], move(self.loglik), self.n_rows)
 
 
-def sufficient_statistics(Z, observed, params, post=None):
+def sufficient_statistics(Z, observed, params, post=None, weights=None):
     """E-step statistics for the M-step [design 2.4] and the log-likelihood [design 2.5] of a chunk.
 
-    ``post`` may pass the chunk's already computed :func:`posterior` under ``params``.
+    ``post`` may pass the chunk's already computed :func:`posterior` under
+    ``params``. For a :class:`MixtureParams` the statistics are those of every
+    component, weighted by the responsibilities [design 2.8]. ``weights`` (n,)
+    weighs every row's contribution to a single model's ``A``, ``C``, ``S`` and
+    counts (a mixture component's responsibilities); the log-likelihood is then
+    left to the caller (0).
     """
+    if isinstance(params, MixtureParams):
+        return _mixture_statistics(Z, observed, params, post)
     if post is None:
         post = posterior(Z, observed, params)
     dtype = params.W[0].dtype
     obs = observed.to(dtype)
-    pattern_counts = torch.bincount(post.pattern_index, minlength=post.patterns.shape[0]).to(dtype)
+    if weights is None:
+        pattern_counts = torch.bincount(post.pattern_index, minlength=post.patterns.shape[0]).to(dtype)
+    else:
+        obs = obs * weights[:, None]
+        pattern_counts = torch.zeros(post.patterns.shape[0], dtype=dtype, device=weights.device).index_add_(0, post.pattern_index, weights)
     ones = torch.ones(post.mean.shape[0], 1, dtype=dtype, device=post.mean.device)
     b_aug = torch.cat([post.mean, ones], dim=1)  # E[b~_i] = [m_i; 1]
     A, C, S = [], [], []
@@ -238,9 +279,259 @@ def sufficient_statistics(Z, observed, params, post=None):
         A.append(a)
         # C_m = sum_{i in I_m} z_i^m [m_i^T, 1]  [design 2.4]
         C.append(z.T @ (b_aug * w[:, None]))
-        S.append((z * z).sum(dim=0))
-    loglik = log_likelihood(Z, observed, params, post).sum()
+        S.append((z * z).sum(dim=0) if weights is None else (z * z * weights[:, None]).sum(dim=0))
+    loglik = log_likelihood(Z, observed, params, post).sum() if weights is None else torch.zeros((), dtype=dtype, device=obs.device)
     return SufficientStatistics(obs.sum(dim=0), A, C, S, loglik, int(observed.shape[0]))
+
+
+# ----------------------------------------------------------------------------- mixture [design 2.8]
+class MixturePrior(NamedTuple):
+    """Regularisation of a mixture's components [design 2.8] (pseudo-rows; all 0 is maximum likelihood).
+
+    ``mu`` pseudo-rows pull each component's means towards ``mu_target`` (the
+    modality's observed mean), ``noise`` pseudo-rows its noise towards
+    ``noise_target`` (the modality's per-dimension variance), and ``weights`` is
+    a symmetric Dirichlet pseudo-count of the mixing weights. Without them a
+    component defined by rows that miss a modality keeps arbitrary parameters for
+    that modality, and its imputations are worse than one Gaussian's.
+    """
+
+    mu: float
+    noise: float
+    weights: float
+    mu_target: List[torch.Tensor]
+    noise_target: List[torch.Tensor]
+
+    def to(self, *args, **kwargs):
+        move = [[t.to(*args, **kwargs) for t in group] for group in (self.mu_target, self.noise_target)]
+        return MixturePrior(self.mu, self.noise, self.weights, *move)
+
+
+class MixtureParams(NamedTuple):
+    """A mixture of ``K`` latent models [design 2.8]: ``c ~ Cat(exp(log_weights))``, then component ``c``'s model."""
+
+    components: List[LatentParams]
+    log_weights: torch.Tensor  # (K,) log mixing weights
+    prior: MixturePrior
+
+    def to(self, *args, **kwargs):
+        """Move / cast every tensor (same arguments as ``torch.Tensor.to``)."""
+        return MixtureParams([c.to(*args, **kwargs) for c in self.components], self.log_weights.to(*args, **kwargs), self.prior.to(*args, **kwargs))
+
+
+class MixturePosterior(NamedTuple):
+    """Per-component posteriors and the responsibilities ``r_ic = p(c | z_i^O)`` [design 2.8]."""
+
+    components: List[Posterior]
+    resp: torch.Tensor  # (n, K)
+    loglik: torch.Tensor  # (n,) log p(z_i^O) = logsumexp_c (log pi_c + log N_c)
+
+    @property
+    def mean(self):
+        """``[r_i1 m_i1, ..., r_iK m_iK]`` (n, K q): each component's latent coordinates, weighted by membership."""
+        return torch.cat([self.resp[:, c, None] * p.mean for c, p in enumerate(self.components)], dim=1)
+
+
+@dataclass
+class MixtureStatistics:
+    """Every component's responsibility-weighted :class:`SufficientStatistics`, additive over chunks."""
+
+    components: List[SufficientStatistics]
+    weights: torch.Tensor  # (K,) sum_i r_ic
+    loglik: torch.Tensor
+    n_rows: int
+
+    def __add__(self, other):
+        return MixtureStatistics([a + b for a, b in zip(self.components, other.components)], self.weights + other.weights, self.loglik + other.loglik, self.n_rows + other.n_rows)
+
+    def __neg__(self):
+        return MixtureStatistics([-a for a in self.components], -self.weights, -self.loglik, -self.n_rows)
+
+    def __sub__(self, other):
+        return self + (-other)
+
+    def to(self, device):
+        return MixtureStatistics([c.to(device) for c in self.components], self.weights.to(device), self.loglik.to(device), self.n_rows)
+
+
+def _mixture_posterior(Z, observed, params):
+    """Component posteriors and responsibilities by Bayes' rule on the components' marginal likelihoods [design 2.8]."""
+    posts = [posterior(Z, observed, c) for c in params.components]
+    # log pi_c + log N(z_i^O | mu_c^O, W_c^O W_c^O^T + Psi_c^O), per row and component  [design 2.8]
+    joint = torch.stack([log_likelihood(Z, observed, c, p) for c, p in zip(params.components, posts)], dim=1) + params.log_weights
+    loglik = torch.logsumexp(joint, dim=1)
+    return MixturePosterior(posts, torch.exp(joint - loglik[:, None]), loglik)
+
+
+def _mixture_statistics(Z, observed, params, post=None):
+    if post is None:
+        post = posterior(Z, observed, params)
+    parts = [sufficient_statistics(Z, observed, c, p, weights=post.resp[:, k]) for k, (c, p) in enumerate(zip(params.components, post.components))]
+    return MixtureStatistics(parts, post.resp.sum(dim=0), post.loglik.sum(), int(observed.shape[0]))
+
+
+MIXTURE_NOISE_FLOOR = 1e-3  # a component's noise floor: 1e-6 lets components collapse on collinear features [design 2.8]
+
+
+def _mixture_m_step(stats, params, *, noise, noise_floor, ridge):
+    """Each component's MAP update and ``pi_c = (N_c + a) / (N + K a)`` [design 2.8]."""
+    prior = params.prior
+    floor = max(noise_floor, MIXTURE_NOISE_FLOOR)
+    components = [m_step(s, c, noise=noise, noise_floor=floor, ridge=ridge, prior=prior) for s, c in zip(stats.components, params.components)]
+    K = len(components)
+    weights = (stats.weights + prior.weights) / (stats.weights.sum() + K * prior.weights)
+    return MixtureParams(components, torch.log(weights.clamp_min(1e-300)), prior)
+
+
+def _kmeans(X, K, generator, n_iter=30):
+    """k-means++ seeding and Lloyd iterations (torch; ``generator`` on the CPU); returns labels (n,)."""
+    n = X.shape[0]
+    centres = [X[int(torch.randint(n, (1,), generator=generator))]]
+    d2 = ((X - centres[0]) ** 2).sum(dim=1)
+    for _ in range(1, K):
+        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
+        j = int(torch.multinomial(p.cpu(), 1, generator=generator))
+        centres.append(X[j])
+        d2 = torch.minimum(d2, ((X - X[j]) ** 2).sum(dim=1))
+    centres = torch.stack(centres)
+    labels = None
+    for _ in range(n_iter):
+        new = torch.cdist(X, centres).argmin(dim=1)
+        if labels is not None and bool((new == labels).all()):
+            break
+        labels = new
+        for c in range(K):
+            if bool((labels == c).any()):
+                centres[c] = X[labels == c].mean(dim=0)
+    return labels
+
+
+def init_mixture(Z, observed, base, n_components, *, generator, prior_strength=(1.0, 2.0, 1.0), noise_floor=1e-3):
+    """Initial mixture from a fitted single model ``base`` [design 2.8].
+
+    The rows, their missing blocks filled by ``base``'s imputation, are
+    clustered by k-means++; each cluster gets the closed-form probabilistic PCA
+    of its rows (``q`` of ``base``), and the weights are the cluster sizes (plus
+    one). ``prior_strength`` = pseudo-rows for (means, noise, weights) of
+    :class:`MixturePrior`, whose targets are the modalities' observed means and
+    per-dimension variances.
+    """
+    dtype, device = Z[0].dtype, Z[0].device
+    q = base.W[0].shape[1]
+    dims = [z.shape[1] for z in Z]
+    filled = torch.cat(impute_calibrated(Z, observed, base), dim=1)
+    labels = _kmeans(filled, n_components, generator)
+    offsets = [0] + torch.cumsum(torch.tensor(dims), 0).tolist()
+    mu_target = [z[observed[:, m]].mean(dim=0) for m, z in enumerate(Z)]
+    noise_target = [z[observed[:, m]].var(dim=0, unbiased=False).clamp_min(noise_floor) for m, z in enumerate(Z)]
+    components = []
+    for c in range(n_components):
+        rows = filled[labels == c]
+        if rows.shape[0] < 2:  # an empty cluster starts as the population
+            components.append(LatentParams([torch.zeros(d, q, dtype=dtype, device=device) for d in dims], list(mu_target), list(noise_target)))
+            continue
+        centre = rows.mean(dim=0)
+        _, sing, Vh = torch.linalg.svd(rows - centre, full_matrices=False)
+        eig = sing**2 / rows.shape[0]
+        r = min(q, eig.numel())
+        sigma2 = (eig[r:].sum() / max(sum(dims) - r, 1)).clamp_min(noise_floor)
+        # PPCA of the cluster: W = U_q (Lambda_q - sigma^2 I)^{1/2}  (Tipping & Bishop 1999)
+        W_full = torch.zeros(sum(dims), q, dtype=dtype, device=device)
+        W_full[:, :r] = Vh[:r].T * (eig[:r] - sigma2).clamp_min(0).sqrt()
+        components.append(
+            LatentParams(
+                [W_full[offsets[m] : offsets[m + 1]].contiguous() for m in range(len(dims))],
+                [centre[offsets[m] : offsets[m + 1]].contiguous() for m in range(len(dims))],
+                [torch.zeros(d, dtype=dtype, device=device) + sigma2 for d in dims],
+            )
+        )
+    counts = torch.bincount(labels, minlength=n_components).to(dtype)
+    prior = MixturePrior(*prior_strength, mu_target, noise_target)
+    return MixtureParams(components, torch.log((counts + 1.0) / (counts.sum() + n_components)), prior)
+
+
+def impute_calibrated(Z, observed, params):
+    """Observed blocks kept, the others imputed [design 2.3]: the rows as the model completes them."""
+    Zhat = impute(posterior(Z, observed, params), params)
+    return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))]
+
+
+# ----------------------------------------------------------------------------- local correction [design 2.9]
+def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512):
+    """Kernel correction of the imputations by the stored rows' residuals (the ``K -> n`` limit of the mixture) [design 2.9].
+
+    Every stored row ``j`` (a "centre", completed by the model where it misses a
+    block) is a mixture component with the model's covariance scaled by ``h``:
+    ``z | j ~ N(x_j, h (W W^T + Psi))``. A query with observed blocks ``O`` then
+    imputes block ``m`` as the model's conditional mean plus the responsibility-
+    weighted residuals of the centres that observe ``m``::
+
+        zhat^m = (W_m m_i + mu_m) + sum_j r_ij (x_j^m - W_m m_j^(O) - mu_m),
+        r_ij  ~ exp(-||z_i^O - x_j^O||^2_{C_OO^-1} / (2 h d_O)),   d_O = sum_{m in O} d_m,
+
+    with the Mahalanobis distance under ``C_OO = W_O W_O^T + Psi_O`` by the
+    Woodbury identity (``q x q`` work per pattern). ``h = inf`` is the model
+    itself; small ``h`` approaches the nearest stored neighbour.
+
+    Parameters
+    ----------
+    Z : list of Tensor (n, d_m)
+    observed : bool Tensor (n, k)
+    params : LatentParams
+    centres : list of Tensor (n_c, d_m)
+        The stored rows' blocks (anything where unobserved).
+    centres_observed : bool Tensor (n_c, k)
+    bandwidth : float
+        ``h`` (> 0).
+    chunk_size : int
+        Query rows per distance matrix (memory ``chunk_size x n_c``).
+
+    Returns
+    -------
+    corrections, variances : list of Tensor (n, d_m)
+        The added residual average and the residuals' weighted variance (the
+        spread between neighbours), zero for observed blocks.
+    """
+    filled = impute_calibrated(centres, centres_observed, params)
+    corrections = [torch.zeros_like(z) for z in Z]
+    variances = [torch.zeros_like(z) for z in Z]
+    patterns, inverse = missingness_patterns(observed)
+    q = params.W[0].shape[1]
+    eye = torch.eye(q, dtype=params.W[0].dtype, device=params.W[0].device)
+    for p, pattern in enumerate(patterns.tolist()):
+        if all(pattern) or not any(pattern):
+            continue
+        seen = [m for m, o in enumerate(pattern) if o]
+        missing = [m for m, o in enumerate(pattern) if not o]
+        # Cholesky of V_O^-1 = I + sum_{m in O} W_m^T Psi_m^-1 W_m  [design 2.2]
+        L = torch.linalg.cholesky(eye + sum(params.W[m].T @ (params.W[m] / params.psi[m][:, None]) for m in seen))
+
+        def whitened(blocks):
+            """(Psi_O^-1/2 (z_O - mu_O), L^-1 W_O^T Psi_O^-1 (z_O - mu_O), posterior mean m^(O))."""
+            r = [blocks[m] - params.mu[m] for m in seen]
+            s_ = torch.cat([r_ / params.psi[m].sqrt() for r_, m in zip(r, seen)], dim=1)
+            g = torch.linalg.solve_triangular(L, sum((r_ / params.psi[m]) @ params.W[m] for r_, m in zip(r, seen)).T, upper=False)
+            return s_, g.T, torch.linalg.solve_triangular(L.T, g, upper=True).T
+
+        s_c, g_c, m_c = whitened(filled)
+        d_o = s_c.shape[1]
+        # the centres' residuals: their own block minus what the model predicts for it from the blocks O
+        residual = {m: filled[m] - (m_c @ params.W[m].T + params.mu[m]) for m in missing}
+        rows_all = torch.nonzero(inverse == p).flatten()
+        for start in range(0, rows_all.numel(), chunk_size):
+            rows = rows_all[start : start + chunk_size]
+            s_q, g_q, _ = whitened([z[rows] for z in Z])
+            # ||z - x||^2_{C_OO^-1} = ||Psi^-1/2 (z - x)||^2 - ||L^-1 W^T Psi^-1 (z - x)||^2  (Woodbury)  [design 2.9]
+            d2 = (torch.cdist(s_q, s_c) ** 2 - torch.cdist(g_q, g_c) ** 2).clamp_min(0) / d_o
+            for m in missing:
+                if not bool(centres_observed[:, m].any()):  # no stored row observes m: the model alone
+                    continue
+                logits = (-d2 / (2 * bandwidth)).masked_fill(~centres_observed[:, m][None, :], float("-inf"))
+                weights = torch.softmax(logits, dim=1)
+                mean = weights @ residual[m]
+                corrections[m][rows] = mean
+                variances[m][rows] = (weights @ residual[m] ** 2 - mean**2).clamp_min(0)
+    return corrections, variances
 
 
 def summed_statistics(parts):
@@ -296,32 +587,51 @@ class RunningStatistics:
         return new
 
 
-def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
+def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8, prior=None):
     """M-step: exact maximiser of the expected complete-data log-likelihood [design 2.4].
 
     ``W~_m = [W_m, mu_m] = C_m A_m^-1`` (solved with a small ridge on the loading
     block), then the noise update. A modality with no observed row keeps its
-    previous parameters.
+    previous parameters. For a :class:`MixtureParams`, every component's update
+    with the mixture's :class:`MixturePrior` and the mixing weights [design 2.8].
+
+    ``prior`` (a :class:`MixturePrior`, used for mixture components) adds
+    ``prior.mu`` pseudo-rows at the modality's mean ``mu_target`` (with ``b = 0``)
+    and ``prior.noise`` pseudo-rows of noise ``noise_target`` per dimension: the
+    maximum a posteriori update, which keeps a component's rarely observed blocks
+    near the population's instead of arbitrary.
     """
+    if isinstance(params, MixtureParams):
+        return _mixture_m_step(stats, params, noise=noise, noise_floor=noise_floor, ridge=ridge)
     if noise not in NOISE_MODELS:
         raise ValueError(f"noise must be one of {NOISE_MODELS}, got {noise!r}.")
     q = params.W[0].shape[1]
+    pseudo = 0.0 if prior is None else prior.mu
     W_new, mu_new, resid = [], [], []
     for m, (A, C, S) in enumerate(zip(stats.A, stats.C, stats.S)):
         n_m = stats.count[m]
-        if n_m <= 0:
+        if n_m <= 0 and pseudo <= 0:
             W_new.append(params.W[m])
             mu_new.append(params.mu[m])
             resid.append(None)
             continue
         A_reg = A.clone()
         A_reg[:-1, :-1] += ridge * (1.0 + torch.diagonal(A[:-1, :-1]).mean()) * torch.eye(q, dtype=A.dtype, device=A.device)
+        C_reg = C
+        if pseudo > 0:  # pseudo-rows z = mu_target with b~ = [0; 1]  [design 2.8]
+            A_reg[-1, -1] += pseudo
+            C_reg = C.clone()
+            C_reg[:, -1] += pseudo * prior.mu_target[m]
         # W~_m <- C_m A_m^-1  (design 2.4; a solve, not an inverse)
-        Wt = torch.linalg.solve(A_reg, C.T).T
+        Wt = torch.linalg.solve(A_reg, C_reg.T).T
         W_new.append(Wt[:, :q].contiguous())
         mu_new.append(Wt[:, q].contiguous())
         # E||z - W~ b~||^2 per dimension: S - 2 diag(W~ C^T) + diag(W~ A W~^T)  (design 2.4 noise update)
-        resid.append((S - 2 * (Wt * C).sum(dim=1) + ((Wt @ A) * Wt).sum(dim=1)) / n_m)
+        sq = S - 2 * (Wt * C).sum(dim=1) + ((Wt @ A) * Wt).sum(dim=1)
+        if prior is not None and prior.noise > 0:  # prior.noise pseudo-rows of variance noise_target  [design 2.8]
+            resid.append((sq + prior.noise * prior.noise_target[m]) / (n_m + prior.noise))
+        else:
+            resid.append(sq / n_m.clamp_min(1e-300))
     if noise == "shared":
         # one s^2 for all modalities: the pooled mean over every observed entry
         shared = sum(stats.count[m] * r.sum() for m, r in enumerate(resid) if r is not None) / sum(
@@ -380,12 +690,22 @@ def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
 
 
 def _flat(params):
-    """``theta`` as one vector: loadings, means and log noise variances (so extrapolation keeps them positive)."""
+    """``theta`` as one vector: loadings, means and log noise variances (so extrapolation keeps them positive);
+    for a mixture, every component's and the log weights."""
+    if isinstance(params, MixtureParams):
+        return torch.cat([_flat(c) for c in params.components] + [params.log_weights])
     return torch.cat([t.reshape(-1) for t in params.W] + [t.reshape(-1) for t in params.mu] + [torch.log(t).reshape(-1) for t in params.psi])
 
 
 def _unflat(vec, like, noise_floor):
-    """Inverse of :func:`_flat`, with the noise floored as in the M-step."""
+    """Inverse of :func:`_flat`, with the noise floored as in the M-step and the mixing weights renormalized."""
+    if isinstance(like, MixtureParams):
+        components, pos = [], 0
+        for c in like.components:
+            size = sum(t.numel() for group in c for t in group)
+            components.append(_unflat(vec[pos : pos + size], c, noise_floor))
+            pos += size
+        return MixtureParams(components, torch.log_softmax(vec[pos:], dim=0), like.prior)
     out, pos = [], 0
     for group in like:
         parts = []

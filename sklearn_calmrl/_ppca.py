@@ -7,7 +7,7 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import MultimodalBase
+from ._base import MultimodalBase, _local_bandwidth
 from ._latent import NOISE_MODELS
 from ._training import TrainConfig
 
@@ -31,8 +31,23 @@ class MultiViewPPCA(MultimodalBase):
         How the columns of ``X`` split into modalities: a list of block sizes,
         a list of column-index lists, slices or (for DataFrames) column-name
         lists, or a dict ``{name: columns}``. ``None`` means one block.
-    latent_dim : int, default=32
-        Dimension ``q`` of the shared latent.
+    latent_dim : int or 'auto', default='auto'
+        Dimension ``q`` of the shared latent. ``'auto'``:
+        ``clip(n_linking // 8, 4, 32)``, below the total width, where
+        ``n_linking`` counts the training rows that observe at least two
+        modalities [design 2.10].
+    n_components : int or 'auto', default=1
+        Number of components of the mixture of such models [design 2.8].
+        ``'auto'``: the best of 1, 2, 4, 8, 16 by held-out log-likelihood.
+    local_bandwidth : float or None, default=0.05
+        Bandwidth ``h`` of the local correction of the imputations [design 2.9]:
+        the model's conditional mean plus the kernel-weighted residuals of the
+        training rows nearest in the observed blocks (the limit of a mixture
+        with one component per row; the training rows, at most 10,000, are
+        kept). None: the model alone. Only with ``n_components=1``.
+    add_indicator : bool, default=True
+        Append one column per modality, 1 where the row observes it, to the
+        output of :meth:`transform`.
     noise : {'isotropic', 'diagonal', 'shared'}, default='isotropic'
         ``s_m^2 I`` per modality, a diagonal per modality (factor analysis), or
         one ``s^2`` for all [design 2.4].
@@ -82,7 +97,14 @@ class MultiViewPPCA(MultimodalBase):
     noise_variance_ : ndarray of shape (n_modalities,)
         ``s_m^2`` per modality (mean over features for ``noise='diagonal'``).
     noise_variances_ : list of ndarray of shape (block_width,)
-        Per-feature noise variances.
+        Per-feature noise variances. With ``n_components_ > 1`` these four
+        attributes gain a leading component axis.
+    weights_ : ndarray of shape (n_components_,)
+        Mixing weights of the components (``[1.]`` for one).
+    n_components_ : int
+        Number of components (resolved when ``n_components='auto'``).
+    latent_dim_ : int
+        Latent dimension (resolved when ``latent_dim='auto'``).
     n_iter_ : int
         EM iterations run by ``fit``; ``partial_fit`` calls since the first.
     loglik_curve_ : list of float
@@ -113,7 +135,10 @@ class MultiViewPPCA(MultimodalBase):
 
     _parameter_constraints: dict = {
         "modalities": [None, list, tuple, dict],
-        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left")],
+        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "add_indicator": ["boolean"],
         "noise": [StrOptions(set(NOISE_MODELS))],
         "output": [StrOptions({"concat", "latent"})],
         "standardize": ["boolean"],
@@ -130,7 +155,10 @@ class MultiViewPPCA(MultimodalBase):
         self,
         modalities=None,
         *,
-        latent_dim=32,
+        latent_dim="auto",
+        n_components=1,
+        local_bandwidth=0.05,
+        add_indicator=True,
         noise="isotropic",
         output="concat",
         standardize=True,
@@ -144,6 +172,9 @@ class MultiViewPPCA(MultimodalBase):
     ):
         self.modalities = modalities
         self.latent_dim = latent_dim
+        self.n_components = n_components
+        self.local_bandwidth = local_bandwidth
+        self.add_indicator = add_indicator
         self.noise = noise
         self.output = output
         self.standardize = standardize
@@ -159,6 +190,8 @@ class MultiViewPPCA(MultimodalBase):
         return TrainConfig(
             encoder="identity",
             latent_dim=self.latent_dim,
+            n_components=self.n_components,
+            local_bandwidth=_local_bandwidth(self.local_bandwidth, self.n_components),
             noise=self.noise,
             em_init_iter=self.max_iter,
             em_tol=self.tol,

@@ -18,7 +18,7 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,9 @@ from ._latent import (
     chunked_statistics,
     fit_em,
     impute,
+    init_mixture,
     init_params,
+    log_likelihood,
     m_step,
     posterior,
     single_modality_maps,
@@ -48,6 +50,24 @@ CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the
 STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations instead of caching them
 INIT_ROWS = 20000  # rows used to initialise the representation-level latent model [design 2.6]
 EM_REFRESH_ITER = 3  # EM iterations of each per-epoch refresh [design 3.1]
+MAX_CENTRES = 10000  # stored rows of the local correction [design 2.9]
+COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
+
+
+def resolve_latent_dim(latent_dim, n_linking, width):
+    """``latent_dim``, or for ``'auto'`` ``clip(n_linking // 8, 4, 32)`` below the total width [design 2.10].
+
+    ``n_linking`` counts the rows that observe at least two modalities (all rows
+    with one modality): they are what estimates the cross-modality loadings.
+    """
+    if latent_dim != "auto":
+        return int(latent_dim)
+    return int(max(1, min(max(4, n_linking // 8), 32, width - 1)))
+
+
+def linking_rows(observed):
+    """Rows that observe at least two modalities, or all rows of a single-modality model [design 2.10]."""
+    return int(observed.shape[0]) if observed.shape[1] == 1 else int((observed.sum(dim=1) >= 2).sum())
 
 
 @dataclass
@@ -55,9 +75,11 @@ class TrainConfig:
     """Hyper-parameters of the loop (the estimator's parameters of the same names)."""
 
     encoder: str = "linear"
-    embed_dim: int = 32
+    embed_dim: Optional[int] = None  # None: latent_dim
     hidden_layer_sizes: Tuple[int, ...] = (128,)
-    latent_dim: int = 32
+    latent_dim: Union[int, str] = "auto"
+    n_components: Union[int, str] = 1
+    local_bandwidth: Optional[float] = None
     alignment: str = "pmrl"
     calibrate: bool = True
     pair_weight: float = 0.0
@@ -115,7 +137,7 @@ def calibrated(Z, observed, params, *, max_norm=None, post=None):
     """
     if post is None:
         post = posterior(Z, observed, params)
-    Zhat = impute(post.mean, params)  # zhat^m' = W_m' m_i + mu_m'  [design 2.3]
+    Zhat = impute(post, params)  # zhat^m' = W_m' m_i + mu_m'  [design 2.3]
     if max_norm is not None:
         Zhat = [z / (z.norm(dim=1, keepdim=True) / max_norm).clamp_min(1.0) for z in Zhat]  # ||zhat|| <= max_norm
     return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))], post
@@ -212,6 +234,7 @@ class Trainer:
         self.optimizer = None
         self.params = None
         self._block_params = None
+        self.centres = None  # (stored blocks, their mask) of the local correction [design 2.9]
         self.statistics = RunningStatistics()
         self.block_statistics = RunningStatistics()
         self.history = History()
@@ -231,9 +254,21 @@ class Trainer:
         """The standardized numpy blocks as tensors on the device."""
         return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
 
+    def resolve_dims(self, n_linking, width):
+        """Fix ``latent_dim`` (``'auto'``: from the linking rows [design 2.10]) and ``embed_dim`` for this fit."""
+        cfg = self.cfg
+        self.latent_dim = resolve_latent_dim(cfg.latent_dim, n_linking, width)
+        self.embed_dim = self.latent_dim if cfg.embed_dim is None else cfg.embed_dim
+        if self.deep and self.embed_dim < self.latent_dim:
+            raise ValueError(
+                f"embed_dim={self.embed_dim} is smaller than latent_dim={self.latent_dim}: the encoders start as the "
+                "posterior-mean map onto the latent_dim shared coordinates, which needs embed_dim >= latent_dim "
+                "(embed_dim=None makes them equal)."
+            )
+
     def initial_params(self, Z, observed):
         """``init_params`` of ``Z`` with a CPU generator seeded by ``seed`` (the same draws on every device) [design 2.6]."""
-        return init_params(Z, observed, self.cfg.latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        return init_params(Z, observed, self.latent_dim, generator=torch.Generator().manual_seed(self.seed))
 
     def _log(self, message):
         print(f"[CalMRL] {message}", flush=True)
@@ -258,28 +293,74 @@ class Trainer:
             self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
         return params, history, n_em
 
+    def _fit_model(self, Z, observed, base, n_components, label, level=1):
+        """EM of the model of ``Z``: the single model ``base`` is fitted; more components start from it [design 2.8]."""
+        cfg = self.cfg
+        params, loglik, n_iter = self._em(Z, observed, base, cfg.em_init_iter, label, level)
+        if n_components == 1:
+            return params, params, loglik, n_iter
+        start = init_mixture(Z, observed, params, n_components, generator=torch.Generator().manual_seed(self.seed + 1))
+        mixture, loglik, n_iter = self._em(Z, observed, start, cfg.em_init_iter, f"{label}, {n_components} components", level)
+        return mixture, params, loglik, n_iter
+
+    def _select_components(self, X, observed):
+        """``n_components='auto'``: the candidate with the best held-out log-likelihood (20% of the rows) [design 2.8]."""
+        n = observed.shape[0]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 2)).to(observed.device)
+        held, rows = perm[: max(1, n // 5)], perm[max(1, n // 5) :]
+        X_fit, o_fit = [x[rows] for x in X], observed[rows]
+        base, _, _ = self._em(X_fit, o_fit, self.initial_params(X_fit, o_fit), self.cfg.em_init_iter, "component selection", level=2)
+        scores = {}
+        for k in COMPONENT_CANDIDATES:
+            if k > 1 and k * (self.latent_dim + 1) > rows.numel():  # too few rows per component
+                break
+            params = base if k == 1 else self._fit_model(X_fit, o_fit, base, k, "component selection", level=2)[0]
+            scores[k] = float(log_likelihood([x[held] for x in X], observed[held], params).mean())
+        best = max(scores, key=scores.get)
+        if self.cfg.verbose:
+            self._log("n_components='auto': held-out log-likelihood " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + f" -> {best}")
+        return best
+
     def start(self, X, observed):
         """Fit the closed-form model of the blocks ``X`` (float64) and start the encoders from it [design 7.1].
 
         Encoder m's first ``latent_dim`` outputs start as the posterior-mean map
-        ``x^m -> E[b | x^m]``, so all modalities start in one latent coordinate
-        system (outputs beyond ``latent_dim`` project on the block's principal
-        axes). For ``encoder='identity'`` this fit is the whole model.
+        ``x^m -> E[b | x^m]`` of the single model of the blocks, so all modalities
+        start in one latent coordinate system (outputs beyond ``latent_dim``
+        project on the block's principal axes). For ``encoder='identity'`` the
+        model of the blocks is the whole model. With ``n_components > 1`` it is a
+        mixture started from that single model [design 2.8]; with a
+        ``local_bandwidth`` the rows are kept for the local correction [design 2.9].
         """
         cfg = self.cfg
+        self.resolve_dims(linking_rows(observed), sum(x.shape[1] for x in X))
+        self.n_components = self._select_components(X, observed) if cfg.n_components == "auto" else int(cfg.n_components)
         label = "closed-form model of the blocks" if self.deep else "closed-form fit"
-        params, loglik, n_iter = self._em(X, observed, self.initial_params(X, observed), cfg.em_init_iter, label)
+        block, base, loglik, n_iter = self._fit_model(X, observed, self.initial_params(X, observed), self.n_components, label)
+        if cfg.local_bandwidth is not None:
+            self.centres = ([], observed[:0])
+            self._keep_centres(X, observed)
         if not self.deep:
-            self.params = params
+            self.params = block
             self.history.loglik_curve, self.history.n_iter = loglik, n_iter
             return
-        self._block_params = params
-        maps = [(A.float(), c.float()) for A, c in single_modality_maps(params)]
+        self._block_params = block
+        maps = [(A.float(), c.float()) for A, c in single_modality_maps(base)]
         X32 = [x.float() for x in X]
         self.encoders = make_encoders(
-            cfg.encoder, X32, observed, cfg.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
+            cfg.encoder, X32, observed, self.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
         )
         self._new_loss()
+
+    def _keep_centres(self, X, observed):
+        """Add rows to the stored rows of the local correction, up to ``MAX_CENTRES`` [design 2.9]."""
+        kept, kept_observed = self.centres
+        room = MAX_CENTRES - kept_observed.shape[0]
+        if room <= 0:
+            return
+        rows = init_rows(observed.shape[0], torch.Generator().manual_seed(self.seed + 3 + kept_observed.shape[0]), room).to(observed.device)
+        new = [x[rows] for x in X]
+        self.centres = (new if not kept else [torch.cat([a, b]) for a, b in zip(kept, new)], torch.cat([kept_observed, observed[rows]]))
 
     def _new_loss(self):
         """A fresh alignment loss module (GRAM learns its temperature) and a fresh optimizer."""
@@ -318,6 +399,8 @@ class Trainer:
             self.params = self.params.to(device)
         self.statistics = self.statistics.to(device)
         self.block_statistics = self.block_statistics.to(device)
+        if self.centres is not None:
+            self.centres = ([x.to(device) for x in self.centres[0]], self.centres[1].to(device))
         return self
 
     def __getstate__(self):
@@ -325,6 +408,8 @@ class Trainer:
         state = self.__dict__.copy()
         for name in ("statistics", "block_statistics", "params", "_block_params"):
             state[name] = None if state[name] is None else state[name].to("cpu")
+        if self.centres is not None:
+            state["centres"] = ([x.cpu() for x in self.centres[0]], self.centres[1].cpu())
         if self.deep:
             state["encoders"], state["loss_fn"] = copy.deepcopy((self.encoders, self.loss_fn))
             state["encoders"].cpu()
@@ -353,7 +438,9 @@ class Trainer:
             rows = init_rows(n, generator).to(self.device)
             Z0 = encode_all(encoders, [x[rows] for x in X], observed[rows])
             init_gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-            params = init_params(Z0, observed[rows], cfg.latent_dim, generator=init_gen)
+            params = init_params(Z0, observed[rows], self.latent_dim, generator=init_gen)
+            if self.n_components > 1:  # a mixture of the representations too, started from one model [design 2.8]
+                params = self._fit_model(Z0, observed[rows], params, self.n_components, "latent model of the representations (start)", level=2)[0]
             del Z0
         if n * sum(e.linear.out_features for e in encoders) * 8 <= STREAM_BYTES:
             Z = encode_all(encoders, X, observed)
@@ -560,6 +647,8 @@ class Trainer:
             if self.deep:
                 self._em_refresh([x.float() for x in X64], observed, generator, cfg.em_init_iter, "latent model of the representations")
             self.history.loglik_curve, self.history.n_iter = [], 0
+        elif self.centres is not None:
+            self._keep_centres(X64, observed)
         if self.deep:
             snap = self._snapshot()
             terms = self.gradient_pass([x.float() for x in X64], observed, generator)

@@ -184,6 +184,8 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
             f"fit_dask fits the closed-form model only (MultiViewPPCA, or encoder='identity'), got encoder={cfg.encoder!r}; "
             "train torch encoders on a dask array with partial_fit_dask."
         )
+    if cfg.n_components != 1:
+        raise ValueError(f"fit_dask fits a single latent model (n_components=1), got n_components={cfg.n_components!r}.")
     device = resolve_device(estimator.device)
     for name in _fitted_names(estimator):  # a refit leaves exactly the attributes of a fresh fit
         delattr(estimator, name)
@@ -210,9 +212,16 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     warn_disconnected(patterns[seen], [name for name, _ in blocks])
     standardization = statistics_from_moments(summary.moments, estimator.standardize)  # [design 1.3]
 
+    linking = counts[seen].sum() if len(blocks) == 1 else counts[patterns.sum(axis=1) >= 2].sum()
+    trainer.resolve_dims(int(linking), sum(len(idx) for _, idx in blocks))  # [design 2.10]
+    trainer.n_components = 1
     t0 = time.perf_counter()
-    params = trainer.initial_params(*_standardized_rows(sample, blocks, standardization))
-    del sample
+    Z_sample, observed_sample = _standardized_rows(sample, blocks, standardization)
+    params = trainer.initial_params(Z_sample, observed_sample)
+    if cfg.local_bandwidth is not None:  # the stored rows of the local correction: the sample [design 2.9]
+        trainer.centres = ([], observed_sample[:0])
+        trainer._keep_centres(Z_sample, observed_sample)
+    del sample, Z_sample
     standardizer = _broadcast((blocks, standardization))
 
     def statistics(params):

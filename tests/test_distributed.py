@@ -106,6 +106,7 @@ def test_fit_dask_initialises_on_a_sample(data, synchronous):
     # the documented rule, in memory: seed, then the sample's generator, both from random_state
     rng = check_random_state(0)
     trainer = Trainer(est._train_config(), device="cpu", seed=int(rng.randint(I32)))
+    trainer.resolve_dims(0, X.shape[1])  # latent_dim=3 is given: the linking rows do not matter
     blocks = [(name, np.asarray(idx)) for name, idx in mods.items()]
     observed = observed_mask(X, blocks)
     keep = observed.any(axis=1)

@@ -19,7 +19,7 @@ from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, 
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, em_max_iter=30, device="cpu", random_state=0)
+FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, em_max_iter=30, add_indicator=False, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +270,15 @@ def test_verbose_reports_the_closed_form_fit_and_every_epoch(segment, encoder, c
     assert len(epochs) == (0 if encoder == "identity" else est.n_iter_)
     CalMRLTransformer(mods, encoder="identity", **FAST).fit(X[:100])  # verbose=0 prints nothing
     assert capsys.readouterr().out == ""
+
+
+def test_add_indicator_appends_the_observed_modalities(segment):
+    X, _, mods, _ = segment
+    for output in ("concat", "latent"):
+        est = CalMRLTransformer(mods, output=output, **{**FAST, "add_indicator": True}).fit(X[:400])
+        Z, names = est.transform(X[:400]), est.get_feature_names_out()
+        plain = est.set_params(add_indicator=False).transform(X[:400])
+        assert list(names[-2:]) == ["observed_shape", "observed_color"] and len(names) == Z.shape[1] == plain.shape[1] + 2
+        np.testing.assert_array_equal(Z[:, :-2], plain)
+        observed = np.stack([~np.isnan(X[:400, cols]).all(axis=1) for cols in mods.values()], axis=1)
+        np.testing.assert_array_equal(Z[:, -2:], observed.astype(float))

@@ -92,7 +92,7 @@ def _amputed():
 def _est(**kw):
     params = dict(
         modalities=SIZES, encoder="linear", latent_dim=2, embed_dim=4, max_epochs=2, batch_size=64,
-        em_max_iter=20, device="cpu", random_state=0,
+        em_max_iter=20, add_indicator=False, device="cpu", random_state=0,
     )
     params.update(kw)
     return CalMRLTransformer(**params)

@@ -87,7 +87,7 @@ def test_imputation_and_predictive_variance():
     params = random_params(rng)
     Z, observed, _ = sample(rng, params, 30)
     post = posterior(Z, observed, params)
-    Zhat = impute(post.mean, params)
+    Zhat = impute(post, params)
     var = predictive_variance(post, params)
     for m, (W, mu, psi) in enumerate(zip(*params)):
         np.testing.assert_allclose(Zhat[m].numpy(), post.mean.numpy() @ W.numpy().T + mu.numpy())
@@ -209,3 +209,174 @@ def test_single_modality_maps_equal_posterior_from_that_modality_alone():
         only_m[:, m] = True
         expected = posterior(Z, only_m, params).mean
         np.testing.assert_allclose((Z[m] @ A.T + c).numpy(), expected.numpy(), atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- mixture [design 2.8]
+from sklearn_calmrl._latent import MixtureParams, MixturePrior, init_mixture, run_em  # noqa: E402
+
+
+def _no_prior(params):
+    return MixturePrior(0.0, 0.0, 0.0, [torch.zeros_like(m) for m in params.mu], [torch.ones_like(p) for p in params.psi])
+
+
+def _as_mixture(params):
+    """The single model as a one-component mixture without priors."""
+    return MixtureParams([params], torch.zeros(1, dtype=torch.float64), _no_prior(params))
+
+
+def _random_mixture(rng, K=3, noise="isotropic"):
+    comps = [random_params(rng, noise=noise) for _ in range(K)]
+    for c in comps:  # spread the components apart
+        for mu in c.mu:
+            mu += torch.tensor(rng.normal(scale=2.0, size=mu.shape[0]))
+    w = torch.tensor(rng.dirichlet(np.ones(K)))
+    return MixtureParams(comps, torch.log(w), _no_prior(comps[0]))
+
+
+def test_one_component_mixture_is_the_single_model_exactly():
+    rng = np.random.default_rng(11)
+    params = random_params(rng, noise="diagonal")
+    Z, observed, _ = sample(rng, params, 80)
+    mix = _as_mixture(params)
+    post, mpost = posterior(Z, observed, params), posterior(Z, observed, mix)
+    assert torch.equal(mpost.resp, torch.ones(80, 1, dtype=torch.float64))
+    assert torch.equal(mpost.mean, post.mean) and torch.equal(mpost.loglik, log_likelihood(Z, observed, params))
+    for a, b in zip(impute(mpost, mix), impute(post, params)):
+        assert torch.equal(a, b)
+    for a, b in zip(predictive_variance(mpost, mix), predictive_variance(post, params)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    single, _, n1 = run_em(lambda p: sufficient_statistics(Z, observed, p), params, max_iter=12, tol=-1, noise="diagonal", accelerate=False)
+    mixed, _, n2 = run_em(lambda p: sufficient_statistics(Z, observed, p), mix, max_iter=12, tol=-1, noise="diagonal", accelerate=False)
+    for group_a, group_b in zip(single, mixed.components[0]):
+        for a, b in zip(group_a, group_b):
+            assert torch.equal(a, b)
+    assert n1 == n2 == 12
+
+
+def _mixture_brute_force(params, z_row, obs_row):
+    """Dense Gaussian-mixture conditional of one row: responsibilities, log p(z_O), imputed blocks and their variance."""
+    idx = [m for m in range(len(z_row)) if obs_row[m]]
+    dims = [w.shape[0] for w in params.components[0].W]
+    logs, means, variances = [], [], []
+    for comp, log_w in zip(params.components, params.log_weights.numpy()):
+        W = np.vstack([w.numpy() for w in comp.W])
+        mu = np.concatenate([u.numpy() for u in comp.mu])
+        Sigma = W @ W.T + np.diag(np.concatenate([p.numpy() for p in comp.psi]))
+        cols = np.concatenate([np.arange(sum(dims[:m]), sum(dims[: m + 1])) for m in idx])
+        z = np.concatenate([z_row[m] for m in idx])
+        S_oo = Sigma[np.ix_(cols, cols)]
+        gain = np.linalg.solve(S_oo, Sigma[cols]).T  # Sigma_{. O} Sigma_OO^-1
+        means.append(mu + gain @ (z - mu[cols]))
+        variances.append(np.diag(Sigma - gain @ Sigma[cols]))
+        logs.append(log_w + multivariate_normal(mu[cols], S_oo).logpdf(z))
+    logs = np.array(logs)
+    loglik = np.logaddexp.reduce(logs)
+    r = np.exp(logs - loglik)
+    mean = sum(rc * mc for rc, mc in zip(r, means))
+    var = sum(rc * (vc + mc**2) for rc, mc, vc in zip(r, means, variances)) - mean**2
+    return r, loglik, mean, var
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "diagonal"])
+def test_mixture_e_step_matches_a_dense_gaussian_mixture_conditional(noise):
+    rng = np.random.default_rng(12)
+    mix = _random_mixture(rng, K=3, noise=noise)
+    Z, observed, _ = sample(rng, mix.components[1], 40, missing_rate=0.7)
+    post = posterior(Z, observed, mix)
+    imputed, variance = impute(post, mix), predictive_variance(post, mix)
+    dims = [z.shape[1] for z in Z]
+    for i in range(40):
+        r, loglik, mean, var = _mixture_brute_force(mix, [z[i].numpy() for z in Z], observed[i].numpy())
+        np.testing.assert_allclose(post.resp[i].numpy(), r, atol=1e-10)
+        np.testing.assert_allclose(post.loglik[i].item(), loglik, atol=1e-9)
+        for m in range(len(Z)):
+            if not observed[i, m]:
+                cols = slice(sum(dims[:m]), sum(dims[: m + 1]))
+                np.testing.assert_allclose(imputed[m][i].numpy(), mean[cols], atol=1e-9)
+                np.testing.assert_allclose(variance[m][i].numpy(), var[cols], atol=1e-9)
+
+
+def test_mixture_em_never_decreases_loglik_and_init_from_one_model():
+    rng = np.random.default_rng(13)
+    truth = _random_mixture(rng, K=3)
+    parts = [sample(rng, c, 150, missing_rate=0.4) for c in truth.components]
+    Z = [torch.cat([p[0][m] for p in parts]) for m in range(3)]
+    observed = torch.cat([p[1] for p in parts])
+    base, _, _ = fit_em(Z, observed, init_params(Z, observed, Q, generator=torch.Generator().manual_seed(0)), max_iter=50)
+    start = init_mixture(Z, observed, base, 3, generator=torch.Generator().manual_seed(0), prior_strength=(0.0, 0.0, 0.0))
+    _, history, _ = run_em(lambda p: sufficient_statistics(Z, observed, p), start, max_iter=40, tol=0.0, accelerate=False)
+    assert np.all(np.diff(history) >= -1e-9) and history[-1] > history[0]
+    _, fast, _ = run_em(lambda p: sufficient_statistics(Z, observed, p), start, max_iter=40, tol=0.0, accelerate=True)
+    assert np.all(np.diff(fast) >= -1e-9) and fast[-1] >= history[-1] - 1e-6
+    # three well separated clusters: the mixture explains the rows better than one Gaussian
+    assert history[-1] > log_likelihood(Z, observed, base).mean().item() + 0.5
+
+
+def test_mixture_prior_keeps_unseen_blocks_at_the_population():
+    """A component that never sees a modality gets the modality's mean and variance, not arbitrary values."""
+    rng = np.random.default_rng(14)
+    params = random_params(rng)
+    Z, observed, _ = sample(rng, params, 200)
+    base = params
+    mix = init_mixture(Z, observed, base, 2, generator=torch.Generator().manual_seed(0))
+    post = posterior(Z, observed, mix)
+    stats = sufficient_statistics(Z, observed, mix, post)
+    stats.components[0].count[2] = 0.0  # component 0 sees no row of modality 2
+    for t in stats.components[0].A[2], stats.components[0].C[2], stats.components[0].S[2]:
+        t.zero_()
+    new = m_step(stats, mix)
+    torch.testing.assert_close(new.components[0].mu[2], mix.prior.mu_target[2])
+    torch.testing.assert_close(new.components[0].psi[2], mix.prior.noise_target[2].mean().expand(5))
+    assert torch.all(new.components[0].W[2] == 0)
+
+
+# ----------------------------------------------------------------------------- local correction [design 2.9]
+from sklearn_calmrl._latent import impute_calibrated, local_corrections  # noqa: E402
+
+
+def test_local_correction_matches_a_dense_kernel_and_its_limits():
+    rng = np.random.default_rng(15)
+    params = random_params(rng, noise="diagonal")
+    Zc, oc, _ = sample(rng, params, 60, missing_rate=0.5)
+    Zq, oq, _ = sample(rng, params, 25, missing_rate=0.8)
+    h = 0.3
+    corr, var = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=7)
+    filled = [f.numpy() for f in impute_calibrated(Zc, oc, params)]
+    dims = [z.shape[1] for z in Zq]
+    for i in range(25):
+        seen = [m for m in range(3) if oq[i, m]]
+        if not seen or len(seen) == 3:
+            assert all(torch.all(c[i] == 0) for c in corr)
+            continue
+        W = np.vstack([params.W[m].numpy() for m in seen])
+        C_oo = W @ W.T + np.diag(np.concatenate([params.psi[m].numpy() for m in seen]))
+        zq = np.concatenate([Zq[m][i].numpy() for m in seen])
+        xc = np.hstack([filled[m] for m in seen])
+        diff = xc - zq
+        d2 = np.einsum("jd,dk,jk->j", diff, np.linalg.inv(C_oo), diff) / sum(dims[m] for m in seen)
+        for m in [m for m in range(3) if not oq[i, m]]:
+            # the residual of centre j: its block m minus the model's conditional mean from its blocks O
+            gain = (params.W[m].numpy() @ W.T) @ np.linalg.inv(C_oo)
+            resid = filled[m] - (params.mu[m].numpy() + (xc - np.concatenate([params.mu[k].numpy() for k in seen])) @ gain.T)
+            w = np.where(oc[:, m].numpy(), np.exp(-(d2 - d2.min()) / (2 * h)), 0.0)
+            w /= w.sum()
+            np.testing.assert_allclose(corr[m][i].numpy(), w @ resid, atol=1e-9)
+            np.testing.assert_allclose(var[m][i].numpy(), w @ resid**2 - (w @ resid) ** 2, atol=1e-9)
+
+
+def test_local_correction_recovers_a_stored_row_at_small_bandwidth():
+    rng = np.random.default_rng(16)
+    params = random_params(rng)
+    Zc, _, _ = sample(rng, params, 50, missing_rate=0.0)
+    oc = torch.ones(50, 3, dtype=torch.bool)
+    query = [z[:5].clone() for z in Zc]
+    oq = oc[:5].clone()
+    oq[:, 1] = False  # hide modality 1 of five stored rows
+    corr, _ = local_corrections(query, oq, params, Zc, oc, 1e-6)
+    imputed = impute(posterior(query, oq, params), params)[1] + corr[1]
+    torch.testing.assert_close(imputed, Zc[1][:5], atol=1e-8, rtol=0)  # the nearest stored row is the row itself
+    wide, _ = local_corrections(query, oq, params, Zc, oc, 1e12)  # h -> inf: every centre weighs the same
+    filled = impute_calibrated(Zc, oc, params)
+    m_o = posterior([filled[0], torch.zeros_like(filled[1]), filled[2]], oq[:1].expand(50, 3), params)
+    uniform = (filled[1] - impute(m_o, params)[1]).mean(dim=0)
+    torch.testing.assert_close(wide[1], uniform.expand(5, -1), atol=1e-9, rtol=0)

@@ -20,7 +20,7 @@ from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-FAST = dict(latent_dim=4, embed_dim=8, max_epochs=2, em_max_iter=20, random_state=0)
+FAST = dict(latent_dim=4, embed_dim=8, max_epochs=2, em_max_iter=20, add_indicator=False, random_state=0)
 ENCODERS = ["linear", "mlp", "identity"]
 
 

@@ -15,7 +15,7 @@ from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-FAST = dict(latent_dim=3, embed_dim=8, max_epochs=1, em_max_iter=30, batch_size=64, device="cpu", random_state=0)
+FAST = dict(latent_dim=3, embed_dim=8, max_epochs=1, em_max_iter=30, batch_size=64, add_indicator=False, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
