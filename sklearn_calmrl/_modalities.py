@@ -8,7 +8,6 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import numbers
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 

@@ -432,7 +432,7 @@ class Trainer:
         fit in ``STREAM_BYTES``; otherwise every EM iteration re-encodes chunk by
         chunk and sums the statistics, so they are never all in memory.
         """
-        cfg, encoders, n = self.cfg, self.encoders, observed.shape[0]
+        encoders, n = self.encoders, observed.shape[0]
         params = self.params
         if params is None:
             rows = init_rows(n, generator).to(self.device)
