@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import (
     ampute_modalities,
     ampute_modalities_structured,
@@ -120,6 +120,13 @@ def _calmrl(**fixed):
     return make
 
 
+def _ppca(**fixed):
+    def make(ctx):
+        return MultiViewPPCA(ctx.modalities, random_state=ctx.seed, **fixed)
+
+    return make
+
+
 def _n_pca(ctx):
     return int(min(64, ctx.n_features, ctx.n_train - 1))
 
@@ -158,15 +165,20 @@ def _imml_unavailable(ctx):  # pragma: no cover - only reached if imml imports
 
 
 METHODS = [
-    Method("calmrl-identity", "calmrl", "CalMRL, encoder='identity' (closed-form multi-view PPCA), other params default",
-           _calmrl(encoder="identity"), quick=True),
-    Method("calmrl-linear", "calmrl", "CalMRL, encoder='linear', other params default",
-           _calmrl(encoder="linear"), quick=True),
-    Method("calmrl-mlp", "calmrl", "CalMRL, encoder='mlp', other params default", _calmrl(encoder="mlp")),
-    Method("calmrl-linear-nocal", "calmrl", "CalMRL linear with calibrate=False (observed-only alignment ablation)",
-           _calmrl(encoder="linear", calibrate=False), quick=True),
-    Method("calmrl-linear-gram", "calmrl", "CalMRL linear with alignment='gram' instead of PMRL",
-           _calmrl(encoder="linear", alignment="gram")),
+    Method("calmrl", "calmrl", "CalMRLTransformer with its defaults (linear encoders)", _calmrl(), quick=True),
+    Method("calmrl-nocal", "calmrl", "CalMRLTransformer defaults with calibrate=False (observed-only alignment ablation)",
+           _calmrl(calibrate=False), quick=True),
+    Method("calmrl-mlp", "calmrl", "CalMRLTransformer defaults with encoder='mlp'", _calmrl(encoder="mlp")),
+    Method("calmrl-gram", "calmrl", "CalMRLTransformer defaults with alignment='gram' (and its pairwise term)",
+           _calmrl(alignment="gram")),
+    Method("calmrl-mixture", "calmrl", "CalMRLTransformer defaults with n_components='auto', local_bandwidth=None",
+           _calmrl(n_components="auto", local_bandwidth=None)),
+    Method("ppca", "calmrl", "MultiViewPPCA with its defaults (the closed-form model alone)", _ppca(), quick=True),
+    Method("ppca-plain", "calmrl", "MultiViewPPCA(latent_dim=32, local_bandwidth=None, add_indicator=False): "
+           "the closed-form model as it was before the local correction", _ppca(latent_dim=32, local_bandwidth=None,
+                                                                                 add_indicator=False)),
+    Method("ppca-mixture", "calmrl", "MultiViewPPCA(n_components='auto', local_bandwidth=None)",
+           _ppca(n_components="auto", local_bandwidth=None)),
     Method("mean-pca", "imputer", "standardize, mean imputation, PCA(min(64, d))",
            _imputer_pca(lambda ctx: SimpleImputer(strategy="mean")), quick=True),
     Method("knn-pca", "imputer", "standardize, KNNImputer(5), PCA(min(64, d))",
@@ -290,13 +302,13 @@ class _Timed(TransformerMixin, BaseEstimator):
 
 
 def _latent(rep, X):
-    """CalMRL latent posterior mean (output='latent') of a fitted estimator, whatever its output."""
-    old = rep.output
-    rep.output = "latent"
+    """CalMRL latent posterior mean (output='latent', no indicator columns) of a fitted estimator, whatever its output."""
+    old = rep.get_params()
+    rep.set_params(output="latent", add_indicator=False)
     try:
         return rep.transform(X)
     finally:
-        rep.output = old
+        rep.set_params(output=old["output"], add_indicator=old["add_indicator"])
 
 
 def _impute_features(method, rep, X):
@@ -306,7 +318,7 @@ def _impute_features(method, rep, X):
         return scale.inverse_transform(rep.named_steps["impute"].transform(scale.transform(X))[:, : X.shape[1]])
     if method.family == "mofa":
         return rep.impute(X)
-    if method.family == "calmrl" and getattr(rep, "encoders_", None) is None:
+    if method.family == "calmrl":  # the closed-form model of the blocks (the encoders' start for torch encoders)
         return rep.impute(X)
     return None
 
@@ -396,14 +408,6 @@ def evaluate_fold(method, ctx, X, y, observed, names, train, test, *, retrieval,
                     mse[sel] = np.mean(d**2, axis=1)
                     cosd[sel] = _cosine_distance(S_imp[np.ix_(sel, blocks[name])], S_true[np.ix_(sel, blocks[name])])
             res["imp_mse"] = float(np.mean(mse))
-            res["imp_cos"] = float(np.mean(cosd))
-        if method.family == "calmrl" and getattr(rep, "encoders_", None) is not None:  # representation space
-            Zm, Zt = rep.impute_representations(Xm), rep.impute_representations(Xfull)
-            cosd = np.empty(rows.size)
-            for m, name in enumerate(names):
-                sel = drop == m
-                if sel.any():
-                    cosd[sel] = _cosine_distance(Zm[name][sel], Zt[name][sel])
             res["imp_cos"] = float(np.mean(cosd))
     return res
 
@@ -706,8 +710,8 @@ def environment_summary():
     except Exception:  # noqa: BLE001
         n_cpu = "?"
     defaults = CalMRLTransformer().get_params()
-    keep = ["latent_dim", "embed_dim", "output", "alignment", "max_epochs", "batch_size", "learning_rate",
-            "em_every", "tau_intra", "tau_inter", "noise"]
+    keep = ["latent_dim", "embed_dim", "n_components", "local_bandwidth", "add_indicator", "output", "alignment",
+            "max_epochs", "batch_size", "learning_rate", "em_every", "tau_intra", "tau_inter", "noise"]
     dflt = ", ".join(f"{k}={defaults[k]!r}" for k in keep if k in defaults)
     return (f"Machine: {platform.system()} {cpu}, {n_cpu} CPUs; Python {platform.python_version()}, "
             f"scikit-learn {sklearn.__version__}, torch {torch.__version__}, numpy {np.__version__}; "

@@ -5,7 +5,7 @@ Examples
 python benchmarks/run.py --quick --dataset image_segmentation
 python benchmarks/run.py --dataset multiple_features --rates 0 0.3 0.5 0.7 --seeds 3
 python benchmarks/run.py --dataset all --structured --complete-fractions 0.1
-python benchmarks/run.py --dataset image_segmentation --methods calmrl-linear mean-pca --set latent_dim=16
+python benchmarks/run.py --dataset image_segmentation --methods calmrl mean-pca --set latent_dim=16
 
 Writes ``<out>/<dataset>_<kind>[_<tag>].md`` and ``.csv`` per (dataset, kind) and prints the
 Markdown tables to stdout; progress goes to stderr.

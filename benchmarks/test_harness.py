@@ -56,10 +56,10 @@ def test_generalized_cca_recovers_shared_signal():
 
 
 def test_harness_smoke(tmp_path, one_thread):
-    methods = [harness.METHODS_BY_NAME[name] for name in ("calmrl-identity", "calmrl-linear", "mean-pca", "mean-indicator", "cca-mean")]
+    methods = [harness.METHODS_BY_NAME[name] for name in ("ppca", "calmrl", "mean-pca", "mean-indicator", "cca-mean")]
     rows = harness.run_benchmark(
         "image_segmentation", kind="random", levels=[0.5], n_seeds=1, n_folds=2, methods=methods,
-        calmrl_params={"max_epochs": 2, "device": "cpu", "em_max_iter": 20}, max_rows=300,
+        calmrl_params={"max_epochs": 2, "device": "cpu"}, max_rows=300,
     )
     assert len(rows) == len(methods) * 2
     pair = ("shape", "color")
@@ -72,18 +72,18 @@ def test_harness_smoke(tmp_path, one_thread):
         assert row["n_obs1"] + row["n_obs2"] == 150
         assert 0.0 <= row["imp_cos"] <= 2.0 or (row["method"] == "cca-mean" and math.isnan(row["imp_cos"]))
     by = {r["method"]: r for r in rows if r["fold"] == 0}
-    assert 0.0 <= by["calmrl-linear"]["r1_emb_shape-color"] <= 1.0 and 0.0 <= by["calmrl-linear"]["r1_lat_shape-color"] <= 1.0
-    assert math.isnan(by["calmrl-identity"]["r1_emb_shape-color"])  # raw blocks of other widths: no embedding recall
+    assert 0.0 <= by["calmrl"]["r1_emb_shape-color"] <= 1.0 and 0.0 <= by["calmrl"]["r1_lat_shape-color"] <= 1.0
+    assert math.isnan(by["ppca"]["r1_emb_shape-color"])  # raw blocks of other widths: no embedding recall
     assert 0.0 <= by["cca-mean"]["r1_lat_shape-color"] <= 1.0  # two-view CCA on the co-observed training rows
-    assert harness.best_recall(by["calmrl-linear"], pair)[1] in harness.RETRIEVAL_KINDS
-    assert 0.0 <= by["calmrl-linear"]["anchor_cal"] and 0.0 <= by["calmrl-linear"]["anchor_obs"]
+    assert harness.best_recall(by["calmrl"], pair)[1] in harness.RETRIEVAL_KINDS
+    assert 0.0 <= by["calmrl"]["anchor_cal"] and 0.0 <= by["calmrl"]["anchor_obs"]
     assert math.isnan(by["mean-pca"]["anchor_cal"])
-    assert all(by[m]["imp_mse"] >= 0 for m in ("calmrl-identity", "mean-pca", "mean-indicator"))
-    assert math.isnan(by["calmrl-linear"]["imp_mse"])
+    assert all(by[m]["imp_mse"] >= 0 for m in ("ppca", "mean-pca", "mean-indicator"))
+    assert by["calmrl"]["imp_mse"] >= 0  # torch encoders impute features with their closed-form start
 
     md = harness.markdown_tables(rows, dataset="image_segmentation", kind="random", levels=[0.5],
                                  names=["shape", "color"], retrieval=[pair])
-    for method in ("calmrl-identity", "calmrl-linear", "mean-pca"):
+    for method in ("ppca", "calmrl", "mean-pca"):
         assert f"| {method} |" in md
     assert "rate 0.5" in md and "Recall@1 shape ↔ color" in md and "emb " in md and "2 obs" in md
     harness.write_csv(rows, tmp_path / "out.csv")
@@ -106,7 +106,7 @@ def test_structured_kind_runs(one_thread, dataset):
 
 def test_method_selection():
     quick = harness.select_methods(quick=True, log=lambda *a: None)
-    assert {"calmrl-identity", "calmrl-linear", "mean-pca"} <= {m.name for m in quick}
+    assert {"ppca", "calmrl", "mean-pca"} <= {m.name for m in quick}
     with pytest.raises(ValueError, match="unknown method"):
         harness.select_methods(["nope"])
     skipped = []
