@@ -73,6 +73,7 @@ class Posterior(NamedTuple):
     pattern_index: torch.Tensor  # (n,) row -> pattern
     patterns: torch.Tensor  # (P, k) bool, the distinct patterns
     h: torch.Tensor  # (n, q) sum_{m in O_i} W_m^T Psi_m^-1 (z_i^m - mu_m)
+    quad: torch.Tensor  # (n,) sum_{m in O_i} (z_i^m - mu_m)^T Psi_m^-1 (z_i^m - mu_m), for the log-likelihood
 
 
 def _masked_residuals(Z, observed, params):
@@ -111,11 +112,20 @@ def posterior(Z, observed, params):
     chol = torch.linalg.cholesky(precision)
     cov = torch.cholesky_inverse(chol)
     residuals = _masked_residuals(Z, observed, params)
+    scaled = [r / psi for r, psi in zip(residuals, params.psi)]
     # h_i = sum_{m in O_i} W_m^T (z_i^m - mu_m) / s_m^2  [design 2.2]
-    h = sum((r / psi) @ W for r, W, psi in zip(residuals, params.W, params.psi))
-    # m_i = V_{O_i} h_i  [design 2.2]
-    mean = torch.bmm(cov[pattern_index], h[:, :, None])[:, :, 0]
-    return Posterior(mean, cov, chol, pattern_index, patterns, h)
+    h = sum(r @ W for r, W in zip(scaled, params.W))
+    # sum_{m in O} ||r_m||^2 / s_m^2  [design 2.5]
+    quad = sum((r * r_).sum(dim=1) for r, r_ in zip(residuals, scaled))
+    # m_i = V_{O_i} h_i  [design 2.2]: one product per pattern (no (n, q, q) gather) unless patterns are many
+    if patterns.shape[0] * 8 <= h.shape[0]:
+        mean = torch.empty_like(h)
+        for p in range(patterns.shape[0]):
+            rows = pattern_index == p
+            mean[rows] = h[rows] @ cov[p]
+    else:
+        mean = torch.bmm(cov[pattern_index], h[:, :, None])[:, :, 0]
+    return Posterior(mean, cov, chol, pattern_index, patterns, h, quad)
 
 
 def single_modality_maps(params):
@@ -183,11 +193,9 @@ def log_likelihood(Z, observed, params, post=None):
     if isinstance(params, MixtureParams):
         return post.loglik
     obs = observed.to(params.W[0].dtype)
-    residuals = _masked_residuals(Z, observed, params)
     # sum_{m in O} (d_m log 2pi + sum_j log psi_mj)  [design 2.5]
     const = obs @ torch.stack([psi.numel() * math.log(2 * math.pi) + torch.log(psi).sum() for psi in params.psi])
-    # sum_{m in O} ||r_m||^2 / s_m^2  [design 2.5]
-    quad = sum(((r * r) / psi).sum(dim=1) for r, psi in zip(residuals, params.psi))
+    quad = post.quad  # sum_{m in O} ||r_m||^2 / s_m^2  [design 2.5]
     # log det P with P = V_O^-1 = L L^T  [design 2.5]
     logdet = 2 * torch.log(torch.diagonal(post.chol, dim1=-2, dim2=-1)).sum(-1)
     # c^T V_O c = c^T m  (design 2.5, c = h)

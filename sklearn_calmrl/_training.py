@@ -51,6 +51,7 @@ STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations in
 INIT_ROWS = 20000  # rows used to initialise the representation-level latent model [design 2.6]
 EM_REFRESH_ITER = 3  # EM iterations of each per-epoch refresh [design 3.1]
 MAX_CENTRES = 10000  # stored rows of the local correction [design 2.9]
+REPRESENTATION_START_ITER = 20  # EM steps of the first model of the representations: the encoders move next [design 3.1]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
 
 
@@ -86,7 +87,7 @@ class TrainConfig:
     max_epochs: int = 30
     batch_size: int = 128
     learning_rate: float = 3e-3
-    em_every: int = 1
+    em_every: int = 2
     em_init_iter: int = 200
     em_tol: float = 1e-3
     noise: str = "isotropic"
@@ -433,6 +434,7 @@ class Trainer:
         chunk and sums the statistics, so they are never all in memory.
         """
         encoders, n = self.encoders, observed.shape[0]
+        t0, em_before = time.perf_counter(), self.history.time_em
         params = self.params
         if params is None:
             rows = init_rows(n, generator).to(self.device)
@@ -452,6 +454,7 @@ class Trainer:
 
         self.params, history, _ = self._em(Z, observed, params, max_iter, label, level)
         self.history.loglik_curve.append(history[-1])
+        self.history.time_em = em_before + time.perf_counter() - t0  # the refresh's encoding counts as closed-form time
 
     # ------------------------------------------------------------------ gradient steps
     def _batch_terms(self, xb, ob, stats_sink=None):
@@ -573,7 +576,7 @@ class Trainer:
             return self
         X = [x.float() for x in X64]
         del X64
-        self._em_refresh(X, observed, generator, cfg.em_init_iter, "latent model of the representations")
+        self._em_refresh(X, observed, generator, min(cfg.em_init_iter, REPRESENTATION_START_ITER), "latent model of the representations")
 
         n = observed.shape[0]
         best, no_improve, stopped = None, 0, False
@@ -645,7 +648,7 @@ class Trainer:
         if first:
             self.start(X64, observed)
             if self.deep:
-                self._em_refresh([x.float() for x in X64], observed, generator, cfg.em_init_iter, "latent model of the representations")
+                self._em_refresh([x.float() for x in X64], observed, generator, min(cfg.em_init_iter, REPRESENTATION_START_ITER), "latent model of the representations")
             self.history.loglik_curve, self.history.n_iter = [], 0
         elif self.centres is not None:
             self._keep_centres(X64, observed)
