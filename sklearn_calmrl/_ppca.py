@@ -43,7 +43,7 @@ class MultiViewPPCA(MultimodalBase):
         Bandwidth ``h`` of the local correction of the imputations [design 2.9]:
         the model's conditional mean plus the kernel-weighted residuals of the
         training rows nearest in the observed blocks (the limit of a mixture
-        with one component per row; the training rows, at most 10,000, are
+        with one component per row; the training rows, at most 4096, are
         kept). None: the model alone. Only with ``n_components=1``.
     add_indicator : bool, default=True
         Append one column per modality, 1 where the row observes it, to the

@@ -50,7 +50,7 @@ CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the
 STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations instead of caching them
 INIT_ROWS = 20000  # rows used to initialise the representation-level latent model [design 2.6]
 EM_REFRESH_ITER = 3  # EM iterations of each per-epoch refresh [design 3.1]
-MAX_CENTRES = 10000  # stored rows of the local correction [design 2.9]
+MAX_CENTRES = 4096  # stored rows of the local correction: bounds its cost per imputed row [design 2.9]
 REPRESENTATION_START_ITER = 20  # EM steps of the first model of the representations: the encoders move next [design 3.1]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
 
