@@ -3,9 +3,9 @@
 The shared latent space, whatever modalities are seen
 =======================================================
 
-With ``output='latent'``, :class:`~sklearn_calmrl.CalMRLTransformer` returns
-the posterior mean ``m_i`` of the shared latent ``b`` given the modalities that
-sample ``i`` has. Samples with different modalities land in the same space:
+With ``output='latent'``, :class:`~sklearn_calmrl.MultiViewPPCA` (and
+:class:`~sklearn_calmrl.CalMRLTransformer`) returns the posterior mean ``m_i``
+of the shared latent ``b`` given the modalities that sample ``i`` has. Samples with different modalities land in the same space:
 a digit seen only through its 6 morphological features and a digit seen
 through all six modalities are placed where the model expects that digit. The
 posterior of a sample with few modalities is wider, so its mean shrinks
@@ -20,14 +20,13 @@ its two modalities a sample has.
 """
 
 import os
-import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import MultiViewPPCA
 from sklearn_calmrl.datasets import (
     ampute_modalities,
     load_image_segmentation,
@@ -69,11 +68,13 @@ mf = load_multiple_features()
 X = ampute_modalities(mf.data, mf.modalities, rate=0.7, random_state=0)
 n_observed = observed_mask(X, mf.modalities).sum(axis=1)
 
-est = CalMRLTransformer(
-    mf.modalities, encoder="identity", output="latent", latent_dim=16, random_state=0
-)
+# The latent coordinates are plotted as points, so the observed-indicator
+# columns that ``add_indicator=True`` (the default) appends to every output are
+# switched off: they are 0/1 flags, not coordinates of the latent space, and a
+# projection of both would mix the two.
+est = MultiViewPPCA(mf.modalities, output="latent", add_indicator=False, random_state=0)
 Z = est.fit_transform(X)
-print(Z.shape, est.get_feature_names_out()[:3])
+print(Z.shape, f"latent_dim_={est.latent_dim_}", est.get_feature_names_out()[:3])
 tsne = not QUICK
 P = project(Z, tsne=tsne)
 
@@ -116,15 +117,15 @@ which = np.where(
     obs.all(axis=1), "both", np.where(obs[:, 0], "shape only", "color only")
 )
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", UserWarning)
-    Z = CalMRLTransformer(
-        seg.modalities,
-        encoder="identity",
-        output="latent",
-        latent_dim=4,
-        random_state=0,
-    ).fit_transform(X)
+# As above, ``add_indicator=False``: only the latent coordinates are projected.
+# Here the default ``latent_dim='auto'`` gives 17 dimensions for 18 features,
+# and the two leading principal components of such a latent show little of
+# its structure; a 4-dimensional latent is drawn instead.
+est = MultiViewPPCA(
+    seg.modalities, latent_dim=4, output="latent", add_indicator=False, random_state=0
+)
+Z = est.fit_transform(X)
+print(Z.shape, f"latent_dim_={est.latent_dim_}")
 P = project(Z)
 
 fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")

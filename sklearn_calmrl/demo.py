@@ -1,26 +1,25 @@
 """Quick demo on real data: ``python -m sklearn_calmrl.demo``.
 
-Fits CalMRL on the bundled UCI Multiple Features data (2000 handwritten digits,
-six feature modalities) after removing a random subset of modalities from half
-of the samples (in training and test alike), and compares a linear probe on its
-representation with mean imputation + PCA. Stratified 70/30 split; the
-representation is fitted on the training part only.
+Fits the two CalMRL estimators with their default parameters on the bundled
+UCI Multiple Features data (2000 handwritten digits, six feature modalities)
+after removing a random subset of modalities from half of the samples (in
+training and test alike), and compares a linear probe on their representations
+with mean imputation + PCA. Stratified 70/30 split; each representation is
+fitted on the training part only.
 """
 
 import argparse
 import time
-import warnings
 
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import CalMRLTransformer
+from . import CalMRLTransformer, MultiViewPPCA
 from .datasets import ampute_modalities, load_multiple_features
 
 
@@ -30,8 +29,8 @@ def _methods(modalities, random_state):
 
     return {
         "mean imputation + PCA(64)": make_pipeline(SimpleImputer(), StandardScaler(), PCA(64, random_state=random_state), probe()),
-        "CalMRL, encoder='identity'": make_pipeline(CalMRLTransformer(modalities, encoder="identity", random_state=random_state), probe()),
-        "CalMRL (defaults)": make_pipeline(CalMRLTransformer(modalities, random_state=random_state), probe()),
+        "MultiViewPPCA (closed form)": make_pipeline(MultiViewPPCA(modalities, random_state=random_state), probe()),
+        "CalMRLTransformer": make_pipeline(CalMRLTransformer(modalities, random_state=random_state), probe()),
     }
 
 
@@ -53,10 +52,8 @@ def main(argv=None):
     print(f"{'representation':32s} {'accuracy':>9s} {'fit+predict':>12s}")
     for name, pipe in _methods(data.modalities, args.random_state).items():
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            pipe.fit(X_tr, y_tr)
-            acc = pipe.score(X_te, y_te)
+        pipe.fit(X_tr, y_tr)
+        acc = pipe.score(X_te, y_te)
         print(f"{name:32s} {acc:9.4f} {time.perf_counter() - start:11.1f}s", flush=True)
 
 

@@ -1,7 +1,13 @@
-"""Every gallery example (``examples/plot_*.py``) runs to the end in its quick mode.
+"""Every gallery example (``examples/plot_*.py``) runs to the end in its quick mode, and the demo runs; neither
+makes the library warn.
 
 Each example runs in its own process with ``CALMRL_QUICK=1`` (fewer epochs and
-settings) and matplotlib's Agg backend, as the documentation build runs them.
+settings) and matplotlib's Agg backend, as the documentation build runs them,
+and with ``-W error:::__main__``: the library's warnings point at the caller's
+line (the first frame outside the package), so in an example script they are
+attributed to the module ``__main__`` and become errors there, while a
+third-party warning raised inside its own module (scikit-learn's
+``IterativeImputer`` stopping at ``max_iter``, say) stays a warning.
 """
 
 import os
@@ -20,31 +26,64 @@ SLOW = set()
 TIMEOUT_S = 600
 
 
+# Warnings attributed to the script itself (the library's, and the script's own) are errors.
+WARNINGS_OF_THE_SCRIPT_ARE_ERRORS = ["-W", "error:::__main__"]
+
+
+def _env(**extra):
+    env = {
+        **os.environ,
+        "MPLBACKEND": "Agg",
+        "CALMRL_SAVE_FIGURE": "",  # never overwrite the figures committed under doc/_static
+        "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", ""),
+        **extra,
+    }
+    # Small torch workloads: one intra-op thread avoids oversubscription when the cores are shared.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
 def _param(path):
     marks = [pytest.mark.slow] if path.name in SLOW else []
     return pytest.param(path, id=path.stem, marks=marks)
 
 
 def test_examples_are_found():
-    assert {"plot_quickstart.py", "plot_grid_search.py", "plot_missing_rate.py"} <= {p.name for p in EXAMPLES}
+    assert {"plot_quickstart.py", "plot_grid_search.py", "plot_missing_rate.py", "plot_imputation.py"} <= {
+        p.name for p in EXAMPLES
+    }
+
+
+def test_a_library_warning_fails_an_example(tmp_path):
+    """The mechanism the example runs rely on: a warning of the library, raised from a script's call (through
+    a scikit-learn Pipeline), is attributed to ``__main__`` and so becomes an error under ``-W error:::__main__``."""
+    script = tmp_path / "plot_warns.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn_calmrl import MultiViewPPCA\n"
+        "from sklearn_calmrl.datasets import load_image_segmentation\n"
+        "data = load_image_segmentation()\n"
+        "X = data.data[:300].copy()\n"
+        "X[0] = np.nan  # a row that observes no modality: fit warns and ignores it\n"
+        "make_pipeline(MultiViewPPCA(data.modalities, random_state=0)).fit(X)\n",
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, *WARNINGS_OF_THE_SCRIPT_ARE_ERRORS, str(script)],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    assert out.returncode != 0, out.stdout + out.stderr
+    assert "UserWarning: 1 of 300 rows observe no modality" in out.stderr, out.stderr[-3000:]
 
 
 @pytest.mark.parametrize("path", [_param(p) for p in EXAMPLES])
 def test_example_runs_in_quick_mode(path, tmp_path):
-    env = {
-        **os.environ,
-        "CALMRL_QUICK": "1",
-        "MPLBACKEND": "Agg",
-        "CALMRL_SAVE_FIGURE": "",  # never overwrite the figures committed under doc/_static
-        "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", ""),
-    }
-    # Small torch workloads: one intra-op thread avoids oversubscription when the cores are shared.
-    env.setdefault("OMP_NUM_THREADS", "1")
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, str(path)],
+        [sys.executable, *WARNINGS_OF_THE_SCRIPT_ARE_ERRORS, str(path)],
         cwd=tmp_path,  # examples must not depend on the working directory or write next to it
-        env=env,
+        env=_env(CALMRL_QUICK="1"),
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,
@@ -52,6 +91,9 @@ def test_example_runs_in_quick_mode(path, tmp_path):
     elapsed = time.perf_counter() - start
     assert out.returncode == 0, f"{path.name} failed after {elapsed:.0f} s:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
     assert "Traceback" not in out.stderr
+    # and no warning attributed to the library's own code either (one whose every frame is inside the package)
+    library = [line for line in out.stderr.splitlines() if "Warning: " in line and f"{os.sep}sklearn_calmrl{os.sep}" in line]
+    assert not library, "\n".join(library)
     print(f"{path.name}: {elapsed:.1f} s")
 
 
@@ -71,6 +113,24 @@ def test_example_has_a_title_docstring(path):
     assert len(underline) >= len(title), f"{path.name}: title underline too short"
     if overline:
         assert len(overline) == len(underline), f"{path.name}: title overline and underline differ in length"
+
+
+def test_demo_runs_without_warnings(tmp_path):
+    """``python -m sklearn_calmrl.demo`` (the README's first command) fits with default parameters and prints no
+    warning: UserWarning (scikit-learn's ConvergenceWarning is one) and RuntimeWarning are errors, and nothing
+    else may warn either. About 15 s on 2 cores."""
+    start = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-W", "error::RuntimeWarning", "-m", "sklearn_calmrl.demo"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=TIMEOUT_S,
+    )
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, f"the demo failed after {elapsed:.0f} s:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}"
+    assert "Warning" not in out.stderr, out.stderr[-5000:]
+    assert "StandardScaler + LogisticRegression" in out.stdout  # what "accuracy" means
+    for method in ("mean imputation + PCA", "MultiViewPPCA", "CalMRLTransformer"):
+        assert method in out.stdout, out.stdout
+    print(f"demo: {elapsed:.1f} s")
 
 
 DOC_DIR = EXAMPLES_DIR.parent / "doc"
