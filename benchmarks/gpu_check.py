@@ -10,9 +10,8 @@ runs out of time keeps what it had measured; ``report`` turns the file into Mark
 
 Data: ``make_latent_modalities`` with 6 blocks of 20 to 64 features (244 columns), 16 latent factors,
 noise sd 0.5, 30% of the rows missing modalities. Models: the default ``CalMRLTransformer`` (linear
-encoders, latent_dim 32, embed_dim 64) with ``max_epochs=2``, and the default ``MultiViewPPCA`` (latent_dim
-32), each closed-form fit capped at 30 EM iterations so that 10^6 rows fit in the time cap. Thread settings
-are left at their defaults (all cores on the CPU side).
+encoders) with ``max_epochs=2``, and the default ``MultiViewPPCA``, each closed-form fit capped at 30 EM
+iterations so that 10^6 rows fit in the time cap. On the CPU side ``n_jobs=-1`` (all cores).
 """
 
 import argparse

@@ -32,10 +32,14 @@ if [ "$DEVICE" = cuda ] && ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cu
     exit 2
 fi
 
+# GPU_CHECK_PARTS: the parts to run (default all), e.g. "env cuda-tests agreement timing-small" when device time is short
+PARTS=${GPU_CHECK_PARTS:-"env cuda-tests agreement timing-small timing-large timing-cpu"}
+
 # part NAME CAP_SECONDS COMMAND...: run under a time cap, log it, record exit code and seconds
 part() {
     local name=$1 cap=$2 start rc ms
     shift 2
+    case " $PARTS " in *" ${name%%-[0-9]*} "*|*" $KEY "*) ;; *) echo "=== $name: skipped (GPU_CHECK_PARTS) ==="; return ;; esac
     echo "=== $name (cap ${cap}s) ==="
     start=$(date +%s%N)
     timeout --kill-after=10 "$cap" "$@" 2>&1 | tee "$DIR/$name.log"
@@ -45,13 +49,13 @@ part() {
     printf '{"kind": "part", "name": "%s", "rc": %d, "seconds": %d.%03d}\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000)) >>"$RESULTS"
 }
 
-part env 30 "$PY" benchmarks/gpu_check.py env --results "$RESULTS"
-part cuda-tests 60 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_estimator.py tests/test_persistence.py -k "cuda or device"
-part agreement 50 "$PY" benchmarks/gpu_check.py agreement --results "$RESULTS" --device "$DEVICE" --rows "$AGREE_ROWS"
-part "timing-$DEVICE-$SMALL_ROWS" 45 "$PY" benchmarks/gpu_check.py timing --results "$RESULTS" --device "$DEVICE" --rows "$SMALL_ROWS"
-part "timing-$DEVICE-$LARGE_ROWS" 90 "$PY" benchmarks/gpu_check.py timing --results "$RESULTS" --device "$DEVICE" --rows "$LARGE_ROWS"
+KEY=env part env 30 "$PY" benchmarks/gpu_check.py env --results "$RESULTS"
+KEY=cuda-tests part cuda-tests 60 "$PY" -m pytest -q -rs -p no:cacheprovider tests/test_estimator.py tests/test_persistence.py -k "cuda or device"
+KEY=agreement part agreement 50 "$PY" benchmarks/gpu_check.py agreement --results "$RESULTS" --device "$DEVICE" --rows "$AGREE_ROWS"
+KEY=timing-small part "timing-$DEVICE-$SMALL_ROWS" 45 "$PY" benchmarks/gpu_check.py timing --results "$RESULTS" --device "$DEVICE" --rows "$SMALL_ROWS"
+KEY=timing-large part "timing-$DEVICE-$LARGE_ROWS" 90 "$PY" benchmarks/gpu_check.py timing --results "$RESULTS" --device "$DEVICE" --rows "$LARGE_ROWS"
 if [ "$DEVICE" != cpu ]; then
-    part "timing-cpu-$SMALL_ROWS" 90 "$PY" benchmarks/gpu_check.py timing --results "$RESULTS" --device cpu --rows "$SMALL_ROWS"
+    KEY=timing-cpu part "timing-cpu-$SMALL_ROWS" 90 "$PY" benchmarks/gpu_check.py timing --results "$RESULTS" --device cpu --rows "$SMALL_ROWS"
 fi
 
 "$PY" benchmarks/gpu_check.py report --results "$RESULTS" --rows-list "$SMALL_ROWS" "$LARGE_ROWS" \

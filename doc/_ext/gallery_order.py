@@ -2,6 +2,7 @@
 
 ORDER = [
     "plot_quickstart.py",
+    "plot_imputation.py",
     "plot_grid_search.py",
     "plot_missing_rate.py",
     "plot_latent_space.py",
