@@ -101,32 +101,26 @@ def part_agreement(args):
         for label, est in models(mods, "cpu").items():
             est.fit(X)
             cpu, dev = on(est, "cpu"), on(est, args.device)
-            a, b = cpu.transform(X), dev.transform(X)
-            record(
-                args.results,
-                kind="agreement",
-                model=label,
-                comparison=f"one model fitted on the CPU, transform on cpu vs {dev.device_}",
-                max_abs=float(np.abs(a - b).max()),
-                max_abs_output=float(np.abs(a).max()),
-                score_diff=float(abs(cpu.score(X) - dev.score(X))),
-            )
+            a = cpu.transform(X)
+
+            def agree(comparison, other, **extra):
+                record(
+                    args.results,
+                    kind="agreement",
+                    model=label,
+                    comparison=comparison,
+                    max_abs=float(np.abs(a - other.transform(X)).max()),
+                    max_abs_output=float(np.abs(a).max()),
+                    score_diff=float(abs(cpu.score(X) - other.score(X))),
+                    **extra,
+                )
+
+            agree(f"one model fitted on the CPU, transform on cpu vs {dev.device_}", dev)
             t0 = time.perf_counter()
             other = models(mods, args.device)[label].fit(X)
             fit_device = other.device_
             seconds = time.perf_counter() - t0
-            other = on(other, "cpu")
-            c = other.transform(X)
-            record(
-                args.results,
-                kind="agreement",
-                model=label,
-                comparison=f"fitted on cpu vs fitted on {fit_device} (same seed), both transformed on cpu",
-                max_abs=float(np.abs(a - c).max()),
-                max_abs_output=float(np.abs(a).max()),
-                score_diff=float(abs(cpu.score(X) - other.score(X))),
-                fit_seconds=seconds,
-            )
+            agree(f"fitted on cpu vs fitted on {fit_device} (same seed), both transformed on cpu", on(other, "cpu"), fit_seconds=seconds)
 
 
 def part_timing(args):

@@ -51,10 +51,6 @@ exclude_patterns = [
     "auto_examples/*.md5",
     "auto_examples/*.codeobj.json",
 ]
-# scaling.md is written by another part of the project; include it when present.
-HAS_SCALING = (HERE / "scaling.md").exists()
-if not HAS_SCALING:
-    exclude_patterns.append("scaling.md")
 rst_prolog = ""
 suppress_warnings = ["myst.header"]  # benchmark pages may start below level-1 headings
 
@@ -103,12 +99,3 @@ html_theme_options = {
 }
 html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
 
-
-def _add_optional_pages(app, docname, source):
-    """Put scaling.md in the index toctree when it exists (it is written separately)."""
-    if docname == "index" and HAS_SCALING:
-        source[0] = source[0].replace("   benchmarks\n", "   benchmarks\n   scaling\n", 1)
-
-
-def setup(app):
-    app.connect("source-read", _add_optional_pages)

@@ -47,6 +47,11 @@ def scatter_classes(ax, P, target, marker):
     ax.scatter(P[:, 0], P[:, 1], c=target, cmap="tab10", vmin=0, vmax=9, marker=marker, s=14, alpha=0.7)
 
 
+def marker_handles(labels):
+    """Legend entries for ``{label: marker}`` (black markers, no line)."""
+    return [plt.Line2D([], [], linestyle="", marker=m, color="k", label=label) for label, m in labels.items()]
+
+
 def zoom(ax, P):
     """Keep the bulk of the points in view (a few outliers may fall outside)."""
     for j, set_lim in enumerate([ax.set_xlim, ax.set_ylim]):
@@ -87,17 +92,7 @@ for digit in range(10):  # label each class at its median position
     ax.annotate(
         str(digit), (x, y), fontsize=14, weight="bold", ha="center", va="center"
     )
-handles = [
-    plt.Line2D(
-        [],
-        [],
-        linestyle="",
-        marker=m,
-        color="k",
-        label=f"{k} of 6 ({np.sum(n_observed == k)})",
-    )
-    for k, m in markers.items()
-]
+handles = marker_handles({f"{k} of 6 ({np.sum(n_observed == k)})": m for k, m in markers.items()})
 ax.legend(handles=handles, title="modalities observed", loc="best", fontsize="small")
 ax.set_title(
     "Multiple Features, 70% of samples miss modalities: latent posterior means"
@@ -129,19 +124,10 @@ print(Z.shape, f"latent_dim_={est.latent_dim_}")
 P = project(Z)
 
 fig, ax = plt.subplots(figsize=(7, 5.5), layout="constrained")
-for label, marker in [("both", "o"), ("shape only", "x"), ("color only", "^")]:
+which_markers = {"both": "o", "shape only": "x", "color only": "^"}
+for label, marker in which_markers.items():
     scatter_classes(ax, P[which == label], seg.target[which == label], marker)
-handles = [
-    plt.Line2D(
-        [],
-        [],
-        linestyle="",
-        marker=m,
-        color="k",
-        label=f"{label} ({np.sum(which == label)})",
-    )
-    for label, m in [("both", "o"), ("shape only", "x"), ("color only", "^")]
-]
+handles = marker_handles({f"{label} ({np.sum(which == label)})": m for label, m in which_markers.items()})
 handles += [
     plt.Line2D([], [], linestyle="", marker="o", color=plt.cm.tab10(c), label=name)
     for c, name in enumerate(seg.target_names)

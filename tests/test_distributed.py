@@ -18,19 +18,13 @@ dask = pytest.importorskip("dask", reason="dask is not installed (optional: pip 
 da = pytest.importorskip("dask.array", reason="dask.array is not installed")
 from sklearn_calmrl.distributed import fit_dask, partial_fit_dask, transform_dask  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 I32 = np.iinfo(np.int32).max
 FITTED = ("components_", "means_", "noise_variances_")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread here (the CI cores are shared; oversubscribed threads are slow)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

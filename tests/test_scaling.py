@@ -13,18 +13,12 @@ from sklearn_calmrl import CalMRLTransformer
 from sklearn_calmrl._latent import init_params
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 FAST = dict(latent_dim=3, embed_dim=8, max_epochs=1, em_max_iter=30, batch_size=64, add_indicator=False, device="cpu", random_state=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One torch thread here (the CI cores are shared; oversubscribed threads are slow)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
