@@ -28,6 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from ._alignment import make_alignment_loss, pair_infonce
 from ._encoders import make_encoders
 from ._latent import (
+    MixtureParams,
     RunningStatistics,
     chunked_statistics,
     fit_em,
@@ -197,6 +198,9 @@ def _finite(*values):
 
 
 def _params_finite(params):
+    """True when every tensor of a single model or of a mixture [design 2.8] is finite."""
+    if isinstance(params, MixtureParams):
+        return _finite(params.log_weights, *[t for model in params.components for group in model for t in group])
     return _finite(*[t for group in params for t in group])
 
 

@@ -284,3 +284,40 @@ def test_add_indicator_appends_the_observed_modalities(segment):
         np.testing.assert_array_equal(Z[:, :-2], plain)
         observed = np.stack([~np.isnan(X[:400, cols]).all(axis=1) for cols in mods.values()], axis=1)
         np.testing.assert_array_equal(Z[:, -2:], observed.astype(float))
+
+
+@pytest.mark.parametrize("encoder", ["identity", "linear", "mlp"])
+def test_mixture_of_latent_models_through_the_estimator(segment, encoder):
+    """n_components > 1 [design 2.8] runs end to end for every encoder: fit, attributes, outputs, impute, pickle."""
+    X, _, mods, _ = segment
+    X = X[:600]
+    params = dict(latent_dim=3, n_components=3, local_bandwidth=None, max_epochs=3, em_max_iter=30, device="cpu", random_state=0)
+    est = CalMRLTransformer(mods, encoder=encoder, **params).fit(X)
+    assert est.n_components_ == 3 and est.weights_.shape == (3,)
+    np.testing.assert_allclose(est.weights_.sum(), 1.0)
+    assert len(est.components_) == 2 and est.components_[0].shape[::2] == (3, 3)  # per modality: (component, d_m, q)
+    assert est.means_[1].shape[0] == 3 and est.noise_variance_.shape == (3, 2)
+    Z = est.transform(X)
+    assert np.isfinite(Z).all() and np.isfinite(est.score(X))
+    latent = est.set_params(output="latent").transform(X)
+    assert latent.shape == (600, 3 * 3 + 2)  # r_ic m_ic for every component, then the indicators
+    assert list(est.get_feature_names_out()[:2]) == ["latent0", "latent1"]
+    filled = est.impute(X)
+    assert np.isfinite(filled).all()
+    np.testing.assert_array_equal(filled[~np.isnan(X)], X[~np.isnan(X)])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).transform(X), latent)
+
+
+def test_mixture_size_chosen_by_held_out_likelihood(segment):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, encoder="identity", n_components="auto", latent_dim=3, local_bandwidth=None, random_state=0)
+    est.fit(X[:800])
+    assert est.n_components_ in (1, 2, 4, 8, 16) and est.weights_.shape == (est.n_components_,)
+
+
+def test_mixture_partial_fit_with_torch_encoders(segment):
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, latent_dim=3, n_components=2, local_bandwidth=None, em_max_iter=20, device="cpu", random_state=0)
+    for chunk in np.array_split(X[:900], 3):
+        est.partial_fit(chunk)
+    assert est.n_components_ == 2 and est.n_iter_ == 3 and np.isfinite(est.transform(X[:50])).all()
