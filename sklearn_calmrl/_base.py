@@ -9,6 +9,7 @@ they build); everything here works for both.
 import copy
 import functools
 import hashlib
+import numbers
 from typing import NamedTuple
 
 import numpy as np
@@ -16,10 +17,11 @@ import torch
 from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
 from ._alignment import leading_direction
-from ._latent import MixtureParams, local_corrections, log_likelihood, predictive_variance
+from ._latent import NOISE_MODELS, MixtureParams, local_corrections, log_likelihood, predictive_variance
 from ._modalities import (
     check_fit_input,
     feature_moments,
@@ -127,6 +129,22 @@ def _output_dtype(X):
 
 class MultimodalBase(TransformerMixin, BaseEstimator):
     """Shared shell; subclasses define the parameters and :meth:`_train_config`."""
+
+    # the parameters both estimators share; each adds its own to these
+    _shared_parameter_constraints: dict = {
+        "modalities": [None, list, tuple, dict],
+        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "add_indicator": ["boolean"],
+        "noise": [StrOptions(set(NOISE_MODELS))],
+        "standardize": ["boolean"],
+        "partial_nan": [StrOptions({"mean", "raise"})],
+        "device": [StrOptions({"auto", "cpu", "cuda"})],
+        "n_jobs": [None, numbers.Integral],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     def _train_config(self):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -10,7 +10,6 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import MultimodalBase, _local_bandwidth
-from ._latent import NOISE_MODELS
 from ._training import TrainConfig
 
 __all__ = ["CalMRLTransformer"]
@@ -234,18 +233,13 @@ class CalMRLTransformer(MultimodalBase):
     """
 
     _parameter_constraints: dict = {
-        "modalities": [None, list, tuple, dict],
+        **MultimodalBase._shared_parameter_constraints,
         "encoder": [StrOptions({"linear", "mlp", "identity"})],
-        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],
-        "add_indicator": ["boolean"],
         "embed_dim": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
         "alignment": [StrOptions({"pmrl", "gram"})],
         "calibrate": ["boolean"],
         "output": [StrOptions({"concat", "embeddings", "latent", "anchor", "mean"})],
-        "noise": [StrOptions(set(NOISE_MODELS))],
         "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, 1e30, closed="right")],
@@ -255,16 +249,10 @@ class CalMRLTransformer(MultimodalBase):
         "em_every": [Interval(numbers.Integral, 0, None, closed="left")],
         "em_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "em_tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "standardize": ["boolean"],
-        "partial_nan": [StrOptions({"mean", "raise"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "n_jobs": [None, numbers.Integral],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(

@@ -8,7 +8,6 @@ import numbers
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import MultimodalBase, _local_bandwidth
-from ._latent import NOISE_MODELS
 from ._training import TrainConfig
 
 __all__ = ["MultiViewPPCA"]
@@ -134,21 +133,10 @@ class MultiViewPPCA(MultimodalBase):
     """
 
     _parameter_constraints: dict = {
-        "modalities": [None, list, tuple, dict],
-        "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
-        "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],
-        "add_indicator": ["boolean"],
-        "noise": [StrOptions(set(NOISE_MODELS))],
+        **MultimodalBase._shared_parameter_constraints,
         "output": [StrOptions({"concat", "latent"})],
-        "standardize": ["boolean"],
-        "partial_nan": [StrOptions({"mean", "raise"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
-        "device": [StrOptions({"auto", "cpu", "cuda"})],
-        "n_jobs": [None, numbers.Integral],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
