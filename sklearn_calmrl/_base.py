@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
 from ._alignment import leading_direction
-from ._latent import NOISE_MODELS, MixtureParams, local_corrections, log_likelihood, predictive_variance
+from ._latent import NOISE_MODELS, CentreCache, MixtureParams, local_corrections, log_likelihood, predictive_variance
 from ._modalities import (
     check_fit_input,
     feature_moments,
@@ -367,15 +367,18 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             )
         return X, blocks, observed
 
-    def _chunks(self, X, blocks, observed):
+    def _chunks(self, X, blocks, observed, *, blocks_used=True):
         """Yield a :class:`_Chunk` per ``CHUNK`` rows, float64, no gradients.
 
         ``Z``/``Zhat`` are the (calibrated) representations of the latent model
         ``params``; ``Bhat`` the calibrated standardized blocks of the closed-form
-        model of the blocks (the same as ``Zhat`` for ``encoder='identity'``).
-        ``X`` is validated (:meth:`_inference_input`). Standardization, encoding
-        and the E-step all happen chunk by chunk, so the working set beyond the
-        input and the output is a few chunks.
+        model of the blocks (the same as ``Zhat`` for ``encoder='identity'``),
+        with the local correction unless ``blocks_used`` is False (the caller
+        reads neither ``Bhat`` nor the blocks' spread). ``X`` is validated
+        (:meth:`_inference_input`). Standardization, encoding and the E-step all
+        happen chunk by chunk, so the working set beyond the input and the
+        output is a few chunks (and the local correction's per-pattern terms of
+        the stored rows, at most 256 MB: :class:`~sklearn_calmrl._latent.CentreCache`).
         """
         trainer = self._trainer_
         params = trainer.params.to(dtype=torch.float64, device=self.device_)
@@ -383,8 +386,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         # a float64 copy per call: batch-size-independent rows, and threads never share a module
         encoders = copy.deepcopy(trainer.encoders).to(device=self.device_, dtype=torch.float64) if trainer.deep else None
         centres = None
-        if trainer.centres is not None:
+        if trainer.centres is not None and blocks_used:
             centres = ([x.to(device=self.device_, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(self.device_))
+            centre_cache = CentreCache()
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
         with torch.no_grad():
             for s in range(0, X.shape[0], CHUNK):
@@ -394,7 +398,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 Bhat, block_post = calibrated(B, obs, block_params)  # [design 2.3] on the blocks
                 spread = None
                 if centres is not None:  # the stored rows' residuals [design 2.9]
-                    correction, spread = local_corrections(B, obs, block_params, *centres, trainer.cfg.local_bandwidth)
+                    correction, spread = local_corrections(B, obs, block_params, *centres, trainer.cfg.local_bandwidth, cache=centre_cache)
                     Bhat = [b + c for b, c in zip(Bhat, correction)]
                 if encoders is None:
                     yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params, spread)
@@ -419,7 +423,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         dtype = _output_dtype(X)
         result, start = None, 0
-        for chunk in self._chunks(*self._inference_input(X)):
+        blocks_used = self.output == "concat" or not self._trainer_.deep  # identity: the representations are the blocks
+        for chunk in self._chunks(*self._inference_input(X), blocks_used=blocks_used and self.output != "latent"):
             Zhat, Bhat, post = chunk.Zhat, chunk.Bhat, chunk.post
             if self.output == "latent":
                 out = post.mean
@@ -464,8 +469,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """Calibrated representations, or (``level='blocks'``) standardized blocks, of validated ``X`` by modality,
         with their predictive variances (0 where observed)."""
         reps, variances = [], []
-        for chunk in self._chunks(X, blocks, observed):
-            blocks_level = level == "blocks" or not self._trainer_.deep  # identity: the representations are the blocks
+        blocks_level = level == "blocks" or not self._trainer_.deep  # identity: the representations are the blocks
+        for chunk in self._chunks(X, blocks, observed, blocks_used=blocks_level):
             Zhat, post, params = (chunk.Bhat, chunk.block_post, chunk.block_params) if blocks_level else (chunk.Zhat, chunk.post, chunk.params)
             reps.append([z.cpu().numpy() for z in Zhat])
             if return_variance:
@@ -537,7 +542,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        chunks = self._chunks(*self._inference_input(X))
+        chunks = self._chunks(*self._inference_input(X), blocks_used=False)
         return np.concatenate([log_likelihood(c.Z, c.observed, c.params, c.post).cpu().numpy() for c in chunks])
 
     def score(self, X, y=None):

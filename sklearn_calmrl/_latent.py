@@ -465,7 +465,72 @@ def impute_calibrated(Z, observed, params):
 
 
 # ----------------------------------------------------------------------------- local correction [design 2.9]
-def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512):
+class CentreCache:
+    """The stored rows' per-pattern terms of :func:`local_corrections`, kept across the chunks of one inference call.
+
+    A transform walks its rows in chunks and meets the same missingness patterns in every chunk; preparing the
+    stored rows for a pattern costs a pass over all of them, so it is done once per pattern while the kept terms
+    stay within ``max_bytes`` (later patterns are prepared per chunk, as without a cache).
+    """
+
+    def __init__(self, max_bytes=256 << 20):
+        self.max_bytes = max_bytes
+        self.filled = None
+        self.patterns = {}
+
+    def keep(self, pattern, terms):
+        size = sum(t.numel() * t.element_size() for t in _tensors(terms))
+        if size <= self.max_bytes:
+            self.patterns[pattern] = terms
+            self.max_bytes -= size
+        return terms
+
+
+def _tensors(value):
+    if torch.is_tensor(value):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def _centre_terms(pattern, params, filled, centres_observed, bandwidth):
+    """Everything the kernel of one missingness pattern needs from the stored rows [design 2.9]."""
+    seen = [m for m, o in enumerate(pattern) if o]
+    missing = [m for m, o in enumerate(pattern) if not o]
+    q = params.W[0].shape[1]
+    eye = torch.eye(q, dtype=params.W[0].dtype, device=params.W[0].device)
+    # Cholesky of V_O^-1 = I + sum_{m in O} W_m^T Psi_m^-1 W_m  [design 2.2]
+    L = torch.linalg.cholesky(eye + sum(params.W[m].T @ (params.W[m] / params.psi[m][:, None]) for m in seen))
+    s_c, g_c, m_c = _whitened(filled, seen, params, L)
+    # ||z - x||^2_{C_OO^-1} = ||Psi^-1/2 (z - x)||^2 - ||L^-1 W^T Psi^-1 (z - x)||^2 (Woodbury); its part that
+    # depends on the query alone cancels in the softmax, the rest is one product with [s_c, -g_c]
+    centre_terms = torch.cat([s_c, -g_c], dim=1)
+    centre_norms = (s_c**2).sum(1) - (g_c**2).sum(1)
+    scale = 1.0 / (2 * bandwidth * s_c.shape[1])
+    # the residuals of the rows that observe m: their own block minus what the model predicts for it from the
+    # blocks O, kept as [r, r^2] (their weighted means are one product); None where every stored row observes m
+    residual = {}
+    for m in missing:
+        keep = torch.nonzero(centres_observed[:, m]).flatten()
+        if keep.numel():  # no stored row observes m: the model alone
+            r = filled[m][keep] - (m_c[keep] @ params.W[m].T + params.mu[m])
+            residual[m] = (None if keep.numel() == centres_observed.shape[0] else keep, torch.cat([r, r**2], dim=1))
+    return L, centre_terms, centre_norms, scale, residual
+
+
+def _whitened(blocks, seen, params, L):
+    """(Psi_O^-1/2 (z_O - mu_O), L^-1 W_O^T Psi_O^-1 (z_O - mu_O), posterior mean m^(O)) [design 2.9]."""
+    r = [blocks[m] - params.mu[m] for m in seen]
+    s_ = torch.cat([r_ / params.psi[m].sqrt() for r_, m in zip(r, seen)], dim=1)
+    g = torch.linalg.solve_triangular(L, sum((r_ / params.psi[m]) @ params.W[m] for r_, m in zip(r, seen)).T, upper=False)
+    return s_, g.T, torch.linalg.solve_triangular(L.T, g, upper=True).T
+
+
+def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512, cache=None):
     """Kernel correction of the imputations by the stored rows' residuals (the ``K -> n`` limit of the mixture) [design 2.9].
 
     Every stored row ``j`` (a "centre", completed by the model where it misses a
@@ -492,7 +557,10 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     bandwidth : float
         ``h`` (> 0).
     chunk_size : int
-        Query rows per distance matrix (memory ``chunk_size x n_c``).
+        Query rows per kernel matrix (memory ``chunk_size x n_c``).
+    cache : CentreCache or None
+        Keeps the stored rows' terms across calls with the same parameters and stored rows (the chunks of one
+        inference call); None prepares them afresh.
 
     Returns
     -------
@@ -500,45 +568,40 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
         The added residual average and the residuals' weighted variance (the
         spread between neighbours), zero for observed blocks.
     """
-    filled = impute_calibrated(centres, centres_observed, params)
+    cache = CentreCache(0) if cache is None else cache
+    if cache.filled is None:
+        cache.filled = impute_calibrated(centres, centres_observed, params)
     corrections = [torch.zeros_like(z) for z in Z]
     variances = [torch.zeros_like(z) for z in Z]
     patterns, inverse = missingness_patterns(observed)
-    q = params.W[0].shape[1]
-    eye = torch.eye(q, dtype=params.W[0].dtype, device=params.W[0].device)
-    for p, pattern in enumerate(patterns.tolist()):
+    for p, pattern in enumerate(map(tuple, patterns.tolist())):
         if all(pattern) or not any(pattern):
             continue
+        terms = cache.patterns.get(pattern)
+        if terms is None:
+            terms = cache.keep(pattern, _centre_terms(pattern, params, cache.filled, centres_observed, bandwidth))
+        L, centre_terms, centre_norms, scale, residual = terms
         seen = [m for m, o in enumerate(pattern) if o]
-        missing = [m for m, o in enumerate(pattern) if not o]
-        # Cholesky of V_O^-1 = I + sum_{m in O} W_m^T Psi_m^-1 W_m  [design 2.2]
-        L = torch.linalg.cholesky(eye + sum(params.W[m].T @ (params.W[m] / params.psi[m][:, None]) for m in seen))
-
-        def whitened(blocks):
-            """(Psi_O^-1/2 (z_O - mu_O), L^-1 W_O^T Psi_O^-1 (z_O - mu_O), posterior mean m^(O))."""
-            r = [blocks[m] - params.mu[m] for m in seen]
-            s_ = torch.cat([r_ / params.psi[m].sqrt() for r_, m in zip(r, seen)], dim=1)
-            g = torch.linalg.solve_triangular(L, sum((r_ / params.psi[m]) @ params.W[m] for r_, m in zip(r, seen)).T, upper=False)
-            return s_, g.T, torch.linalg.solve_triangular(L.T, g, upper=True).T
-
-        s_c, g_c, m_c = whitened(filled)
-        d_o = s_c.shape[1]
-        # the centres' residuals: their own block minus what the model predicts for it from the blocks O
-        residual = {m: filled[m] - (m_c @ params.W[m].T + params.mu[m]) for m in missing}
         rows_all = torch.nonzero(inverse == p).flatten()
         for start in range(0, rows_all.numel(), chunk_size):
             rows = rows_all[start : start + chunk_size]
-            s_q, g_q, _ = whitened([z[rows] for z in Z])
-            # ||z - x||^2_{C_OO^-1} = ||Psi^-1/2 (z - x)||^2 - ||L^-1 W^T Psi^-1 (z - x)||^2  (Woodbury)  [design 2.9]
-            d2 = (torch.cdist(s_q, s_c) ** 2 - torch.cdist(g_q, g_c) ** 2).clamp_min(0) / d_o
-            for m in missing:
-                if not bool(centres_observed[:, m].any()):  # no stored row observes m: the model alone
-                    continue
-                logits = (-d2 / (2 * bandwidth)).masked_fill(~centres_observed[:, m][None, :], float("-inf"))
-                weights = torch.softmax(logits, dim=1)
-                mean = weights @ residual[m]
-                corrections[m][rows] = mean
-                variances[m][rows] = (weights @ residual[m] ** 2 - mean**2).clamp_min(0)
+            s_q, g_q, _ = _whitened([z[rows] for z in Z], seen, params, L)
+            logits = (2 * torch.cat([s_q, g_q], dim=1) @ centre_terms.T - centre_norms) * scale
+            logits = logits - logits.amax(dim=1, keepdim=True)
+            kernel = torch.exp(logits)  # one exponential for every missing block
+            for m, (keep, r) in residual.items():
+                k_m = kernel if keep is None else kernel[:, keep]
+                total = k_m.sum(dim=1, keepdim=True)
+                low = total[:, 0] < 1e-250  # the centres observing m all lie far below the nearest one: renormalize
+                if bool(low.any()):
+                    shifted = logits[low] if keep is None else logits[low][:, keep]
+                    k_m = k_m.clone()
+                    k_m[low] = torch.exp(shifted - shifted.amax(dim=1, keepdim=True))
+                    total = k_m.sum(dim=1, keepdim=True)
+                moments = (k_m @ r) / total  # weighted means of the residuals and of their squares
+                d_m = r.shape[1] // 2
+                corrections[m][rows] = moments[:, :d_m]
+                variances[m][rows] = (moments[:, d_m:] - moments[:, :d_m] ** 2).clamp_min(0)
     return corrections, variances
 
 

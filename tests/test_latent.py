@@ -331,15 +331,15 @@ def test_mixture_prior_keeps_unseen_blocks_at_the_population():
 
 
 # ----------------------------------------------------------------------------- local correction [design 2.9]
-from sklearn_calmrl._latent import impute_calibrated, local_corrections  # noqa: E402
+from sklearn_calmrl._latent import CentreCache, impute_calibrated, local_corrections  # noqa: E402
 
 
-def test_local_correction_matches_a_dense_kernel_and_its_limits():
+@pytest.mark.parametrize("h", [0.3, 1e-7])  # 1e-7: the nearest stored row often misses the block to impute
+def test_local_correction_matches_a_dense_kernel(h):
     rng = np.random.default_rng(15)
     params = random_params(rng, noise="diagonal")
     Zc, oc, _ = sample(rng, params, 60, missing_rate=0.5)
     Zq, oq, _ = sample(rng, params, 25, missing_rate=0.8)
-    h = 0.3
     corr, var = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=7)
     filled = [f.numpy() for f in impute_calibrated(Zc, oc, params)]
     dims = [z.shape[1] for z in Zq]
@@ -358,10 +358,27 @@ def test_local_correction_matches_a_dense_kernel_and_its_limits():
             # the residual of centre j: its block m minus the model's conditional mean from its blocks O
             gain = (params.W[m].numpy() @ W.T) @ np.linalg.inv(C_oo)
             resid = filled[m] - (params.mu[m].numpy() + (xc - np.concatenate([params.mu[k].numpy() for k in seen])) @ gain.T)
-            w = np.where(oc[:, m].numpy(), np.exp(-(d2 - d2.min()) / (2 * h)), 0.0)
+            seen_m = oc[:, m].numpy()
+            w = np.zeros_like(d2)
+            w[seen_m] = np.exp(-(d2[seen_m] - d2[seen_m].min()) / (2 * h))
             w /= w.sum()
             np.testing.assert_allclose(corr[m][i].numpy(), w @ resid, atol=1e-9)
             np.testing.assert_allclose(var[m][i].numpy(), w @ resid**2 - (w @ resid) ** 2, atol=1e-9)
+
+
+def test_local_correction_cache_changes_nothing():
+    """The stored rows' terms kept across calls (the chunks of one transform) give the same corrections."""
+    rng = np.random.default_rng(17)
+    params = random_params(rng)
+    Zc, oc, _ = sample(rng, params, 40, missing_rate=0.5)
+    fresh = [local_corrections(*sample(np.random.default_rng(i), params, 30, missing_rate=0.7)[:2], params, Zc, oc, 0.2) for i in range(2)]
+    for max_bytes, kept in ((1 << 20, True), (0, False)):
+        cache = CentreCache(max_bytes)
+        for i in range(2):
+            again = local_corrections(*sample(np.random.default_rng(i), params, 30, missing_rate=0.7)[:2], params, Zc, oc, 0.2, cache=cache)
+            for a, b in zip(again[0] + again[1], fresh[i][0] + fresh[i][1]):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert bool(cache.patterns) == kept
 
 
 def test_local_correction_recovers_a_stored_row_at_small_bandwidth():
