@@ -61,18 +61,20 @@ def main():
             ax.set_visible(False)
             continue
         rates = sorted(random["level"].unique())
-        ticks = [f"{r:g}" for r in rates] + [f"struct.\n{args.complete_fraction:g} compl."]
+        ticks = [f"{r:g}" for r in rates] + [f"structured,\n{args.complete_fraction:g} complete"]
         for method, (label, colour, marker, style) in METHODS.items():
-            parts = [summary(random, method)]
-            if structured is not None:
-                s = summary(structured, method)
-                parts.append(s.loc[[args.complete_fraction]] if args.complete_fraction in s.index else s.iloc[:0])
-            stats = pd.concat(parts)
-            if stats.empty:
+            stats = summary(random, method).reindex(rates)
+            if stats["mean"].isna().all():
                 continue
-            x = list(range(len(stats)))
+            x = list(range(len(rates)))
             ax.plot(x, stats["mean"], color=colour, marker=marker, linestyle=style, label=label)
             ax.fill_between(x, stats["mean"] - stats["std"], stats["mean"] + stats["std"], color=colour, alpha=0.12)
+            if structured is not None:  # another protocol: a point with its error bar, not joined to the rates
+                s = summary(structured, method)
+                if args.complete_fraction in s.index:
+                    mean, std = s.loc[args.complete_fraction]
+                    ax.errorbar(len(rates), mean, yerr=std, color=colour, marker=marker, capsize=3)
+        ax.axvline(len(rates) - 0.5, color="0.6", linewidth=0.8)
         ax.set_xticks(range(len(ticks)), ticks)
         ax.set_xlabel("fraction of rows missing modalities")
         ax.set_title(title, fontsize="medium")

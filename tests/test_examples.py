@@ -34,7 +34,6 @@ def _env(**extra):
     env = {
         **os.environ,
         "MPLBACKEND": "Agg",
-        "CALMRL_SAVE_FIGURE": "",  # never overwrite the figures committed under doc/_static
         "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", ""),
         **extra,
     }
@@ -141,7 +140,7 @@ def test_docs_build_without_warnings(tmp_path):
     """``sphinx-build -W`` with the examples executed in quick mode (about a minute on 2 cores)."""
     for module in ("sphinx", "numpydoc", "sphinx_gallery", "myst_parser", "matplotlib"):
         pytest.importorskip(module)
-    env = {**os.environ, "CALMRL_QUICK": "1", "MPLBACKEND": "Agg", "CALMRL_SAVE_FIGURE": ""}
+    env = {**os.environ, "CALMRL_QUICK": "1", "MPLBACKEND": "Agg"}
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d", str(tmp_path / "doctrees"),
            str(DOC_DIR), str(tmp_path / "html")]
