@@ -367,14 +367,15 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             )
         return X, blocks, observed
 
-    def _chunks(self, X, blocks, observed, *, blocks_used=True):
+    def _chunks(self, X, blocks, observed, *, blocks_used=True, spread_used=False):
         """Yield a :class:`_Chunk` per ``CHUNK`` rows, float64, no gradients.
 
         ``Z``/``Zhat`` are the (calibrated) representations of the latent model
         ``params``; ``Bhat`` the calibrated standardized blocks of the closed-form
         model of the blocks (the same as ``Zhat`` for ``encoder='identity'``),
         with the local correction unless ``blocks_used`` is False (the caller
-        reads neither ``Bhat`` nor the blocks' spread). ``X`` is validated
+        reads neither ``Bhat`` nor the blocks' spread), and its spread only when
+        ``spread_used`` (``block_spread`` is None otherwise). ``X`` is validated
         (:meth:`_inference_input`). Standardization, encoding and the E-step all
         happen chunk by chunk, so the working set beyond the input and the
         output is a few chunks (and the local correction's per-pattern terms of
@@ -398,7 +399,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 Bhat, block_post = calibrated(B, obs, block_params)  # [design 2.3] on the blocks
                 spread = None
                 if centres is not None:  # the stored rows' residuals [design 2.9]
-                    correction, spread = local_corrections(B, obs, block_params, *centres, trainer.cfg.local_bandwidth, cache=centre_cache)
+                    correction, spread = local_corrections(
+                        B, obs, block_params, *centres, trainer.cfg.local_bandwidth, cache=centre_cache, return_variance=spread_used
+                    )
                     Bhat = [b + c for b, c in zip(Bhat, correction)]
                 if encoders is None:
                     yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params, spread)
@@ -470,7 +473,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         with their predictive variances (0 where observed)."""
         reps, variances = [], []
         blocks_level = level == "blocks" or not self._trainer_.deep  # identity: the representations are the blocks
-        for chunk in self._chunks(X, blocks, observed, blocks_used=blocks_level):
+        for chunk in self._chunks(X, blocks, observed, blocks_used=blocks_level, spread_used=blocks_level and return_variance):
             Zhat, post, params = (chunk.Bhat, chunk.block_post, chunk.block_params) if blocks_level else (chunk.Zhat, chunk.post, chunk.params)
             reps.append([z.cpu().numpy() for z in Zhat])
             if return_variance:

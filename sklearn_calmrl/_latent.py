@@ -466,71 +466,69 @@ def impute_calibrated(Z, observed, params):
 
 # ----------------------------------------------------------------------------- local correction [design 2.9]
 class CentreCache:
-    """The stored rows' per-pattern terms of :func:`local_corrections`, kept across the chunks of one inference call.
+    """The stored rows' terms of :func:`local_corrections`, kept across the chunks of one inference call.
 
-    A transform walks its rows in chunks and meets the same missingness patterns in every chunk; preparing the
-    stored rows for a pattern costs a pass over all of them, so it is done once per pattern while the kept terms
-    stay within ``max_bytes`` (later patterns are prepared per chunk, as without a cache).
+    A transform walks its rows in chunks and meets the same missingness patterns in every chunk. The stored rows'
+    terms that do not depend on the pattern are prepared once per call; those of a pattern are kept while the kept
+    terms stay within ``max_bytes`` (later patterns are prepared per chunk, as without a cache).
     """
 
     def __init__(self, max_bytes=256 << 20):
         self.max_bytes = max_bytes
-        self.filled = None
+        self.stored = None
         self.patterns = {}
 
-    def keep(self, pattern, terms):
-        size = sum(t.numel() * t.element_size() for t in _tensors(terms))
+    def keep(self, key, terms):
+        size = sum(t.numel() * t.element_size() for t in terms if torch.is_tensor(t))
         if size <= self.max_bytes:
-            self.patterns[pattern] = terms
+            self.patterns[key] = terms
             self.max_bytes -= size
         return terms
 
 
-def _tensors(value):
-    if torch.is_tensor(value):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
+def _whitened_blocks(blocks, params, which):
+    """Per block ``m`` in ``which``: ``Psi_m^-1/2 (z^m - mu_m)`` and ``(z^m - mu_m)^T Psi_m^-1 W_m`` [design 2.9]."""
+    centred = [blocks[m] - params.mu[m] for m in which]
+    return [c / params.psi[m].sqrt() for c, m in zip(centred, which)], [(c / params.psi[m]) @ params.W[m] for c, m in zip(centred, which)]
 
 
-def _centre_terms(pattern, params, filled, centres_observed, bandwidth):
+def _stored_terms(params, centres, centres_observed):
+    """The stored rows' terms that no pattern changes: completed blocks minus ``mu``, whitened, projected [design 2.9]."""
+    filled = impute_calibrated(centres, centres_observed, params)
+    every = range(len(filled))
+    whitened, projected = _whitened_blocks(filled, params, every)
+    return [filled[m] - params.mu[m] for m in every], whitened, projected, torch.stack([(w**2).sum(1) for w in whitened], 1)
+
+
+def _centre_terms(pattern, params, stored, centres_observed, bandwidth, return_variance):
     """Everything the kernel of one missingness pattern needs from the stored rows [design 2.9]."""
+    centred, whitened, projected, square_norms = stored
     seen = [m for m, o in enumerate(pattern) if o]
-    missing = [m for m, o in enumerate(pattern) if not o]
     q = params.W[0].shape[1]
     eye = torch.eye(q, dtype=params.W[0].dtype, device=params.W[0].device)
     # Cholesky of V_O^-1 = I + sum_{m in O} W_m^T Psi_m^-1 W_m  [design 2.2]
     L = torch.linalg.cholesky(eye + sum(params.W[m].T @ (params.W[m] / params.psi[m][:, None]) for m in seen))
-    s_c, g_c, m_c = _whitened(filled, seen, params, L)
+    g_c = torch.linalg.solve_triangular(L, sum(projected[m] for m in seen).T, upper=False)
+    m_c = torch.linalg.solve_triangular(L.T, g_c, upper=True).T  # posterior means m_j^(O)
     # ||z - x||^2_{C_OO^-1} = ||Psi^-1/2 (z - x)||^2 - ||L^-1 W^T Psi^-1 (z - x)||^2 (Woodbury); its part that
     # depends on the query alone cancels in the softmax, the rest is one product with [s_c, -g_c]
-    centre_terms = torch.cat([s_c, -g_c], dim=1)
-    centre_norms = (s_c**2).sum(1) - (g_c**2).sum(1)
-    scale = 1.0 / (2 * bandwidth * s_c.shape[1])
-    # the residuals of the rows that observe m: their own block minus what the model predicts for it from the
-    # blocks O, kept as [r, r^2] (their weighted means are one product); None where every stored row observes m
-    residual = {}
-    for m in missing:
-        keep = torch.nonzero(centres_observed[:, m]).flatten()
-        if keep.numel():  # no stored row observes m: the model alone
-            r = filled[m][keep] - (m_c[keep] @ params.W[m].T + params.mu[m])
-            residual[m] = (None if keep.numel() == centres_observed.shape[0] else keep, torch.cat([r, r**2], dim=1))
-    return L, centre_terms, centre_norms, scale, residual
+    centre_terms = torch.cat([whitened[m] for m in seen] + [-g_c.T], dim=1)
+    centre_norms = square_norms[:, seen].sum(1) - (g_c**2).sum(0)
+    scale = 1.0 / (2 * bandwidth * sum(params.W[m].shape[0] for m in seen))
+    # per missing block m that some stored row observes, the residuals r = x^m - mu_m - W_m m_c and a column of
+    # ones (and r^2 for the spread), zero in the rows that miss m: one product with the kernel gives every
+    # weighted sum
+    columns, layout = [], []
+    for m in (m for m, o in enumerate(pattern) if not o):
+        if bool(centres_observed[:, m].any()):  # no stored row observes m: the model alone
+            mask = centres_observed[:, m, None].to(m_c.dtype)
+            r = (centred[m] - m_c @ params.W[m].T) * mask
+            columns += [r, mask, r**2] if return_variance else [r, mask]
+            layout.append(m)
+    return L, centre_terms, centre_norms, scale, layout, torch.cat(columns, dim=1) if columns else None
 
 
-def _whitened(blocks, seen, params, L):
-    """(Psi_O^-1/2 (z_O - mu_O), L^-1 W_O^T Psi_O^-1 (z_O - mu_O), posterior mean m^(O)) [design 2.9]."""
-    r = [blocks[m] - params.mu[m] for m in seen]
-    s_ = torch.cat([r_ / params.psi[m].sqrt() for r_, m in zip(r, seen)], dim=1)
-    g = torch.linalg.solve_triangular(L, sum((r_ / params.psi[m]) @ params.W[m] for r_, m in zip(r, seen)).T, upper=False)
-    return s_, g.T, torch.linalg.solve_triangular(L.T, g, upper=True).T
-
-
-def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512, cache=None):
+def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512, cache=None, return_variance=True):
     """Kernel correction of the imputations by the stored rows' residuals (the ``K -> n`` limit of the mixture) [design 2.9].
 
     Every stored row ``j`` (a "centre", completed by the model where it misses a
@@ -561,47 +559,56 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     cache : CentreCache or None
         Keeps the stored rows' terms across calls with the same parameters and stored rows (the chunks of one
         inference call); None prepares them afresh.
+    return_variance : bool
+        Also compute the spread (one more product per missing block).
 
     Returns
     -------
-    corrections, variances : list of Tensor (n, d_m)
-        The added residual average and the residuals' weighted variance (the
-        spread between neighbours), zero for observed blocks.
+    corrections : list of Tensor (n, d_m)
+        The added residual average, zero for observed blocks.
+    variances : list of Tensor (n, d_m) or None
+        The residuals' weighted variance (the spread between neighbours), zero
+        for observed blocks; None unless ``return_variance``.
     """
     cache = CentreCache(0) if cache is None else cache
-    if cache.filled is None:
-        cache.filled = impute_calibrated(centres, centres_observed, params)
+    if cache.stored is None:
+        cache.stored = _stored_terms(params, centres, centres_observed)
     corrections = [torch.zeros_like(z) for z in Z]
-    variances = [torch.zeros_like(z) for z in Z]
+    variances = [torch.zeros_like(z) for z in Z] if return_variance else None
     patterns, inverse = missingness_patterns(observed)
     for p, pattern in enumerate(map(tuple, patterns.tolist())):
         if all(pattern) or not any(pattern):
             continue
-        terms = cache.patterns.get(pattern)
+        terms = cache.patterns.get((pattern, return_variance))
         if terms is None:
-            terms = cache.keep(pattern, _centre_terms(pattern, params, cache.filled, centres_observed, bandwidth))
-        L, centre_terms, centre_norms, scale, residual = terms
+            terms = cache.keep((pattern, return_variance), _centre_terms(pattern, params, cache.stored, centres_observed, bandwidth, return_variance))
+        L, centre_terms, centre_norms, scale, layout, columns = terms
+        if not layout:
+            continue
         seen = [m for m, o in enumerate(pattern) if o]
         rows_all = torch.nonzero(inverse == p).flatten()
         for start in range(0, rows_all.numel(), chunk_size):
             rows = rows_all[start : start + chunk_size]
-            s_q, g_q, _ = _whitened([z[rows] for z in Z], seen, params, L)
-            logits = (2 * torch.cat([s_q, g_q], dim=1) @ centre_terms.T - centre_norms) * scale
+            s_q, proj_q = _whitened_blocks([z[rows] for z in Z], params, seen)
+            g_q = torch.linalg.solve_triangular(L, sum(proj_q).T, upper=False).T
+            logits = (2 * torch.cat(s_q + [g_q], dim=1) @ centre_terms.T - centre_norms) * scale
             logits = logits - logits.amax(dim=1, keepdim=True)
-            kernel = torch.exp(logits)  # one exponential for every missing block
-            for m, (keep, r) in residual.items():
-                k_m = kernel if keep is None else kernel[:, keep]
-                total = k_m.sum(dim=1, keepdim=True)
-                low = total[:, 0] < 1e-250  # the centres observing m all lie far below the nearest one: renormalize
+            sums = torch.exp(logits) @ columns  # one exponential and one product for every missing block
+            offset = 0
+            for m in layout:
+                d_m = params.W[m].shape[0]
+                width = 2 * d_m + 1 if return_variance else d_m + 1
+                block = sums[:, offset : offset + width]
+                low = block[:, d_m] < 1e-250  # the centres observing m all lie far below the nearest one: renormalize
                 if bool(low.any()):
-                    shifted = logits[low] if keep is None else logits[low][:, keep]
-                    k_m = k_m.clone()
-                    k_m[low] = torch.exp(shifted - shifted.amax(dim=1, keepdim=True))
-                    total = k_m.sum(dim=1, keepdim=True)
-                moments = (k_m @ r) / total  # weighted means of the residuals and of their squares
-                d_m = r.shape[1] // 2
+                    shifted = logits[low].masked_fill(~centres_observed[:, m][None, :], float("-inf"))
+                    block = block.clone()
+                    block[low] = torch.exp(shifted - shifted.amax(dim=1, keepdim=True)) @ columns[:, offset : offset + width]
+                moments = block / block[:, d_m, None]  # weighted means of r (and r^2)
                 corrections[m][rows] = moments[:, :d_m]
-                variances[m][rows] = (moments[:, d_m:] - moments[:, :d_m] ** 2).clamp_min(0)
+                if return_variance:
+                    variances[m][rows] = (moments[:, d_m + 1 :] - moments[:, :d_m] ** 2).clamp_min(0)
+                offset += width
     return corrections, variances
 
 

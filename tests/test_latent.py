@@ -381,6 +381,20 @@ def test_local_correction_cache_changes_nothing():
         assert bool(cache.patterns) == kept
 
 
+def test_local_correction_without_the_spread_corrects_alike():
+    """``return_variance=False`` (what transform uses) leaves out the r^2 columns, not the correction."""
+    rng = np.random.default_rng(18)
+    params = random_params(rng, noise="diagonal")
+    Zc, oc, _ = sample(rng, params, 50, missing_rate=0.5)
+    Zq, oq, _ = sample(rng, params, 40, missing_rate=0.8)
+    for h in (0.3, 1e-7):
+        with_spread, _ = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=9)
+        alone, variances = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=9, return_variance=False)
+        assert variances is None
+        for a, b in zip(alone, with_spread):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 def test_local_correction_recovers_a_stored_row_at_small_bandwidth():
     rng = np.random.default_rng(16)
     params = random_params(rng)
