@@ -105,10 +105,32 @@ def calibration_table(frames):
     return "\n".join(lines)
 
 
+def extras_table(frames, extras, reference=("calmrl", "ppca", "knn-concat")):
+    """Methods run on seed 0 only, beside the seed-0 runs of ``reference`` methods from the main run (same masks and
+    folds): mean accuracy over the 5 folds, and mean embedding / latent R@1 over the data set's pairs."""
+    lines = ["| data set | setting | method | accuracy (seed 0) | emb R@1, mean over pairs | lat R@1 | rep R@1 | fit s |",
+             "|---" * 8 + "|"]
+    for key, extra in extras.items():
+        dataset, kind = key
+        main = frames.get(key)
+        main = main[(main["seed"] == 0) & main["level"].isin(extra["level"].unique())] if main is not None else None
+        rows = pd.concat([main[main["method"].isin(reference)], extra]) if main is not None else extra
+        for (level, method), r in rows.groupby(["level", "method"], sort=False):
+            def r1(col, r=r):
+                cols = [f"r1_{col}_{p}" for p in RETRIEVAL.get(dataset, []) if f"r1_{col}_{p}" in r]
+                value = r[cols].mean(axis=1).mean() if cols else float("nan")
+                return "-" if pd.isna(value) else f"{value:.3f}"
+
+            lines.append(f"| {dataset} | {level_name(kind, level)} | {method} | {r['acc'].mean():.3f} | {r1('emb')} | "
+                         f"{r1('lat')} | {r1('rep')} | {r['fit_s'].mean():.1f} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="doc/results")
     parser.add_argument("--tag", default="final")
+    parser.add_argument("--extra-tags", nargs="*", default=[], help="runs of further methods on seed 0 (e.g. extras)")
     args = parser.parse_args()
     frames = {}
     for dataset in DATASETS:
@@ -122,6 +144,15 @@ def main():
     print(retrieval_table(frames))
     print("\n## Calibrated vs uncalibrated embedding retrieval, structured setting\n")
     print(calibration_table(frames))
+    extras = {}
+    for tag in args.extra_tags:
+        for key in frames:
+            frame = read(args.results, tag, *key)
+            if frame is not None:
+                extras[key] = pd.concat([extras[key], frame]) if key in extras else frame
+    if extras:
+        print("\n## Further methods, seed 0 only, beside the same folds of the main run\n")
+        print(extras_table(frames, extras))
 
 
 if __name__ == "__main__":
