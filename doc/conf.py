@@ -42,6 +42,7 @@ templates_path = ["_templates"]
 exclude_patterns = [
     "_build",
     "README.md",
+    "results",  # raw benchmark tables that benchmarks.md cites
     "_ext",
     "Thumbs.db",
     ".DS_Store",

@@ -179,8 +179,8 @@ class CalMRLTransformer(MultimodalBase):
     noise_variances_ : list of ndarray of shape (representation_dim,)
         Per-dimension noise variances. With ``n_components_ > 1`` these four
         attributes gain a leading component axis.
-    weights_ : ndarray of shape (n_components_,)
-        Mixing weights of the components (``[1.]`` for one).
+    weights_ : ndarray of shape (K,)
+        Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).
     n_components_ : int
         Number of components (resolved when ``n_components='auto'``).
     latent_dim_ : int

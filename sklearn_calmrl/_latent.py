@@ -560,7 +560,7 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
         Keeps the stored rows' terms across calls with the same parameters and stored rows (the chunks of one
         inference call); None prepares them afresh.
     return_variance : bool
-        Also compute the spread (one more product per missing block).
+        Also compute the spread (the ``r^2`` columns of the kernel product).
 
     Returns
     -------

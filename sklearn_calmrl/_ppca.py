@@ -98,8 +98,8 @@ class MultiViewPPCA(MultimodalBase):
     noise_variances_ : list of ndarray of shape (block_width,)
         Per-feature noise variances. With ``n_components_ > 1`` these four
         attributes gain a leading component axis.
-    weights_ : ndarray of shape (n_components_,)
-        Mixing weights of the components (``[1.]`` for one).
+    weights_ : ndarray of shape (K,)
+        Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).
     n_components_ : int
         Number of components (resolved when ``n_components='auto'``).
     latent_dim_ : int
