@@ -378,8 +378,10 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         ``spread_used`` (``block_spread`` is None otherwise). ``X`` is validated
         (:meth:`_inference_input`). Standardization, encoding and the E-step all
         happen chunk by chunk, so the working set beyond the input and the
-        output is a few chunks (and the local correction's per-pattern terms of
-        the stored rows, at most 256 MB: :class:`~sklearn_calmrl._latent.CentreCache`).
+        output is a few chunks, plus the local correction's terms of the stored
+        rows: about ``3 n_c D`` numbers for all patterns (``n_c <= 4096`` rows,
+        ``D`` features) and the per-pattern terms kept, 256 MB at most in all
+        (:class:`~sklearn_calmrl._latent.CentreCache`).
         """
         trainer = self._trainer_
         params = trainer.params.to(dtype=torch.float64, device=self.device_)
