@@ -392,6 +392,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         if trainer.centres is not None and blocks_used:
             centres = ([x.to(device=self.device_, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(self.device_))
             centre_cache = CentreCache()
+        weights = None if trainer.imputation_weights is None else [a.to(device=self.device_, dtype=torch.float64) for a in trainer.imputation_weights]
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
         with torch.no_grad():
             for s in range(0, X.shape[0], CHUNK):
@@ -405,6 +406,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                         B, obs, block_params, *centres, trainer.cfg.local_bandwidth, cache=centre_cache, return_variance=spread_used
                     )
                     Bhat = [b + c for b, c in zip(Bhat, correction)]
+                if weights is not None:  # imputed entries shrunk by the cross-fitted weights [design 2.11]
+                    Bhat = [torch.where(obs[:, m, None], b, b * a) for m, (b, a) in enumerate(zip(Bhat, weights))]
                 if encoders is None:
                     yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params, spread)
                     continue

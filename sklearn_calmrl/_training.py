@@ -35,6 +35,7 @@ from ._latent import (
     impute,
     init_mixture,
     init_params,
+    local_corrections,
     log_likelihood,
     m_step,
     posterior,
@@ -54,6 +55,7 @@ EM_REFRESH_ITER = 3  # EM iterations of each per-epoch refresh [design 3.1]
 MAX_CENTRES = 4096  # stored rows of the local correction: bounds its cost per imputed row [design 2.9]
 REPRESENTATION_START_ITER = 20  # EM steps of the first model of the representations: the encoders move next [design 3.1]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
+CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted imputation weights [design 2.11]
 
 
 def resolve_latent_dim(latent_dim, n_linking, width):
@@ -240,6 +242,7 @@ class Trainer:
         self.params = None
         self._block_params = None
         self.centres = None  # (stored blocks, their mask) of the local correction [design 2.9]
+        self.imputation_weights = None  # per-feature weights of the imputed blocks [design 2.11]
         self.statistics = RunningStatistics()
         self.block_statistics = RunningStatistics()
         self.history = History()
@@ -298,14 +301,14 @@ class Trainer:
             self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
         return params, history, n_em
 
-    def _fit_model(self, Z, observed, base, n_components, label, level=1):
+    def _fit_model(self, Z, observed, base, n_components, label, level=1, max_iter=None):
         """EM of the model of ``Z``: the single model ``base`` is fitted; more components start from it [design 2.8]."""
-        cfg = self.cfg
-        params, loglik, n_iter = self._em(Z, observed, base, cfg.em_init_iter, label, level)
+        max_iter = self.cfg.em_init_iter if max_iter is None else min(max_iter, self.cfg.em_init_iter)
+        params, loglik, n_iter = self._em(Z, observed, base, max_iter, label, level)
         if n_components == 1:
             return params, params, loglik, n_iter
         start = init_mixture(Z, observed, params, n_components, generator=torch.Generator().manual_seed(self.seed + 1))
-        mixture, loglik, n_iter = self._em(Z, observed, start, cfg.em_init_iter, f"{label}, {n_components} components", level)
+        mixture, loglik, n_iter = self._em(Z, observed, start, max_iter, f"{label}, {n_components} components", level)
         return mixture, params, loglik, n_iter
 
     def _select_components(self, X, observed):
@@ -345,6 +348,7 @@ class Trainer:
         if cfg.local_bandwidth is not None:
             self.centres = ([], observed[:0])
             self._keep_centres(X, observed)
+        self.imputation_weights = self.cross_fitted_weights(X, observed)
         if not self.deep:
             self.params = block
             self.history.loglik_curve, self.history.n_iter = loglik, n_iter
@@ -356,6 +360,47 @@ class Trainer:
             cfg.encoder, X32, observed, self.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
         )
         self._new_loss()
+
+    def cross_fitted_weights(self, X, observed):
+        """Per-feature weights ``a_j`` of the imputed blocks, by 2-fold cross-fitting [design 2.11].
+
+        The rows are split in two halves (seeded); a model of the same kind (and
+        local correction) is fitted on each half and imputes every block of the
+        other half's rows that observe it and another modality, with that block
+        hidden. ``a_j = clip(<x_j, xhat_j> / <xhat_j, xhat_j>, 0, 1)`` over those
+        held-out imputations is the least-squares shrinkage of feature ``j``'s
+        imputation towards its mean (0 after standardization): about 1 where the
+        other modalities predict it, about 0 where they do not (noise, or
+        cross-modal loadings estimated from too few linking rows). Features with
+        no held-out imputation keep weight 1.
+        """
+        n, k = observed.shape
+        num = [torch.zeros(x.shape[1], dtype=x.dtype, device=x.device) for x in X]
+        den = [torch.zeros_like(v) for v in num]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 4)).to(observed.device)
+        halves = (perm[: n // 2], perm[n // 2 :])
+        for held, rest in (halves, halves[::-1]):
+            X_fit, o_fit = [x[rest] for x in X], observed[rest]
+            if k < 2 or held.numel() == 0 or not bool(o_fit.any(dim=0).all()):
+                continue  # a modality unseen in this half: no honest imputation of it
+            model = self._fit_model(X_fit, o_fit, self.initial_params(X_fit, o_fit), self.n_components, "cross-fitted imputation weights", level=2, max_iter=CROSS_FIT_ITER)[0]
+            centres = init_rows(rest.numel(), torch.Generator().manual_seed(self.seed + 6), MAX_CENTRES).to(observed.device)
+            X_held, o_held = [x[held] for x in X], observed[held]
+            for m in range(k):
+                rows = o_held[:, m] & (o_held.sum(dim=1) >= 2)
+                if not bool(rows.any()):
+                    continue
+                Z, hidden = [x[rows] for x in X_held], o_held[rows].clone()
+                hidden[:, m] = False
+                guess = calibrated(Z, hidden, model)[0][m]  # [design 2.3]
+                if self.cfg.local_bandwidth is not None:  # [design 2.9]
+                    correction, _ = local_corrections(
+                        Z, hidden, model, [x[centres] for x in X_fit], o_fit[centres], self.cfg.local_bandwidth, return_variance=False
+                    )
+                    guess = guess + correction[m]
+                num[m] += (Z[m] * guess).sum(dim=0)
+                den[m] += (guess * guess).sum(dim=0)
+        return [torch.where(d > 0, (u / d.clamp_min(torch.finfo(d.dtype).tiny)).clamp(0.0, 1.0), torch.ones_like(d)) for u, d in zip(num, den)]  # [design 2.11]
 
     def _keep_centres(self, X, observed):
         """Add rows to the stored rows of the local correction, up to ``MAX_CENTRES`` [design 2.9]."""
@@ -406,6 +451,8 @@ class Trainer:
         self.block_statistics = self.block_statistics.to(device)
         if self.centres is not None:
             self.centres = ([x.to(device) for x in self.centres[0]], self.centres[1].to(device))
+        if self.imputation_weights is not None:
+            self.imputation_weights = [a.to(device) for a in self.imputation_weights]
         return self
 
     def __getstate__(self):
@@ -415,6 +462,8 @@ class Trainer:
             state[name] = None if state[name] is None else state[name].to("cpu")
         if self.centres is not None:
             state["centres"] = ([x.cpu() for x in self.centres[0]], self.centres[1].cpu())
+        if self.imputation_weights is not None:
+            state["imputation_weights"] = [a.cpu() for a in self.imputation_weights]
         if self.deep:
             state["encoders"], state["loss_fn"] = copy.deepcopy((self.encoders, self.loss_fn))
             state["encoders"].cpu()
@@ -423,6 +472,7 @@ class Trainer:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("imputation_weights", None)  # models pickled before design 2.11
         self.__dict__.update(state)
         self.device = "cpu"
         if self.deep:

@@ -379,7 +379,8 @@ def test_rows_without_modality_get_the_prior_in_transform(encoder):
     _assert_unchanged(X, X0)
     assert not np.shares_memory(concat, X)
     means = [m / max(np.linalg.norm(m), 1.0) for m in est.means_]  # the prior's representations (norm at most 1)
-    block_means = [p.numpy() for p in est._trainer_.block_params.mu]  # the prior's standardized blocks
+    weights = [a.numpy() for a in est._trainer_.imputation_weights]  # imputed entries shrunk [design 2.11]
+    block_means = [a * p.numpy() for a, p in zip(weights, est._trainer_.block_params.mu)]  # the prior's standardized blocks
     prior = np.concatenate(means + block_means) if encoder != "identity" else np.concatenate(block_means)
     np.testing.assert_allclose(concat[[2, 7]], np.tile(prior, (2, 1)), rtol=1e-12, atol=1e-12)
     assert np.isfinite(concat).all()

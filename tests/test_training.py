@@ -117,3 +117,70 @@ def test_streamed_em_refresh_equals_cached(monkeypatch):
     np.testing.assert_allclose(cached.history.loglik_curve, streamed.history.loglik_curve, rtol=1e-6)
     for a, b in zip(cached.params.W, streamed.params.W):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _with_noise_columns(n=400, seed=0):
+    """Three latent-model blocks; the last gains 6 columns of pure noise, then a random half of the rows lose one block."""
+    X, mods, _ = make_latent_modalities(n_samples=n, block_sizes=(6, 5, 4), latent_dim=2, noise=0.2, random_state=seed)
+    rng = np.random.default_rng(seed)
+    X = np.hstack([X, rng.standard_normal((n, 6))])
+    mods = {name: list(cols) for name, cols in mods.items()}
+    last = list(mods)[-1]
+    mods[last] = mods[last] + list(range(X.shape[1] - 6, X.shape[1]))
+    X = X.copy()
+    for i in rng.choice(n, n // 2, replace=False):
+        X[i, mods[list(mods)[rng.integers(3)]]] = np.nan
+    return X, mods
+
+
+@pytest.mark.parametrize("local_bandwidth", [None, 0.05])
+def test_cross_fitted_weights_keep_predictable_features_and_drop_noise(local_bandwidth):
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns()
+    est = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
+    weights = [a.numpy() for a in est._trainer_.imputation_weights]
+    assert [w.shape[0] for w in weights] == [len(c) for c in mods.values()]
+    assert all(((w >= 0) & (w <= 1)).all() for w in weights)
+    assert min(w.min() for w in weights[:2]) > 0.8  # features the other blocks predict keep their imputation
+    assert weights[2][:4].min() > 0.8
+    assert np.median(weights[2][4:]) < 0.3  # noise columns are imputed by (nearly) their mean
+    again = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
+    for a, b in zip(weights, again._trainer_.imputation_weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_weights_scale_only_the_imputed_entries():
+    """Output with the weights = observed blocks as they are, imputed entries times a_j [design 2.11]."""
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns(seed=1)
+    est = MultiViewPPCA(mods, latent_dim=2, add_indicator=False, random_state=0).fit(X)
+    shrunk, filled = est.transform(X), est.impute(X)
+    weights = est._trainer_.imputation_weights
+    est._trainer_.imputation_weights = None
+    plain, plain_filled = est.transform(X), est.impute(X)
+    a = torch.cat(weights).numpy()
+    missing = np.isnan(X)
+    np.testing.assert_allclose(shrunk[~missing], plain[~missing])
+    np.testing.assert_allclose(shrunk[missing], (plain * a)[missing], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(filled[~missing], X[~missing])
+    mean, scale = est.feature_mean_, est.feature_scale_
+    np.testing.assert_allclose(filled[missing], (((plain_filled - mean) / scale * a) * scale + mean)[missing], rtol=1e-10, atol=1e-12)
+
+
+def test_cross_fitted_weights_reduce_held_out_imputation_error():
+    """On rows never seen in fit, the weighted imputation errs less than the plain one on the noisy block."""
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns(n=800, seed=2)
+    train, test = X[:400], X[400:]
+    est = MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(train)
+    full = test[~np.isnan(test).any(axis=1)]
+    hidden = full.copy()
+    last = mods[list(mods)[-1]]
+    hidden[:, last] = np.nan
+    err = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
+    est._trainer_.imputation_weights = None
+    err_plain = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
+    assert err < err_plain
