@@ -56,6 +56,7 @@ MAX_CENTRES = 4096  # stored rows of the local correction: bounds its cost per i
 REPRESENTATION_START_ITER = 20  # EM steps of the first model of the representations: the encoders move next [design 3.1]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
 CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted imputation weights [design 2.11]
+CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
 
 
 def resolve_latent_dim(latent_dim, n_linking, width):
@@ -367,7 +368,8 @@ class Trainer:
         The rows are split in two halves (seeded); a model of the same kind (and
         local correction) is fitted on each half and imputes every block of the
         other half's rows that observe it and another modality, with that block
-        hidden. ``a_j = clip(<x_j, xhat_j> / <xhat_j, xhat_j>, 0, 1)`` over those
+        hidden (at most ``CROSS_FIT_QUERIES`` such imputations per half, drawn at
+        random). ``a_j = clip(<x_j, xhat_j> / <xhat_j, xhat_j>, 0, 1)`` over those
         held-out imputations is the least-squares shrinkage of feature ``j``'s
         imputation towards its mean (0 after standardization): about 1 where the
         other modalities predict it, about 0 where they do not (noise, or
@@ -385,21 +387,26 @@ class Trainer:
                 continue  # a modality unseen in this half: no honest imputation of it
             model = self._fit_model(X_fit, o_fit, self.initial_params(X_fit, o_fit), self.n_components, "cross-fitted imputation weights", level=2, max_iter=CROSS_FIT_ITER)[0]
             centres = init_rows(rest.numel(), torch.Generator().manual_seed(self.seed + 6), MAX_CENTRES).to(observed.device)
-            X_held, o_held = [x[held] for x in X], observed[held]
+            # one query per (held-out row, block it observes beside another modality), that block hidden
+            o_held = observed[held]
+            pairs = (o_held & (o_held.sum(dim=1, keepdim=True) >= 2)).nonzero()
+            if pairs.shape[0] == 0:
+                continue
+            if pairs.shape[0] > CROSS_FIT_QUERIES:
+                pairs = pairs[init_rows(pairs.shape[0], torch.Generator().manual_seed(self.seed + 7), CROSS_FIT_QUERIES).to(pairs.device)]
+            rows, hidden_block = held[pairs[:, 0]], pairs[:, 1]
+            Z, hidden = [x[rows] for x in X], observed[rows].clone()
+            hidden[torch.arange(rows.numel(), device=rows.device), hidden_block] = False
+            guess = calibrated(Z, hidden, model)[0]  # [design 2.3]
+            if self.cfg.local_bandwidth is not None:  # [design 2.9]
+                correction, _ = local_corrections(
+                    Z, hidden, model, [x[centres] for x in X_fit], o_fit[centres], self.cfg.local_bandwidth, return_variance=False
+                )
+                guess = [g + c for g, c in zip(guess, correction)]
             for m in range(k):
-                rows = o_held[:, m] & (o_held.sum(dim=1) >= 2)
-                if not bool(rows.any()):
-                    continue
-                Z, hidden = [x[rows] for x in X_held], o_held[rows].clone()
-                hidden[:, m] = False
-                guess = calibrated(Z, hidden, model)[0][m]  # [design 2.3]
-                if self.cfg.local_bandwidth is not None:  # [design 2.9]
-                    correction, _ = local_corrections(
-                        Z, hidden, model, [x[centres] for x in X_fit], o_fit[centres], self.cfg.local_bandwidth, return_variance=False
-                    )
-                    guess = guess + correction[m]
-                num[m] += (Z[m] * guess).sum(dim=0)
-                den[m] += (guess * guess).sum(dim=0)
+                sel = hidden_block == m
+                num[m] += (Z[m][sel] * guess[m][sel]).sum(dim=0)
+                den[m] += (guess[m][sel] ** 2).sum(dim=0)
         return [torch.where(d > 0, (u / d.clamp_min(torch.finfo(d.dtype).tiny)).clamp(0.0, 1.0), torch.ones_like(d)) for u, d in zip(num, den)]  # [design 2.11]
 
     def _keep_centres(self, X, observed):
