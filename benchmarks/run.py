@@ -74,22 +74,27 @@ def _parse_params(items):
     return params
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def setup(threads):
+    """BLAS and torch on ``threads`` threads, the repository importable; returns a progress logger (stderr)."""
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+        os.environ[var] = str(threads)
     sys.path.insert(0, str(HERE.parent))
-
     import torch
     from threadpoolctl import threadpool_limits
 
-    from benchmarks import harness
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
+
+    return log
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = setup(args.threads)
+    from benchmarks import harness
 
     if args.list_methods:
         for m in harness.METHODS:

@@ -18,7 +18,6 @@ and prints a table per cell with the margin of each method over the best simple 
 import argparse
 import ast
 import math
-import os
 import sys
 import time
 import warnings
@@ -63,14 +62,26 @@ def digits_pair(seed=0, noise=0.5):
     return np.hstack([images, b]), y, {"a": list(range(d)), "b": list(range(d, 2 * d))}
 
 
-def widen(X, modalities, factor, seed):
-    """Append ``factor * d_m`` standard Gaussian columns inside every block ``m``."""
+def widen(X, modalities, factor, seed, kind="noise"):
+    """Append ``factor * d_m`` columns inside every block ``m``.
+
+    ``kind='noise'``: standard Gaussian columns (uninformative). ``kind='mix'``: random linear combinations of the
+    block's standardized features plus as much Gaussian noise (signal-to-noise 1), informative but redundant, as
+    co-expressed genes are in omics blocks: a low-rank signal that principal components denoise.
+    """
     if factor == 0:
         return X, modalities
     rng = np.random.RandomState(seed + 7919)
     parts, out, start = [], {}, 0
     for name, idx in modalities.items():
-        block = np.hstack([X[:, idx], rng.randn(X.shape[0], int(round(factor * len(idx))))])
+        width = int(round(factor * len(idx)))
+        extra = rng.randn(X.shape[0], width)
+        if kind == "mix":
+            B = X[:, idx]
+            B = (B - B.mean(axis=0)) / np.where(B.std(axis=0) > 0, B.std(axis=0), 1)
+            signal = B @ rng.randn(len(idx), width)
+            extra = signal / signal.std(axis=0) + extra
+        block = np.hstack([X[:, idx], extra])
         parts.append(block)
         out[name] = list(range(start, start + block.shape[1]))
         start += block.shape[1]
@@ -205,16 +216,26 @@ def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, cand, log):
             warned = "; ".join(sorted({str(w.message)[:80] for w in caught if issubclass(w.category, UserWarning)}))
             for name, (A, B) in reps.items():
                 acc = probe(A, ytr, B, yte)
-                rows.append(dict(method=name, fold=fold, acc=acc, fit_s=fit_s, width=A.shape[1], warnings=warned))
+                rows.append(dict(method=name, fold=fold, n_used=len(train), acc=acc, fit_s=fit_s, width=A.shape[1], warnings=warned))
             log(f"    fold {fold} {method:<15} acc={rows[-len(reps)]['acc']:.3f} fit {fit_s:.1f}s")
     return rows
+
+
+def _cell(record):
+    """A cell's label; a subsample at least as large as the training fold is the whole fold ('all')."""
+    n, used = record["n_train"], record.get("n_used")
+    if n != "all" and used and int(n) > int(used):  # the fold had fewer training rows than n: not subsampled
+        n = "all"
+    kind = "" if record.get("widen_kind", "noise") == "noise" else "m"
+    return f"{record['dataset']} n={n} w={float(record['widen']):g}{kind} {record['setting']}"
 
 
 def summarize(records, methods_order):
     """Per cell: mean accuracy of every method, its margin over the best baseline; the worst and mean margins."""
     cells = {}
     for r in records:
-        cells.setdefault(r["cell"], {}).setdefault(r["method"], []).append(r["acc"])
+        cells.setdefault(_cell(r), {}).setdefault(r["method"], {})[(r["seed"], r["fold"])] = float(r["acc"])
+    cells = {c: {m: list(v.values()) for m, v in accs.items()} for c, accs in cells.items()}
     names = [m for m in methods_order if any(m in c for c in cells.values())]
     extra = sorted({m for c in cells.values() for m in c} - set(names))
     names += extra
@@ -249,6 +270,7 @@ def main(argv=None):
     p.add_argument("--dataset", nargs="+", default=["all"])
     p.add_argument("--n-train", nargs="+", default=["150", "300", "600", "all"])
     p.add_argument("--widen", type=float, nargs="+", default=[0, 1, 4])
+    p.add_argument("--widen-kind", choices=["noise", "mix"], default="noise", help="what the widening columns hold (see widen)")
     p.add_argument("--settings", nargs="+", default=["0.5"], help="missing rates and/or 'structured'")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--folds", type=int, default=3)
@@ -257,20 +279,23 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--tag", default="")
+    p.add_argument("--summarize", nargs="+", metavar="CSV", help="only print the tables of earlier runs' CSV files (.csv or .csv.gz), merged")
     args = p.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    if args.summarize:
+        import csv
+        import gzip
+
+        records = []
+        for path in args.summarize:
+            with (gzip.open(path, "rt") if path.endswith(".gz") else open(path)) as fh:
+                records += list(csv.DictReader(fh))
+        print(summarize(records, BASELINES + ["calmrl", "ppca"]))
+        return 0
     sys.path.insert(0, str(HERE.parent))
-    import torch
-    from threadpoolctl import threadpool_limits
+    from benchmarks.run import setup
 
+    log = setup(args.threads)
     from benchmarks.harness import tuning_split
-
-    torch.set_num_threads(args.threads)
-    threadpool_limits(args.threads)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
 
     datasets = ["multiple_features", "image_segmentation", "digits_halves", "breast_cancer_views", "digits_pair"] if "all" in args.dataset else args.dataset
     records, t_all = [], time.perf_counter()
@@ -281,14 +306,14 @@ def main(argv=None):
         X0, y0 = X0[rows], y0[rows]
         for w in args.widen:
             for seed in range(args.seeds):
-                X, mods = widen(X0, mods0, w, seed)
+                X, mods = widen(X0, mods0, w, seed, args.widen_kind)
                 for n in args.n_train:
                     for setting in args.settings:
-                        cell = f"{ds} n={n} w={w:g} {setting}"
+                        cell = f"{ds} n={n} w={w:g}{'' if args.widen_kind == 'noise' else 'm'} {setting}"
                         log(f"{cell} seed {seed} ({X.shape[1]} features, {len(y0)} rows)")
                         for r in run_cell(X, y0, mods, setting=setting, n_train=n, seed=seed, folds=args.folds,
                                           methods=args.methods, cand=args.candidates, log=log):
-                            records.append(dict(cell=cell, dataset=ds, n_train=n, widen=w, setting=setting, seed=seed, **r))
+                            records.append(dict(cell=cell, dataset=ds, n_train=n, widen=w, widen_kind=args.widen_kind, setting=setting, seed=seed, **r))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"sweep_{args.rows}" + (f"_{args.tag}" if args.tag else "")
