@@ -226,7 +226,7 @@ def _cell(record):
     n, used = record["n_train"], record.get("n_used")
     if n != "all" and used and int(n) > int(used):  # the fold had fewer training rows than n: not subsampled
         n = "all"
-    kind = "" if record.get("widen_kind", "noise") == "noise" else "m"
+    kind = "m" if record.get("widen_kind") == "mix" else ""
     return f"{record['dataset']} n={n} w={float(record['widen']):g}{kind} {record['setting']}"
 
 

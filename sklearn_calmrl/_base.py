@@ -132,7 +132,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
 
     # the parameters both estimators share; each adds its own to these
     _shared_parameter_constraints: dict = {
-        "modalities": [None, list, tuple, dict],
+        "modalities": [None, list, tuple, dict, np.ndarray],
         "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],

@@ -31,8 +31,8 @@ class CalMRLTransformer(MultimodalBase):
 
     Parameters
     ----------
-    modalities : None, list or dict, default=None
-        How the columns of ``X`` split into modalities: a list of block sizes
+    modalities : None, list, 1-D ndarray or dict, default=None
+        How the columns of ``X`` split into modalities: a list (or 1-D array) of block sizes
         (``[76, 216, 64]``), a list of column-index lists, slices or (for
         DataFrames) column-name lists, or a dict ``{name: columns}``. ``None``
         means one block of all columns. A list of per-modality arrays passed to

@@ -90,8 +90,8 @@ def resolve_modalities(modalities, n_features, feature_names=None):
 
     Parameters
     ----------
-    modalities : None, list or dict
-        ``None`` (one block of all columns); a list of block sizes (``[76, 216]``);
+    modalities : None, list, 1-D ndarray or dict
+        ``None`` (one block of all columns); a list (or 1-D array) of block sizes (``[76, 216]``);
         a list of column-index lists, slices or (for DataFrames) column-name lists;
         or a dict ``{name: columns}`` with any of those column forms.
     n_features : int
@@ -110,6 +110,10 @@ def resolve_modalities(modalities, n_features, feature_names=None):
         If a modality is empty, blocks overlap, leave columns out or name columns
         that do not exist.
     """
+    if isinstance(modalities, np.ndarray):  # a 1-D array of block sizes or names, as a list
+        if modalities.ndim != 1:
+            raise ValueError(f"modalities given as an array must be 1-D (block sizes), got shape {modalities.shape}.")
+        modalities = modalities.tolist()
     if modalities is None:
         blocks = [(_default_name(0), np.arange(n_features))]
     elif isinstance(modalities, Mapping):

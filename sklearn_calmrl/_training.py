@@ -266,6 +266,11 @@ class Trainer:
     def resolve_dims(self, n_linking, width):
         """Fix ``latent_dim`` (``'auto'``: from the linking rows [design 2.10]) and ``embed_dim`` for this fit."""
         cfg = self.cfg
+        if cfg.latent_dim != "auto" and cfg.latent_dim > width:
+            raise ValueError(
+                f"latent_dim={cfg.latent_dim} is larger than the {width} feature(s) of X in all blocks together: the "
+                f"shared latent cannot have more dimensions than the data (use latent_dim <= {width} or 'auto')."
+            )
         self.latent_dim = resolve_latent_dim(cfg.latent_dim, n_linking, width)
         self.embed_dim = self.latent_dim if cfg.embed_dim is None else cfg.embed_dim
         if self.deep and self.embed_dim < self.latent_dim:

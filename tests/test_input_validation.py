@@ -245,6 +245,10 @@ ERROR_CASES = [
      "Feature names must be in the same order"),
     ("frame-columns-renamed", {"modalities": NAMED}, _frame, lambda: _frame().rename(columns={"g": "h"}), ValueError,
      "Feature names unseen at fit time"),
+    ("latent-dim-above-width", {"latent_dim": 8}, _amputed, None, ValueError,
+     r"latent_dim=8 is larger than the 7 feature\(s\) of X in all blocks together"),
+    ("modalities-2d-array", {"modalities": np.array([[3, 2, 2]])}, _amputed, None, ValueError,
+     r"modalities given as an array must be 1-D \(block sizes\), got shape \(1, 3\)"),
     ("hidden-layer-zero", {"encoder": "mlp", "hidden_layer_sizes": (0,)}, _amputed, None, ValueError,
      r"hidden_layer_sizes must be a tuple of positive integers.*\(0,\)"),
     ("hidden-layer-string", {"encoder": "mlp", "hidden_layer_sizes": ("a",)}, _amputed, None, ValueError,
@@ -298,9 +302,10 @@ WORKING_CASES = [
     ("numeric-strings", {}, lambda: _complete().astype(str), np.float64, N, lambda: _complete().astype(str).astype(np.float64)),
     ("constant-column", {}, _const_column, np.float64, N, None),
     ("constant-block", {}, _const_block, np.float64, N, None),
-    ("single-feature", {"modalities": None}, lambda: _complete()[:, :1], np.float64, N, None),
+    ("single-feature", {"modalities": None, "latent_dim": 1}, lambda: _complete()[:, :1], np.float64, N, None),
     ("partial-nan-default", {}, _with(_partial_nan), np.float64, N, None),
     ("dataframe-named", {"modalities": NAMED}, _frame, np.float64, N, "base"),
+    ("sizes-as-array", {"modalities": np.array(SIZES)}, _amputed, np.float64, N, "base"),
     ("list-of-blocks", {"modalities": None}, lambda: [_amputed()[:, :3], _amputed()[:, 3:5], _amputed()[:, 5:]], np.float64, N, "base"),
 ]
 
