@@ -14,7 +14,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -35,7 +34,7 @@ from ._modalities import (
     warn_disconnected,
 )
 from ._training import CHUNK, Trainer, calibrated, encode
-from ._utils import torch_threads, warn
+from ._utils import free_threads, torch_threads, warn
 
 __all__ = ["MultimodalBase"]
 
@@ -50,11 +49,11 @@ def resolve_device(device):
 
 
 def _threaded(method):
-    """Run an estimator method under the thread policy: ``effective_n_jobs(n_jobs)`` torch threads (1 by default)."""
+    """Run an estimator method under the thread policy: ``free_threads(n_jobs)`` torch threads (1 by default)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        with torch_threads(effective_n_jobs(self.n_jobs)):
+        with torch_threads(free_threads(self.n_jobs)):
             return method(self, *args, **kwargs)
 
     return wrapper

@@ -68,10 +68,11 @@ class MultiViewPPCA(MultimodalBase):
     n_jobs : int, default=None
         Number of CPU threads torch may use while fitting and transforming.
         ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
-        ``-1`` means all processors. The default of one thread is the fastest
-        choice on a shared machine: torch's threads stall beside another busy
-        process (see doc/scaling.md, "Threads"). The caller's own torch thread
-        setting is restored afterwards.
+        ``-1`` means all processors. Either is capped at the cores the 1-minute
+        load average leaves free (never below one): torch's threads stall
+        beside another busy process, so more threads than free cores made fits
+        several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
+        torch thread setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial loadings when there are too few complete rows for
         the PCA start [design 2.6].

@@ -232,8 +232,32 @@ def _threads_seen_by_training(monkeypatch):
     return seen
 
 
+def _machine(monkeypatch, cores, load):
+    """Pretend the process may use ``cores`` cores and the 1-minute load average is ``load`` (None: not reported)."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    if load is None:
+        monkeypatch.delattr(os, "getloadavg", raising=False)
+    else:
+        monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
+
+
+@pytest.mark.parametrize(
+    "n_jobs, cores, load, expected",
+    [(None, 8, 0.0, 1), (1, 8, 0.0, 1), (8, 8, 0.0, 8), (4, 8, 0.3, 4), (4, 8, 5.2, 3), (-1, 2, 1.7, 1), (2, 2, 3.5, 1), (4, 4, None, 4)],
+)
+def test_free_threads_caps_n_jobs_at_the_cores_the_load_leaves(monkeypatch, n_jobs, cores, load, expected):
+    from sklearn_calmrl._utils import free_threads
+
+    _machine(monkeypatch, cores, load)
+    assert free_threads(n_jobs) == expected
+
+
 @pytest.mark.parametrize("n_jobs, expected", [(None, 1), (1, 1), (3, 3)])
 def test_fit_runs_with_n_jobs_threads_and_restores_the_callers_setting(monkeypatch, n_jobs, expected):
+    _machine(monkeypatch, cores=8, load=0.0)
     seen = _threads_seen_by_training(monkeypatch)
     before = torch.get_num_threads()
     try:
