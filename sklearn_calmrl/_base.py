@@ -17,6 +17,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
 from ._alignment import leading_direction
@@ -32,6 +33,7 @@ from ._modalities import (
     standardized_blocks,
     statistics_from_moments,
     warn_disconnected,
+    warn_few_rows,
 )
 from ._training import CHUNK, Trainer, calibrated, encode
 from ._utils import free_threads, torch_threads, warn
@@ -253,6 +255,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
         obs = torch.as_tensor(observed[keep], device=trainer.device)
         trainer.fit(Xs, obs)
+        warn_few_rows(observed[keep].sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
 
         self._set_fitted(blocks, standardization, trainer, n_rows=int(keep.sum()))
         return self
@@ -516,9 +519,11 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         Returns
         -------
         X_filled : ndarray of shape (n_samples, n_features)
-            float32 when ``X`` is float32, float64 otherwise.
+            float32 when ``X`` is float32, float64 otherwise; a DataFrame with
+            the input's column names (and index) under
+            ``set_output(transform='pandas')`` or ``'polars'``.
         std : ndarray of shape (n_samples, n_features)
-            Only when ``return_std``.
+            Only when ``return_std``; the same container.
         """
         X_checked, blocks, observed = self._inference_input(X)
         reps, variances = self._imputed(X_checked, blocks, observed, return_variance=True, level="blocks")
@@ -535,7 +540,19 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             filled[:, idx] = block
             std[:, idx] = np.where(partial, np.broadcast_to(scale, block.shape), std[:, idx])
         dtype = _output_dtype(X)
-        return (filled.astype(dtype, copy=False), std.astype(dtype, copy=False)) if return_std else filled.astype(dtype, copy=False)
+        filled = self._input_container(filled.astype(dtype, copy=False), X)
+        return (filled, self._input_container(std.astype(dtype, copy=False), X)) if return_std else filled
+
+    def _input_container(self, data, X):
+        """``data`` (the input's columns) as ``set_output(transform=...)`` asks: a DataFrame with the input's
+        feature names (``x0, x1, ...`` without them) and index, or the array itself by default."""
+        dense = _get_output_config("transform", self)["dense"]
+        if dense == "default":
+            return data
+        names = getattr(self, "feature_names_in_", None)
+        names = np.asarray([f"x{j}" for j in range(data.shape[1])], dtype=object) if names is None else names
+        original = X if hasattr(X, "columns") else None  # keeps a DataFrame's index
+        return ADAPTERS_MANAGER.adapters[dense].create_container(data, original, columns=names, inplace=False)
 
     @_threaded
     def score_samples(self, X):

@@ -25,6 +25,7 @@ __all__ = [
     "check_fit_input",
     "non_numeric_column",
     "warn_disconnected",
+    "warn_few_rows",
     "FeatureMoments",
     "feature_moments",
     "statistics_from_moments",
@@ -347,6 +348,21 @@ def warn_disconnected(observed, names):
             f"Modalities fall into groups that never co-occur in any row, directly or through a chain: {groups}. "
             "The cross-structure between groups cannot be learned; imputation across them returns the prior."
         )
+
+
+def warn_few_rows(counts, names, latent_dim):
+    """Warn about modalities observed in no more training rows than the latent has dimensions [design 2.4].
+
+    ``W_m`` of a modality has ``latent_dim`` columns to estimate from the rows that
+    observe it: with ``latent_dim`` rows or fewer (plus one for the mean), its
+    loadings, and so its imputations, are not determined by the data.
+    """
+    for name, n in zip(names, counts):
+        if int(n) <= latent_dim:
+            warn(
+                f"Modality {name!r} is observed in {int(n)} training row(s), no more than latent_dim_={latent_dim}: "
+                "its loadings and imputations rest on too few rows. Observe it in more rows or lower latent_dim."
+            )
 
 
 @dataclass

@@ -43,6 +43,7 @@ from ._modalities import (
     standardized_blocks,
     statistics_from_moments,
     warn_disconnected,
+    warn_few_rows,
 )
 from ._training import CHUNK, INIT_ROWS, History, Trainer, init_rows
 from ._utils import warn
@@ -214,6 +215,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
 
     linking = counts[seen].sum() if len(blocks) == 1 else counts[patterns.sum(axis=1) >= 2].sum()
     trainer.resolve_dims(int(linking), sum(len(idx) for _, idx in blocks))  # [design 2.10]
+    warn_few_rows((patterns[seen] * counts[seen, None]).sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
     trainer.n_components = 1
     t0 = time.perf_counter()
     Z_sample, observed_sample = _standardized_rows(sample, blocks, standardization)

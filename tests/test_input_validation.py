@@ -437,3 +437,20 @@ def test_feature_nan_in_every_observed_row_warns_with_its_name():
     with pytest.warns(UserWarning, match=r"Feature\(s\) \['b'\] of modality 'a' are NaN in every row that observes the modality"):
         est = _est(modalities=NAMED, encoder="identity").fit(X)
     assert np.isfinite(est.transform(X)).all()
+
+
+@pytest.mark.parametrize("observed_rows", [1, 2])
+def test_modality_observed_in_too_few_rows_warns(observed_rows):
+    """latent_dim=2 loadings of m1 from 1 or 2 rows: a warning naming the modality and the count (issue 21)."""
+    X = _complete()
+    X[observed_rows:, 3:5] = np.nan
+    with pytest.warns(UserWarning, match=rf"Modality 'm1' is observed in {observed_rows} training row\(s\), no more than latent_dim_=2"):
+        _est(encoder="identity").fit(X)
+
+
+def test_modality_observed_in_enough_rows_does_not_warn():
+    X = _complete()
+    X[3:, 3:5] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _est(encoder="identity").fit(X)

@@ -15,7 +15,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -279,6 +279,21 @@ def test_set_output_pandas_gives_named_columns(frame, output, expected):
     assert list(out.columns) == expected == list(est.get_feature_names_out())
     assert out.index.equals(df.index)
     np.testing.assert_array_equal(out.to_numpy(), est.set_output(transform="default").transform(df))
+
+
+def test_impute_follows_set_output(frame):
+    """impute returns the container set_output asks for, with the input's names and index (issue 21)."""
+    df, _, shape_cols, color_cols = frame
+    est = MultiViewPPCA({"shape": shape_cols, "color": color_cols}, random_state=0).fit(df)
+    plain, plain_std = est.impute(df, return_std=True)
+    est.set_output(transform="pandas")
+    filled, std = est.impute(df, return_std=True)
+    for out, ref in ((filled, plain), (std, plain_std)):
+        assert isinstance(out, pd.DataFrame) and list(out.columns) == list(df.columns) and out.index.equals(df.index)
+        np.testing.assert_array_equal(out.to_numpy(), ref)
+    arrays = MultiViewPPCA([8, 10], random_state=0).set_output(transform="pandas").fit(df.to_numpy())
+    assert list(arrays.impute(df.to_numpy()).columns) == [f"x{j}" for j in range(18)]
+    assert isinstance(est.set_output(transform="default").impute(df), np.ndarray)
 
 
 def test_get_feature_names_out_checks_input_features(frame):
