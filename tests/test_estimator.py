@@ -326,3 +326,36 @@ def test_mixture_partial_fit_with_torch_encoders(segment):
     for chunk in np.array_split(X[:900], 3):
         est.partial_fit(chunk)
     assert est.n_components_ == 2 and est.n_iter_ == 3 and np.isfinite(est.transform(X[:50])).all()
+
+
+def _readme_options():
+    """The keyword arguments the README lists under "Options beyond the defaults", as dicts."""
+    import ast
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    paragraph = text[text.index("Options beyond the defaults") :].split("\n\n")[0]
+    options, last = [], None
+    for span in re.findall(r"`([^`]+)`", paragraph):
+        if "=" in span:
+            call = ast.parse(f"f({span})", mode="eval").body
+            options.append({kw.arg: ast.literal_eval(kw.value) for kw in call.keywords})
+            last = options[-1]
+        elif span.startswith("'") and last is not None and len(last) == 1:  # `output='latent'` / `'embeddings'`
+            options.append({next(iter(last)): ast.literal_eval(span)})
+    return options
+
+
+def test_readme_lists_options_that_fit_with_every_other_default():
+    """Each option of the README works with all other parameters at their defaults (issue 21)."""
+    options = _readme_options()
+    assert {"encoder": "mlp"} in options and {"output": "embeddings"} in options and len(options) >= 8
+    data = load_image_segmentation()
+    rows = np.random.RandomState(0).choice(len(data.target), 300, replace=False)
+    X = ampute_modalities(data.data[rows], data.modalities, rate=0.5, random_state=0)
+    for option in options:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            out = CalMRLTransformer(data.modalities, random_state=0, n_jobs=1, **option).fit_transform(X)
+        assert out.shape[0] == 300 and np.isfinite(out).all(), option
