@@ -102,6 +102,16 @@ def _chunk_key(X):
     return h.hexdigest()
 
 
+class _InferenceState(NamedTuple):
+    """What the chunks of an inference call share (:meth:`MultimodalBase._inference_state`)."""
+
+    params: object
+    block_params: object
+    centres: object  # (stored blocks, their mask) of the local correction [design 2.9], or None
+    centre_cache: object  # CentreCache of those stored rows, or None
+    weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
+
+
 class _Chunk(NamedTuple):
     """One chunk of inference: representations and blocks, raw and calibrated, with their posteriors."""
 
@@ -369,7 +379,24 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             )
         return X, blocks, observed
 
-    def _chunks(self, X, blocks, observed, *, blocks_used=True, spread_used=False):
+    def _inference_state(self, blocks_used=True):
+        """The float64 parameters, stored rows and cross-fitted weights every inference chunk reads, with the local
+        correction's cache of the stored rows' terms: prepared once per call (once for all chunks of
+        :func:`~sklearn_calmrl.distributed.transform_dask`)."""
+        trainer, device = self._trainer_, self.device_
+        centres = None
+        if trainer.centres is not None and blocks_used:
+            centres = ([x.to(device=device, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(device))
+        weights = None if trainer.imputation_weights is None else [a.to(device=device, dtype=torch.float64) for a in trainer.imputation_weights]
+        return _InferenceState(
+            params=trainer.params.to(dtype=torch.float64, device=device),
+            block_params=trainer.block_params.to(dtype=torch.float64, device=device),
+            centres=centres,
+            centre_cache=CentreCache() if centres is not None else None,
+            weights=weights,
+        )
+
+    def _chunks(self, X, blocks, observed, *, blocks_used=True, spread_used=False, state=None):
         """Yield a :class:`_Chunk` per ``CHUNK`` rows, float64, no gradients.
 
         ``Z``/``Zhat`` are the (calibrated) representations of the latent model
@@ -386,15 +413,11 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         (:class:`~sklearn_calmrl._latent.CentreCache`).
         """
         trainer = self._trainer_
-        params = trainer.params.to(dtype=torch.float64, device=self.device_)
-        block_params = trainer.block_params.to(dtype=torch.float64, device=self.device_)
+        state = self._inference_state(blocks_used) if state is None else state
+        params, block_params, weights, centre_cache = state.params, state.block_params, state.weights, state.centre_cache
+        centres = state.centres if blocks_used else None
         # a float64 copy per call: batch-size-independent rows, and threads never share a module
         encoders = copy.deepcopy(trainer.encoders).to(device=self.device_, dtype=torch.float64) if trainer.deep else None
-        centres = None
-        if trainer.centres is not None and blocks_used:
-            centres = ([x.to(device=self.device_, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(self.device_))
-            centre_cache = CentreCache()
-        weights = None if trainer.imputation_weights is None else [a.to(device=self.device_, dtype=torch.float64) for a in trainer.imputation_weights]
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
         with torch.no_grad():
             for s in range(0, X.shape[0], CHUNK):
@@ -417,7 +440,6 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 Zhat, post = calibrated(Z, obs, params, max_norm=1.0)  # [design 2.3] on the representations
                 yield _Chunk(Z, obs, Zhat, post, params, B, Bhat, block_post, block_params, spread)
 
-    @_threaded
     def transform(self, X):
         """Representation of every sample, as chosen by ``output``.
 
@@ -431,10 +453,15 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         X_new : ndarray of shape (n_samples, n_components)
             float32 when ``X`` is float32, float64 otherwise.
         """
+        return self._transform(X)
+
+    @_threaded
+    def _transform(self, X, state=None):
+        """:meth:`transform`, with the inference state prepared by the caller (``None``: afresh)."""
         dtype = _output_dtype(X)
         result, start = None, 0
         blocks_used = self.output == "concat" or not self._trainer_.deep  # identity: the representations are the blocks
-        for chunk in self._chunks(*self._inference_input(X), blocks_used=blocks_used and self.output != "latent"):
+        for chunk in self._chunks(*self._inference_input(X), blocks_used=blocks_used and self.output != "latent", state=state):
             Zhat, Bhat, post = chunk.Zhat, chunk.Bhat, chunk.post
             if self.output == "latent":
                 out = post.mean

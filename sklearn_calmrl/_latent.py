@@ -15,6 +15,7 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import List, NamedTuple
 
@@ -477,12 +478,23 @@ class CentreCache:
         self.max_bytes = max_bytes
         self.stored = None
         self.patterns = {}
+        self.lock = threading.Lock()  # the chunks of transform_dask may share one cache across threads
+
+    def __getstate__(self):  # sent to dask workers: a lock does not pickle
+        state = self.__dict__.copy()
+        del state["lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.lock = threading.Lock()
 
     def keep(self, key, terms):
         size = sum(t.numel() * t.element_size() for t in terms if torch.is_tensor(t))
-        if size <= self.max_bytes:
-            self.patterns[key] = terms
-            self.max_bytes -= size
+        with self.lock:
+            if size <= self.max_bytes and key not in self.patterns:
+                self.patterns[key] = terms
+                self.max_bytes -= size
         return terms
 
 
@@ -572,7 +584,9 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     """
     cache = CentreCache(0) if cache is None else cache
     if cache.stored is None:
-        cache.stored = _stored_terms(params, centres, centres_observed)
+        with cache.lock:  # chunks in other threads wait for the one that prepares them
+            if cache.stored is None:
+                cache.stored = _stored_terms(params, centres, centres_observed)
     corrections = [torch.zeros_like(z) for z in Z]
     variances = [torch.zeros_like(z) for z in Z] if return_variance else None
     patterns, inverse = missingness_patterns(observed)

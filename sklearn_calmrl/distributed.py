@@ -24,6 +24,7 @@ dask is an optional dependency (``pip install "sklearn-calmrl[distributed]"``).
 References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -292,4 +293,7 @@ def transform_dask(estimator, X):
     X = _dask_array(X)
     width = len(estimator.get_feature_names_out())
     dtype = np.float32 if X.dtype == np.float32 else np.float64
-    return X.map_blocks(estimator.transform, chunks=(X.chunks[0], (width,)), dtype=dtype, meta=np.empty((0, width), dtype=dtype))
+    # one inference state for every chunk: the local correction's stored-row terms are prepared once, not per chunk
+    state = estimator._inference_state()
+    return X.map_blocks(functools.partial(estimator._transform, state=state), chunks=(X.chunks[0], (width,)), dtype=dtype,
+                        meta=np.empty((0, width), dtype=dtype))

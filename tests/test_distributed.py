@@ -93,6 +93,23 @@ def test_fit_dask_equals_fit(data, synchronous, make):
         assert transform_dask(got, Xd.astype(np.float32)).compute().dtype == np.float32
 
 
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+def test_transform_dask_prepares_the_stored_rows_once(data, monkeypatch, scheduler):
+    """The local correction's stored-row terms are prepared once for all chunks, not per chunk (issue 21)."""
+    import sklearn_calmrl._latent as latent
+
+    X, mods = data
+    est = _fit(MultiViewPPCA(mods, latent_dim=3, random_state=0), X)
+    calls = []
+    real = latent._stored_terms
+    monkeypatch.setattr(latent, "_stored_terms", lambda *a: calls.append(1) or real(*a))
+    with warnings.catch_warnings(), dask.config.set(scheduler=scheduler):
+        warnings.simplefilter("ignore", UserWarning)  # the rows that observe nothing get the prior
+        Y = transform_dask(est, da.from_array(X, chunks=(200, -1))).compute()
+        np.testing.assert_allclose(Y, est.transform(X), rtol=1e-10, atol=1e-12)
+    assert len(calls) == 2  # once for the 8 chunks, once for the in-memory transform
+
+
 def test_fit_dask_initialises_on_a_sample(data, synchronous):
     """Above init_size rows, init_params sees init_rows' sample; EM then runs on every row."""
     X, mods = data
