@@ -514,6 +514,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 var = predictive_variance(post, params)
                 if blocks_level and chunk.block_spread is not None:  # h (W V W^T + Psi) plus the neighbours' spread [design 2.9]
                     var = [self._trainer_.cfg.local_bandwidth * v + s for v, s in zip(var, chunk.block_spread)]
+                if blocks_level and self._trainer_.variance_scales is not None:  # matched to held-out errors [design 2.11]
+                    var = [v * c.to(v) for v, c in zip(var, self._trainer_.variance_scales)]
                 variances.append([torch.where(chunk.observed[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
         names = list(self.modalities_)
         stack = lambda parts: {name: np.concatenate([p[m] for p in parts]) for m, name in enumerate(names)}  # noqa: E731
@@ -539,6 +541,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         return_std : bool, default=False
             Also return the predictive standard deviation of every entry, in the
             caller's units: ``sqrt`` of the diagonal of ``W_m V_O W_m^T + Psi_m``
+            (with the local correction's spread, design 2.9), each feature's
+            variance scaled to match held-out errors at fit (design 2.11),
             times ``feature_scale_`` for imputed blocks, ``feature_scale_`` (the
             feature's training standard deviation when ``standardize=True``) for
             NaNs filled with the mean, and 0 for observed values.

@@ -39,6 +39,7 @@ from ._latent import (
     log_likelihood,
     m_step,
     posterior,
+    predictive_variance,
     single_modality_maps,
     sufficient_statistics,
     summed_statistics,
@@ -244,6 +245,7 @@ class Trainer:
         self._block_params = None
         self.centres = None  # (stored blocks, their mask) of the local correction [design 2.9]
         self.imputation_weights = None  # per-feature weights of the imputed blocks [design 2.11]
+        self.variance_scales = None  # per-feature factors of their predictive variances [design 2.11]
         self.statistics = RunningStatistics()
         self.block_statistics = RunningStatistics()
         self.history = History()
@@ -354,7 +356,7 @@ class Trainer:
         if cfg.local_bandwidth is not None:
             self.centres = ([], observed[:0])
             self._keep_centres(X, observed)
-        self.imputation_weights = self.cross_fitted_weights(X, observed)
+        self.calibrate_imputations(X, observed)
         if not self.deep:
             self.params = block
             self.history.loglik_curve, self.history.n_iter = loglik, n_iter
@@ -367,8 +369,11 @@ class Trainer:
         )
         self._new_loss()
 
-    def cross_fitted_weights(self, X, observed):
-        """Per-feature weights ``a_j`` of the imputed blocks, by 2-fold cross-fitting [design 2.11].
+    def calibrate_imputations(self, X, observed):
+        """Set ``imputation_weights`` and ``variance_scales`` by 2-fold cross-fitting [design 2.11].
+
+        Per feature ``j``: the weight ``a_j`` of its imputations and the factor
+        ``c_j`` of its predictive variance.
 
         The rows are split in two halves (seeded); a model of the same kind (and
         local correction) is fitted on each half and imputes every block of the
@@ -378,12 +383,15 @@ class Trainer:
         held-out imputations is the least-squares shrinkage of feature ``j``'s
         imputation towards its mean (0 after standardization): about 1 where the
         other modalities predict it, about 0 where they do not (noise, or
-        cross-modal loadings estimated from too few linking rows). Features with
-        no held-out imputation keep weight 1.
+        cross-modal loadings estimated from too few linking rows). ``c_j`` is the
+        held-out mean squared error of the weighted imputations over their mean
+        predictive variance, so that the predictive standard deviations of
+        :meth:`impute` match the errors they describe. Features with no held-out
+        imputation keep ``a_j = c_j = 1``.
         """
         n, k = observed.shape
         num = [torch.zeros(x.shape[1], dtype=x.dtype, device=x.device) for x in X]
-        den = [torch.zeros_like(v) for v in num]
+        den, sxx, svar = ([torch.zeros_like(v) for v in num] for _ in range(3))
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 4)).to(observed.device)
         halves = (perm[: n // 2], perm[n // 2 :])
         for held, rest in (halves, halves[::-1]):
@@ -402,17 +410,25 @@ class Trainer:
             rows, hidden_block = held[pairs[:, 0]], pairs[:, 1]
             Z, hidden = [x[rows] for x in X], observed[rows].clone()
             hidden[torch.arange(rows.numel(), device=rows.device), hidden_block] = False
-            guess = calibrated(Z, hidden, model)[0]  # [design 2.3]
+            guess, post = calibrated(Z, hidden, model)  # [design 2.3]
+            variance = predictive_variance(post, model)
             if self.cfg.local_bandwidth is not None:  # [design 2.9]
-                correction, _ = local_corrections(
-                    Z, hidden, model, [x[centres] for x in X_fit], o_fit[centres], self.cfg.local_bandwidth, return_variance=False
+                correction, spread = local_corrections(
+                    Z, hidden, model, [x[centres] for x in X_fit], o_fit[centres], self.cfg.local_bandwidth, return_variance=True
                 )
                 guess = [g + c for g, c in zip(guess, correction)]
+                variance = [self.cfg.local_bandwidth * v + sp for v, sp in zip(variance, spread)]  # as impute computes it
             for m in range(k):
                 sel = hidden_block == m
                 num[m] += (Z[m][sel] * guess[m][sel]).sum(dim=0)
                 den[m] += (guess[m][sel] ** 2).sum(dim=0)
-        return [torch.where(d > 0, (u / d.clamp_min(torch.finfo(d.dtype).tiny)).clamp(0.0, 1.0), torch.ones_like(d)) for u, d in zip(num, den)]  # [design 2.11]
+                sxx[m] += (Z[m][sel] ** 2).sum(dim=0)
+                svar[m] += variance[m][sel].sum(dim=0)
+        tiny = torch.finfo(num[0].dtype).tiny
+        self.imputation_weights = [torch.where(d > 0, (u / d.clamp_min(tiny)).clamp(0.0, 1.0), torch.ones_like(d)) for u, d in zip(num, den)]
+        # held-out squared error of a_j xhat_j: sum x^2 - 2 a sum x xhat + a^2 sum xhat^2  [design 2.11]
+        errors = [(xx - 2 * a * u + a * a * d).clamp_min(0.0) for xx, a, u, d in zip(sxx, self.imputation_weights, num, den)]
+        self.variance_scales = [torch.where((v > 0) & (d > 0), e / v.clamp_min(tiny), torch.ones_like(v)) for e, v, d in zip(errors, svar, den)]
 
     def _keep_centres(self, X, observed):
         """Add rows to the stored rows of the local correction, up to ``MAX_CENTRES`` [design 2.9]."""
@@ -463,8 +479,9 @@ class Trainer:
         self.block_statistics = self.block_statistics.to(device)
         if self.centres is not None:
             self.centres = ([x.to(device) for x in self.centres[0]], self.centres[1].to(device))
-        if self.imputation_weights is not None:
-            self.imputation_weights = [a.to(device) for a in self.imputation_weights]
+        for name in ("imputation_weights", "variance_scales"):
+            if getattr(self, name) is not None:
+                setattr(self, name, [a.to(device) for a in getattr(self, name)])
         return self
 
     def __getstate__(self):
@@ -474,8 +491,9 @@ class Trainer:
             state[name] = None if state[name] is None else state[name].to("cpu")
         if self.centres is not None:
             state["centres"] = ([x.cpu() for x in self.centres[0]], self.centres[1].cpu())
-        if self.imputation_weights is not None:
-            state["imputation_weights"] = [a.cpu() for a in self.imputation_weights]
+        for name in ("imputation_weights", "variance_scales"):
+            if state[name] is not None:
+                state[name] = [a.cpu() for a in state[name]]
         if self.deep:
             state["encoders"], state["loss_fn"] = copy.deepcopy((self.encoders, self.loss_fn))
             state["encoders"].cpu()
@@ -485,6 +503,7 @@ class Trainer:
 
     def __setstate__(self, state):
         state.setdefault("imputation_weights", None)  # models pickled before design 2.11
+        state.setdefault("variance_scales", None)
         self.__dict__.update(state)
         self.device = "cpu"
         if self.deep:

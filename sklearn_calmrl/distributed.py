@@ -224,7 +224,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     if cfg.local_bandwidth is not None:  # the stored rows of the local correction: the sample [design 2.9]
         trainer.centres = ([], observed_sample[:0])
         trainer._keep_centres(Z_sample, observed_sample)
-    trainer.imputation_weights = trainer.cross_fitted_weights(Z_sample, observed_sample)  # on the sample [design 2.11]
+    trainer.calibrate_imputations(Z_sample, observed_sample)  # on the sample [design 2.11]
     del sample, Z_sample
     standardizer = _broadcast((blocks, standardization))
 

@@ -134,7 +134,7 @@ def _with_noise_columns(n=400, seed=0):
 
 
 @pytest.mark.parametrize("local_bandwidth", [None, 0.05])
-def test_cross_fitted_weights_keep_predictable_features_and_drop_noise(local_bandwidth):
+def test_imputation_weights_keep_predictable_features_and_drop_noise(local_bandwidth):
     from sklearn_calmrl import MultiViewPPCA
 
     X, mods = _with_noise_columns()
@@ -156,10 +156,11 @@ def test_weights_scale_only_the_imputed_entries():
 
     X, mods = _with_noise_columns(seed=1)
     est = MultiViewPPCA(mods, latent_dim=2, add_indicator=False, random_state=0).fit(X)
-    shrunk, filled = est.transform(X), est.impute(X)
-    weights = est._trainer_.imputation_weights
-    est._trainer_.imputation_weights = None
-    plain, plain_filled = est.transform(X), est.impute(X)
+    shrunk, (filled, std) = est.transform(X), est.impute(X, return_std=True)
+    weights, scales = est._trainer_.imputation_weights, est._trainer_.variance_scales
+    est._trainer_.imputation_weights = est._trainer_.variance_scales = None
+    plain, (plain_filled, plain_std) = est.transform(X), est.impute(X, return_std=True)
+    np.testing.assert_allclose(std, plain_std * np.sqrt(torch.cat(scales).numpy()), rtol=1e-10)  # std scaled by sqrt(c_j)
     a = torch.cat(weights).numpy()
     missing = np.isnan(X)
     np.testing.assert_allclose(shrunk[~missing], plain[~missing])
@@ -169,7 +170,7 @@ def test_weights_scale_only_the_imputed_entries():
     np.testing.assert_allclose(filled[missing], (((plain_filled - mean) / scale * a) * scale + mean)[missing], rtol=1e-10, atol=1e-12)
 
 
-def test_cross_fitted_weights_reduce_held_out_imputation_error():
+def test_imputation_weights_reduce_held_out_imputation_error():
     """On rows never seen in fit, the weighted imputation errs less than the plain one on the noisy block."""
     from sklearn_calmrl import MultiViewPPCA
 
@@ -184,3 +185,27 @@ def test_cross_fitted_weights_reduce_held_out_imputation_error():
     est._trainer_.imputation_weights = None
     err_plain = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
     assert err < err_plain
+
+
+@pytest.mark.parametrize("loader", ["load_multiple_features", "load_image_segmentation"])
+def test_predictive_std_covers_95_percent_of_held_out_errors(loader):
+    """1.96 predictive std cover 95% +- 3 points of the errors of imputed held-out blocks (issue 21, design 2.11)."""
+    from sklearn.model_selection import train_test_split
+
+    from sklearn_calmrl import MultiViewPPCA, datasets
+    from sklearn_calmrl.datasets import ampute_modalities
+
+    data = getattr(datasets, loader)()
+    train, test = train_test_split(np.arange(len(data.target)), test_size=0.3, random_state=0, stratify=data.target)
+    X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
+    est = MultiViewPPCA(data.modalities, random_state=0).fit(X[train])
+    rng = np.random.RandomState(0)
+    held, hidden = X[test].copy(), np.zeros(X[test].shape, dtype=bool)
+    for i in range(len(test)):
+        seen = [cols for cols in data.modalities.values() if not np.isnan(held[i, cols]).all()]
+        if len(seen) >= 2:
+            cols = seen[rng.randint(len(seen))]
+            held[i, cols], hidden[i, cols] = np.nan, True
+    filled, std = est.impute(held, return_std=True)
+    z = np.abs(filled - data.data[test])[hidden] / std[hidden]
+    assert 0.92 <= np.mean(z <= 1.96) <= 0.98
