@@ -290,7 +290,12 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         the full-batch EM fixed point, while new chunks add to the totals.
         Memory: one set of statistics per distinct chunk,
         ``k (q+1)^2 + sum_m d_m (q+2)`` floats. The parameters are read at the
-        first call. After ``fit``, ``partial_fit`` continues from the fitted
+        first call, and so is everything the first chunk decides: the
+        standardization, ``latent_dim='auto'`` (from the first chunk's linking
+        rows, so a small first chunk gives a small latent; pass an integer
+        ``latent_dim`` to make it independent of the chunking), the output's
+        width, the local correction's first stored rows and the cross-fitted
+        weights of the imputed blocks (design 2.11). After ``fit``, ``partial_fit`` continues from the fitted
         model with empty running totals.
 
         Parameters

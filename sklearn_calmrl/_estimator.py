@@ -66,6 +66,9 @@ class CalMRLTransformer(MultimodalBase):
         one component per row). None switches it off (the model alone). Only
         with ``n_components=1``; applies to the blocks of ``output='concat'`` and
         to :meth:`impute`.
+        The fitted model stores those training rows (standardized; up to
+        4096 of them) for the correction, so a pickle of it carries them:
+        fit with ``local_bandwidth=None`` to share a model without them.
     add_indicator : bool, default=True
         Append one column per modality, 1 where the row observes it, to the
         output (as :class:`~sklearn.impute.SimpleImputer`'s ``add_indicator``):

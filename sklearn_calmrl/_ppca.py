@@ -44,6 +44,9 @@ class MultiViewPPCA(MultimodalBase):
         training rows nearest in the observed blocks (the limit of a mixture
         with one component per row; the training rows, at most 4096, are
         kept). None: the model alone. Only with ``n_components=1``.
+        The fitted model stores those training rows (standardized; up to
+        4096 of them) for the correction, so a pickle of it carries them:
+        fit with ``local_bandwidth=None`` to share a model without them.
     add_indicator : bool, default=True
         Append one column per modality, 1 where the row observes it, to the
         output of :meth:`transform`.

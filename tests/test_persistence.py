@@ -333,3 +333,13 @@ def test_dataframe_with_missing_modalities_keeps_nan_blocks_semantics(frame):
     partial = est.transform(only_shape)
     assert np.isfinite(partial[rows]).all()
     assert not np.allclose(full[rows], partial[rows])  # dropping a modality changes the posterior mean
+
+
+def test_model_without_local_correction_carries_no_training_rows(frame):
+    """The default model keeps training rows for the local correction; local_bandwidth=None keeps none (issue 21)."""
+    df, _, shape_cols, color_cols = frame
+    mods = {"shape": shape_cols, "color": color_cols}
+    default = MultiViewPPCA(mods, random_state=0).fit(df)
+    bare = MultiViewPPCA(mods, local_bandwidth=None, random_state=0).fit(df)
+    assert default._trainer_.centres[0][0].shape[0] == min(len(df), 4096) and bare._trainer_.centres is None
+    assert len(pickle.dumps(bare)) < 0.2 * len(pickle.dumps(default))
