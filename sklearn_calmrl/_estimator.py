@@ -18,6 +18,8 @@ __all__ = ["CalMRLTransformer"]
 class CalMRLTransformer(MultimodalBase):
     """Calibrated multimodal representation learning with missing modalities (CalMRL).
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     ``X`` holds one block of columns per modality; a row that is NaN across a
     whole block misses that modality. One encoder per modality maps each observed
     block into a shared space, a closed-form probabilistic latent model gives the

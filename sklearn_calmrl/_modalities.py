@@ -220,6 +220,8 @@ def is_list_of_blocks(X):
 def stack_modalities(blocks, names=None):
     """Build the canonical ``(X, modalities)`` pair from a list of per-modality arrays.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     Parameters
     ----------
     blocks : list of array-like of shape (n_samples, d_m)

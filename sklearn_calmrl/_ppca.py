@@ -16,6 +16,8 @@ __all__ = ["MultiViewPPCA"]
 class MultiViewPPCA(MultimodalBase):
     """Multi-view probabilistic PCA with missing modalities, fitted in closed form (EM).
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     The closed-form core of CalMRL without encoders: every modality's standardized
     block is ``x^m = W_m b + mu_m + e_m`` with one shared latent
     ``b ~ N(0, I_q)`` [design 2.1]. For each sample, whatever modalities it has,

@@ -11,6 +11,8 @@ __all__ = ["anchor_shift"]
 def anchor_shift(estimator, X_full, X_masked):
     """Per-sample anchor shift with and without calibration.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     The anchor of a sample is the leading left singular vector ``u`` of its
     representations stacked as columns [design 4]. On samples whose modalities are
     all known (``X_full``) and then partly hidden (``X_masked``, same rows, hidden

@@ -130,6 +130,8 @@ def _chunk_statistics(chunk, standardizer, params):
 def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     """Fit the closed-form model of ``estimator`` on a dask array, with the workers doing the row work [design 3.4].
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     Equal to ``estimator.fit(X.compute())`` up to rounding whenever ``X`` has at
     most ``init_size`` rows (tested to 1e-8). The steps:
 
@@ -244,6 +246,8 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
 def partial_fit_dask(estimator, X, *, n_passes=1):
     """Train any estimator on a dask array by streaming its row chunks through ``partial_fit`` [design 3.2].
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     The chunks are computed one at a time on the client (where the torch
     encoders train) and each is passed to ``estimator.partial_fit``: one pass of
     gradient steps over the chunk and one incremental M-step. The client holds
@@ -278,6 +282,8 @@ def partial_fit_dask(estimator, X, *, n_passes=1):
 
 def transform_dask(estimator, X):
     """``estimator.transform`` of every row chunk of a dask array, as a lazy dask array.
+
+    Read more in the :ref:`User Guide <user_guide>`.
 
     Parameters
     ----------

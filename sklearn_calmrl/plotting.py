@@ -9,6 +9,8 @@ __all__ = ["plot_training_curves"]
 def plot_training_curves(estimator, ax=None):
     """Plot the training history of a fitted :class:`~sklearn_calmrl.CalMRLTransformer`.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     The left panel shows the mean alignment loss per epoch (``loss_curve_``),
     its terms (``loss_terms_curve_``, dashed) and, when the model was fitted
     with ``early_stopping=True``, the cross-modal Recall@1 of the held-out rows

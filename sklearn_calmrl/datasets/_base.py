@@ -80,6 +80,8 @@ def _make_bunch(blocks, block_names, feature_names, target, target_names, descr,
 def load_multiple_features(*, as_frame=False):
     """Load the UCI Multiple Features (handwritten digits) data set.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     2000 handwritten digits (200 per class) described by six modalities computed
     from the same images: ``fou`` (76 Fourier coefficients), ``fac`` (216 profile
     correlations), ``kar`` (64 Karhunen-Loeve coefficients), ``pix`` (240 pixel
@@ -143,6 +145,8 @@ def load_multiple_features(*, as_frame=False):
 def load_image_segmentation(*, as_frame=False):
     """Load the UCI Image Segmentation data set as two modalities.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     2310 3x3-pixel regions of 7 outdoor images (330 per class), with a ``shape``
     modality (8 position and edge features) and a ``color`` modality (10 colour
     features). Licensed CC BY 4.0; cite the UCI Machine Learning Repository (see
@@ -198,6 +202,8 @@ def load_image_segmentation(*, as_frame=False):
 def load_digits_halves(*, as_frame=False):
     """Load scikit-learn's 8x8 digits as two modalities: the left and the right half of each image.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     1797 images of handwritten digits 0-9 (:func:`sklearn.datasets.load_digits`,
     the UCI "Optical Recognition of Handwritten Digits" test set, CC BY 4.0),
     split by pixel column: ``left`` holds columns 0-3 of every image row (32
@@ -238,6 +244,8 @@ def load_digits_halves(*, as_frame=False):
 
 def load_breast_cancer_views(*, as_frame=False):
     """Load scikit-learn's breast cancer data as three modalities: means, standard errors and worst values.
+
+    Read more in the :ref:`User Guide <user_guide>`.
 
     569 tumours (:func:`sklearn.datasets.load_breast_cancer`, the UCI Breast
     Cancer Wisconsin (Diagnostic) data, CC BY 4.0) described by ten
@@ -337,6 +345,8 @@ def _warn_empty_rows(Xt, blocks):
 
 def ampute_modalities(X, modalities=None, *, rate=0.5, random_state=None):
     """Simulate missing modalities: NaN-mask whole modality blocks of random rows.
+
+    Read more in the :ref:`User Guide <user_guide>`.
 
     Exactly ``round(rate * n_samples)`` rows, chosen at random, each lose a
     random non-empty proper subset of the modalities, drawn uniformly over the
@@ -454,6 +464,8 @@ def ampute_modalities_structured(
 ):
     """Simulate structured missingness: groups of rows that only ever have given modalities.
 
+    Read more in the :ref:`User Guide <user_guide>`.
+
     This is the paper's setting (e.g. a "V-T only" and an "A-T only" data set):
     ``round(complete_fraction * n_samples)`` random rows keep every modality;
     the other rows are split at random into ``len(pairs)`` groups of (nearly)
@@ -526,6 +538,8 @@ def make_latent_modalities(
     n_samples=500, block_sizes=(8, 6, 4), latent_dim=3, noise=0.1, random_state=None
 ):
     """Generate multi-modal data from the shared linear-Gaussian latent model.
+
+    Read more in the :ref:`User Guide <user_guide>`.
 
     Each modality ``m`` is drawn from the model of design 2.1 applied
     to raw features: ``x^m = W_m b + mu_m + e_m`` with a shared latent
