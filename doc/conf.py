@@ -89,14 +89,15 @@ sphinx_gallery_conf = {
 }
 
 # -- HTML ----------------------------------------------------------------------
-html_theme = "alabaster"
+html_theme = "pydata_sphinx_theme"  # scikit-learn's theme: a wide content column, no sideways scrolling of code
 html_static_path = ["_static"]
+html_css_files = ["calmrl.css"]
 html_title = f"sklearn-calmrl {release}"
 html_theme_options = {
-    "description": "Calibrated multimodal representation learning with missing modalities, scikit-learn style",
-    "fixed_sidebar": True,
-    "page_width": "1100px",
-    "sidebar_width": "230px",
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    "header_links_before_dropdown": 4,
+    "secondary_sidebar_items": ["page-toc"],
 }
-html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
+html_sidebars = {"index": [], "benchmarks": [], "scaling": []}
 
