@@ -455,8 +455,10 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, n_components)
-            float32 when ``X`` is float32, float64 otherwise.
+        X_new : ndarray of shape (n_samples, n_features_out)
+            ``n_features_out = len(get_feature_names_out())``, set by
+            ``output`` and ``add_indicator``; float32 when ``X`` is float32,
+            float64 otherwise.
         """
         return self._transform(X)
 

@@ -159,7 +159,9 @@ class CalMRLTransformer(MultimodalBase):
         torch thread setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
         Seeds the encoders' initialisation, the shuffles, the early-stopping
-        split and the latent models' initialisation. The caller's global torch
+        split, the latent models' initialisation, the mixture's component
+        selection, the stored rows of the local correction and the split of the
+        cross-fitted imputation weights [design 2.11]. The caller's global torch
         and numpy RNG states are left unchanged.
     verbose : int, default=0
         1 prints a line per closed-form fit (EM steps, log-likelihood, time;

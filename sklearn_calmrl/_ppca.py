@@ -24,7 +24,7 @@ class MultiViewPPCA(MultimodalBase):
     the posterior of ``b`` is computed in closed form [design 2.2] and its missing
     blocks are imputed as ``W_m E[b | observed] + mu_m`` [design 2.3]. Fast (no
     gradient steps), deterministic, and the same model as
-    ``CalMRLTransformer(encoder='identity')`` with a tenth of the parameters.
+    ``CalMRLTransformer(encoder='identity')`` with only the parameters that act on it.
 
     Parameters
     ----------
@@ -79,8 +79,10 @@ class MultiViewPPCA(MultimodalBase):
         several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
         torch thread setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
-        Seeds the initial loadings when there are too few complete rows for
-        the PCA start [design 2.6].
+        Seeds every random choice of the fit: the initial loadings when there
+        are too few complete rows for the PCA start [design 2.6], the mixture's
+        start and component selection, the stored rows of the local correction
+        and the split of the cross-fitted imputation weights [design 2.11].
     verbose : int, default=0
         1 prints a line per fit (EM steps, log-likelihood, time; and every
         10 s of a long one); 2 prints every EM step.

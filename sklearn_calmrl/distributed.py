@@ -292,7 +292,7 @@ def transform_dask(estimator, X):
 
     Returns
     -------
-    X_new : dask.array.Array of shape (n_samples, n_components)
+    X_new : dask.array.Array of shape (n_samples, n_features_out)
         Row chunks as ``X``'s; float32 when ``X`` is float32, float64 otherwise.
     """
     check_is_fitted(estimator)
