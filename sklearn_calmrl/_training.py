@@ -289,9 +289,10 @@ class Trainer:
     def _log(self, message):
         print(f"[CalMRL] {message}", flush=True)
 
-    def _em(self, Z, observed, params, max_iter, label, level=1):
+    def _em(self, Z, observed, params, max_iter, label, level=1, warn_cap=False):
         """``fit_em`` with progress: a summary line from verbose ``level`` on (and every 10 s of a long fit),
-        every E-step at verbose 2."""
+        every E-step at verbose 2. ``warn_cap``: a ConvergenceWarning when EM stops at ``max_iter`` still gaining
+        ``tol`` or more (the user-visible fits; the internally capped ones stay quiet)."""
         cfg, t0 = self.cfg, time.perf_counter()
         last = [t0]
 
@@ -307,16 +308,25 @@ class Trainer:
         self.history.time_em += time.perf_counter() - t0
         if cfg.verbose >= level:
             self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
+        gain = history[-1] - history[-2] if len(history) > 1 else float("inf")
+        if warn_cap and n_em >= max_iter and gain >= cfg.em_tol:
+            warn(
+                f"EM of the {label} stopped at its cap of {max_iter} steps while the mean log-likelihood still gained "
+                f"{gain:.3g} per step (tol={cfg.em_tol}); raise the cap (em_max_iter, or max_iter for MultiViewPPCA) "
+                "or the tolerance.",
+                ConvergenceWarning,
+            )
         return params, history, n_em
 
-    def _fit_model(self, Z, observed, base, n_components, label, level=1, max_iter=None):
-        """EM of the model of ``Z``: the single model ``base`` is fitted; more components start from it [design 2.8]."""
+    def _fit_model(self, Z, observed, base, n_components, label, level=1, max_iter=None, warn_cap=False):
+        """EM of the model of ``Z``: the single model ``base`` is fitted; more components start from it [design 2.8].
+        ``max_iter`` lowers the user's cap (``em_init_iter``); ``warn_cap`` warns when the fit stops unconverged."""
         max_iter = self.cfg.em_init_iter if max_iter is None else min(max_iter, self.cfg.em_init_iter)
-        params, loglik, n_iter = self._em(Z, observed, base, max_iter, label, level)
+        params, loglik, n_iter = self._em(Z, observed, base, max_iter, label, level, warn_cap=warn_cap and n_components == 1)
         if n_components == 1:
             return params, params, loglik, n_iter
         start = init_mixture(Z, observed, params, n_components, generator=torch.Generator().manual_seed(self.seed + 1))
-        mixture, loglik, n_iter = self._em(Z, observed, start, max_iter, f"{label}, {n_components} components", level)
+        mixture, loglik, n_iter = self._em(Z, observed, start, max_iter, f"{label}, {n_components} components", level, warn_cap=warn_cap)
         return mixture, params, loglik, n_iter
 
     def _select_components(self, X, observed):
@@ -352,7 +362,7 @@ class Trainer:
         self.resolve_dims(linking_rows(observed), sum(x.shape[1] for x in X))
         self.n_components = self._select_components(X, observed) if cfg.n_components == "auto" else int(cfg.n_components)
         label = "closed-form model of the blocks" if self.deep else "closed-form fit"
-        block, base, loglik, n_iter = self._fit_model(X, observed, self.initial_params(X, observed), self.n_components, label)
+        block, base, loglik, n_iter = self._fit_model(X, observed, self.initial_params(X, observed), self.n_components, label, warn_cap=True)
         if cfg.local_bandwidth is not None:
             self.centres = ([], observed[:0])
             self._keep_centres(X, observed)

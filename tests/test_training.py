@@ -209,3 +209,19 @@ def test_predictive_std_covers_95_percent_of_held_out_errors(loader):
     filled, std = est.impute(held, return_std=True)
     z = np.abs(filled - data.data[test])[hidden] / std[hidden]
     assert 0.92 <= np.mean(z <= 1.96) <= 0.98
+
+
+def test_user_visible_em_warns_when_it_stops_at_its_cap():
+    """MultiViewPPCA's EM capped below convergence warns (ConvergenceWarning); the default fit does not (issue 18)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns()
+    with pytest.warns(ConvergenceWarning, match=r"stopped at its cap of 2 steps.*max_iter for MultiViewPPCA"):
+        MultiViewPPCA(mods, latent_dim=2, max_iter=2, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(X)
