@@ -370,6 +370,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         self.n_iter_ = trainer.history.n_iter
         self.loglik_curve_ = list(trainer.history.loglik_curve)
         self.n_samples_seen_ = n_rows
+        if trainer.variance_explained is not None:  # [design 2.12]
+            self.variance_explained_ = trainer.variance_explained[0].numpy()
+            self.variance_explained_total_ = trainer.variance_explained[1].numpy()
 
     # ------------------------------------------------------------------ inference
     def _inference_input(self, X):

@@ -189,6 +189,15 @@ class CalMRLTransformer(MultimodalBase):
         attributes gain a leading component axis.
     weights_ : ndarray of shape (K,)
         Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).
+    variance_explained_ : ndarray of shape (n_modalities, latent_dim_)
+        Share of each standardized block's variance explained by each latent
+        dimension of the closed-form model of the blocks, as MOFA+ defines it
+        (R^2 of ``W_m[:, j] m_ij`` against the block minus its mean, over the
+        training rows that observe it; at most 20,000 rows, drawn by
+        ``random_state``) [design 2.12]. ``partial_fit`` computes it on the
+        first chunk.
+    variance_explained_total_ : ndarray of shape (n_modalities,)
+        The same for all latent dimensions together.
     n_components_ : int
         Number of components (resolved when ``n_components='auto'``).
     latent_dim_ : int

@@ -32,6 +32,7 @@ __all__ = [
     "impute",
     "single_modality_maps",
     "predictive_variance",
+    "variance_explained",
     "log_likelihood",
     "sufficient_statistics",
     "summed_statistics",
@@ -180,6 +181,47 @@ def predictive_variance(post, params):
         per_pattern = torch.einsum("dq,pqr,dr->pd", W, post.cov, W) + psi
         out.append(per_pattern[post.pattern_index])
     return out
+
+
+def _latent_dims_kept(post, keep):
+    """``post`` with the posterior means multiplied by the 0/1 vector ``keep`` (each component's, for a mixture)."""
+    if hasattr(post, "components"):
+        return post._replace(components=[p._replace(mean=p.mean * keep) for p in post.components])
+    return post._replace(mean=post.mean * keep)
+
+
+def variance_explained(Z, observed, params, post=None):
+    """Share of each block's variance explained by the latent, per latent dimension, as MOFA+ defines it [design 2.12].
+
+    With ``y_i^m`` a row's block minus the model's mean for it and ``c_ij^m`` the
+    part of its reconstruction ``W_m m_i`` that comes from latent dimension
+    ``j`` (responsibility-weighted over the components of a mixture)::
+
+        R2[m, j] = 1 - sum_i ||y_i^m - c_ij^m||^2 / sum_i ||y_i^m||^2
+        R2_total[m] = 1 - sum_i ||y_i^m - sum_j c_ij^m||^2 / sum_i ||y_i^m||^2
+
+    over the rows that observe ``m``, with ``m_i`` the posterior mean given all
+    of the row's observed blocks (the block itself included). Returns the
+    ``(k, q)`` and ``(k,)`` tensors; a block without variance gets 0.
+    """
+    post = posterior(Z, observed, params) if post is None else post
+    q = post.components[0].mean.shape[1] if hasattr(post, "components") else post.mean.shape[1]
+    eye = torch.eye(q, dtype=Z[0].dtype, device=Z[0].device)
+    base = impute(_latent_dims_kept(post, torch.zeros_like(eye[0])), params)  # the means mu_m (per row, for a mixture)
+    full = impute(post, params)
+    k = len(Z)
+    r2, total = torch.zeros(k, q, dtype=Z[0].dtype), torch.zeros(k, dtype=Z[0].dtype)
+    parts = [impute(_latent_dims_kept(post, eye[j]), params) for j in range(q)]
+    for m in range(k):
+        rows = observed[:, m]
+        y = Z[m][rows] - base[m][rows]
+        ss = float((y**2).sum())
+        if ss <= 0:
+            continue
+        total[m] = 1 - float(((y - (full[m][rows] - base[m][rows])) ** 2).sum()) / ss
+        for j in range(q):
+            r2[m, j] = 1 - float(((y - (parts[j][m][rows] - base[m][rows])) ** 2).sum()) / ss
+    return r2, total
 
 
 def log_likelihood(Z, observed, params, post=None):

@@ -43,6 +43,7 @@ from ._latent import (
     single_modality_maps,
     sufficient_statistics,
     summed_statistics,
+    variance_explained,
 )
 from ._utils import warn
 
@@ -246,6 +247,7 @@ class Trainer:
         self.centres = None  # (stored blocks, their mask) of the local correction [design 2.9]
         self.imputation_weights = None  # per-feature weights of the imputed blocks [design 2.11]
         self.variance_scales = None  # per-feature factors of their predictive variances [design 2.11]
+        self.variance_explained = None  # (R2 per modality and latent dimension, R2 per modality) [design 2.12]
         self.statistics = RunningStatistics()
         self.block_statistics = RunningStatistics()
         self.history = History()
@@ -367,6 +369,7 @@ class Trainer:
             self.centres = ([], observed[:0])
             self._keep_centres(X, observed)
         self.calibrate_imputations(X, observed)
+        self.explain_variance(X, observed, block)
         if not self.deep:
             self.params = block
             self.history.loglik_curve, self.history.n_iter = loglik, n_iter
@@ -378,6 +381,12 @@ class Trainer:
             cfg.encoder, X32, observed, self.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
         )
         self._new_loss()
+
+    def explain_variance(self, X, observed, params):
+        """Set ``variance_explained`` from at most ``INIT_ROWS`` of the rows (seeded) [design 2.12]."""
+        rows = init_rows(observed.shape[0], torch.Generator().manual_seed(self.seed + 8)).to(observed.device)
+        r2, total = variance_explained([x[rows] for x in X], observed[rows], params)
+        self.variance_explained = (r2.cpu(), total.cpu())
 
     def calibrate_imputations(self, X, observed):
         """Set ``imputation_weights`` and ``variance_scales`` by 2-fold cross-fitting [design 2.11].
@@ -501,7 +510,7 @@ class Trainer:
             state[name] = None if state[name] is None else state[name].to("cpu")
         if self.centres is not None:
             state["centres"] = ([x.cpu() for x in self.centres[0]], self.centres[1].cpu())
-        for name in ("imputation_weights", "variance_scales"):
+        for name in ("imputation_weights", "variance_scales"):  # (variance_explained is kept on the CPU)
             if state[name] is not None:
                 state[name] = [a.cpu() for a in state[name]]
         if self.deep:
@@ -514,6 +523,7 @@ class Trainer:
     def __setstate__(self, state):
         state.setdefault("imputation_weights", None)  # models pickled before design 2.11
         state.setdefault("variance_scales", None)
+        state.setdefault("variance_explained", None)
         self.__dict__.update(state)
         self.device = "cpu"
         if self.deep:

@@ -227,7 +227,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         trainer.centres = ([], observed_sample[:0])
         trainer._keep_centres(Z_sample, observed_sample)
     trainer.calibrate_imputations(Z_sample, observed_sample)  # on the sample [design 2.11]
-    del sample, Z_sample
+    del sample
     standardizer = _broadcast((blocks, standardization))
 
     def statistics(params):
@@ -237,6 +237,8 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
 
     trainer.params, loglik, n_iter = run_em(statistics, params, max_iter=cfg.em_init_iter, tol=cfg.em_tol, noise=cfg.noise)
     trainer.history = History(loglik_curve=loglik, n_iter=n_iter, time_em=time.perf_counter() - t0)
+    trainer.explain_variance(Z_sample, observed_sample, trainer.params)  # on the sample [design 2.12]
+    del Z_sample
     trainer.incremental = False  # as after fit: a later partial_fit starts fresh running totals
     trainer.to(device)
     estimator._set_fitted(blocks, standardization, trainer, n_rows=n - n_empty)

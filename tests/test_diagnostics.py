@@ -48,6 +48,6 @@ def test_anchor_shift_equals_a_row_by_row_svd():
 
 def test_anchor_shift_needs_encoders():
     data = load_multiple_features()
-    est = CalMRLTransformer(data.modalities, encoder="identity", latent_dim=4, em_max_iter=5).fit(data.data[:200])
+    est = CalMRLTransformer(data.modalities, encoder="identity", latent_dim=4, em_max_iter=5, em_tol=1.0).fit(data.data[:200])
     with pytest.raises(ValueError, match="encoder='linear' or 'mlp'"):
         anchor_shift(est, data.data[:5], data.data[:5])

@@ -411,3 +411,27 @@ def test_local_correction_recovers_a_stored_row_at_small_bandwidth():
     m_o = posterior([filled[0], torch.zeros_like(filled[1]), filled[2]], oq[:1].expand(50, 3), params)
     uniform = (filled[1] - impute(m_o, params)[1]).mean(dim=0)
     torch.testing.assert_close(wide[1], uniform.expand(5, -1), atol=1e-9, rtol=0)
+
+
+def test_variance_explained_matches_a_brute_force_reconstruction():
+    """R^2 per modality and latent dimension from W_m[:, j] m_ij, computed by hand (design 2.12, issue 21)."""
+    import numpy as np
+
+    from sklearn_calmrl import MultiViewPPCA
+    from sklearn_calmrl.datasets import make_latent_modalities
+
+    X, mods, _ = make_latent_modalities(n_samples=400, block_sizes=(6, 5, 4), latent_dim=2, noise=0.3, random_state=0)
+    rng = np.random.default_rng(0)
+    X = np.hstack([X, rng.standard_normal((400, 5))])  # a fourth block of pure noise
+    mods = dict(mods, noise=list(range(15, 20)))
+    est = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=None, add_indicator=False, random_state=0).fit(X)
+    S = (X - est.feature_mean_) / est.feature_scale_
+    M = est.set_params(output="latent").transform(X)
+    for m, cols in enumerate(mods.values()):
+        y = S[:, cols] - est.means_[m]
+        for j in range(2):
+            want = 1 - ((y - np.outer(M[:, j], est.components_[m][:, j])) ** 2).sum() / (y**2).sum()
+            np.testing.assert_allclose(est.variance_explained_[m, j], want, rtol=1e-8, atol=1e-10)
+        want = 1 - ((y - M @ est.components_[m].T) ** 2).sum() / (y**2).sum()
+        np.testing.assert_allclose(est.variance_explained_total_[m], want, rtol=1e-8, atol=1e-10)
+    assert est.variance_explained_total_[:3].min() > 0.5 and est.variance_explained_total_[3] < 0.1
