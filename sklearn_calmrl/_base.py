@@ -110,6 +110,7 @@ class _InferenceState(NamedTuple):
     centres: object  # (stored blocks, their mask) of the local correction [design 2.9], or None
     centre_cache: object  # CentreCache of those stored rows, or None
     weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
+    variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
 
 
 class _Chunk(NamedTuple):
@@ -345,6 +346,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         obs = torch.as_tensor(observed[keep], device=trainer.device)
         if not trainer.partial_fit(Xs, obs, _chunk_key(X)):
             return self  # the chunk diverged: the model is left as it was
+        if first:
+            warn_few_rows(observed[keep].sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
         seen = self.n_samples_seen_ if trainer.history.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self._set_fitted(blocks, standardization, trainer, n_rows=seen + int(keep.sum()))
         return self
@@ -395,13 +398,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         centres = None
         if trainer.centres is not None and blocks_used:
             centres = ([x.to(device=device, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(device))
-        weights = None if trainer.imputation_weights is None else [a.to(device=device, dtype=torch.float64) for a in trainer.imputation_weights]
+        float64 = lambda tensors: None if tensors is None else [a.to(device=device, dtype=torch.float64) for a in tensors]  # noqa: E731
         return _InferenceState(
             params=trainer.params.to(dtype=torch.float64, device=device),
             block_params=trainer.block_params.to(dtype=torch.float64, device=device),
             centres=centres,
             centre_cache=CentreCache() if centres is not None else None,
-            weights=weights,
+            weights=float64(trainer.imputation_weights),
+            variance_scales=float64(trainer.variance_scales),
         )
 
     def _chunks(self, X, blocks, observed, *, blocks_used=True, spread_used=False, state=None):
@@ -517,15 +521,16 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         with their predictive variances (0 where observed)."""
         reps, variances = [], []
         blocks_level = level == "blocks" or not self._trainer_.deep  # identity: the representations are the blocks
-        for chunk in self._chunks(X, blocks, observed, blocks_used=blocks_level, spread_used=blocks_level and return_variance):
+        state = self._inference_state(blocks_level)
+        for chunk in self._chunks(X, blocks, observed, blocks_used=blocks_level, spread_used=blocks_level and return_variance, state=state):
             Zhat, post, params = (chunk.Bhat, chunk.block_post, chunk.block_params) if blocks_level else (chunk.Zhat, chunk.post, chunk.params)
             reps.append([z.cpu().numpy() for z in Zhat])
             if return_variance:
                 var = predictive_variance(post, params)
                 if blocks_level and chunk.block_spread is not None:  # h (W V W^T + Psi) plus the neighbours' spread [design 2.9]
                     var = [self._trainer_.cfg.local_bandwidth * v + s for v, s in zip(var, chunk.block_spread)]
-                if blocks_level and self._trainer_.variance_scales is not None:  # matched to held-out errors [design 2.11]
-                    var = [v * c.to(v) for v, c in zip(var, self._trainer_.variance_scales)]
+                if blocks_level and state.variance_scales is not None:  # matched to held-out errors [design 2.11]
+                    var = [v * c for v, c in zip(var, state.variance_scales)]
                 variances.append([torch.where(chunk.observed[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
         names = list(self.modalities_)
         stack = lambda parts: {name: np.concatenate([p[m] for p in parts]) for m, name in enumerate(names)}  # noqa: E731

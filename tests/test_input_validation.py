@@ -454,3 +454,10 @@ def test_modality_observed_in_enough_rows_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _est(encoder="identity").fit(X)
+
+
+def test_modality_observed_in_too_few_rows_warns_in_partial_fit_too():
+    X = _complete()
+    X[2:, 3:5] = np.nan
+    with pytest.warns(UserWarning, match=r"Modality 'm1' is observed in 2 training row\(s\)"):
+        _est(encoder="identity").partial_fit(X)
