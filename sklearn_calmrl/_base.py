@@ -21,7 +21,7 @@ from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
 from ._alignment import leading_direction
-from ._latent import NOISE_MODELS, CentreCache, MixtureParams, local_corrections, log_likelihood, predictive_variance
+from ._latent import NOISE_MODELS, CentreCache, local_corrections, log_likelihood, predictive_variance
 from ._modalities import (
     check_fit_input,
     feature_moments,
@@ -59,17 +59,6 @@ def _threaded(method):
             return method(self, *args, **kwargs)
 
     return wrapper
-
-
-def _local_bandwidth(bandwidth, n_components):
-    """The local correction's bandwidth, checked against the number of components [design 2.9]."""
-    if bandwidth is not None and n_components != 1:
-        raise ValueError(
-            f"local_bandwidth={bandwidth} corrects the imputations of a single latent model; with n_components="
-            f"{n_components!r} set local_bandwidth=None (the mixture and the local correction are two answers to the "
-            "same question)."
-        )
-    return bandwidth
 
 
 def _fitted_names(est):
@@ -360,14 +349,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         self._trainer_ = trainer
         params = trainer.params
         # a mixture's parameters gain a leading component axis [design 2.8]
-        single = [params] if not isinstance(params, MixtureParams) else params.components
+        single, log_weights = params.members()
         stack = (lambda arrays: arrays[0]) if len(single) == 1 else np.stack  # noqa: E731
         numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
         self.components_ = [stack([numpy(c.W[m]) for c in single]) for m in range(len(blocks))]
         self.means_ = [stack([numpy(c.mu[m]) for c in single]) for m in range(len(blocks))]
         self.noise_variances_ = [stack([numpy(c.psi[m]) for c in single]) for m in range(len(blocks))]
         self.noise_variance_ = stack([np.array([numpy(p).mean() for p in c.psi]) for c in single])
-        self.weights_ = np.exp(numpy(params.log_weights)) if isinstance(params, MixtureParams) else np.ones(1)
+        self.weights_ = np.exp(numpy(log_weights))
         self.n_components_ = len(single)
         self.latent_dim_ = trainer.latent_dim
         self.n_iter_ = trainer.history.n_iter

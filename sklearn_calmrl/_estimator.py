@@ -9,7 +9,7 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import MultimodalBase, _local_bandwidth
+from ._base import MultimodalBase
 from ._training import TrainConfig
 
 __all__ = ["CalMRLTransformer"]
@@ -65,9 +65,9 @@ class CalMRLTransformer(MultimodalBase):
         Bandwidth ``h`` of the local correction of the imputed blocks [design 2.9]:
         the model's imputation plus the kernel-weighted residuals of the
         training rows nearest in the observed blocks (the limit of a mixture with
-        one component per row). None switches it off (the model alone). Only
-        with ``n_components=1``; applies to the blocks of ``output='concat'`` and
-        to :meth:`impute`.
+        one component per row). None switches it off (the model alone). With
+        ``n_components > 1`` it corrects the mixture's imputations. Applies to
+        the blocks of ``output='concat'`` and to :meth:`impute`.
         The fitted model stores those training rows (standardized; up to
         4096 of them) for the correction, so a pickle of it carries them:
         fit with ``local_bandwidth=None`` to share a model without them.
@@ -351,7 +351,7 @@ class CalMRLTransformer(MultimodalBase):
             hidden_layer_sizes=hidden,
             latent_dim=self.latent_dim,
             n_components=self.n_components,
-            local_bandwidth=_local_bandwidth(self.local_bandwidth, self.n_components),
+            local_bandwidth=self.local_bandwidth,
             alignment=self.alignment,
             calibrate=self.calibrate,
             pair_weight=pair_weight,

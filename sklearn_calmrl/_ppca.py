@@ -7,7 +7,7 @@ import numbers
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import MultimodalBase, _local_bandwidth
+from ._base import MultimodalBase
 from ._training import TrainConfig
 
 __all__ = ["MultiViewPPCA"]
@@ -45,7 +45,8 @@ class MultiViewPPCA(MultimodalBase):
         the model's conditional mean plus the kernel-weighted residuals of the
         training rows nearest in the observed blocks (the limit of a mixture
         with one component per row; the training rows, at most 4096, are
-        kept). None: the model alone. Only with ``n_components=1``.
+        kept). None: the model alone. With ``n_components > 1`` it corrects
+        the mixture's imputations, under the mixture's marginal covariance.
         The fitted model stores those training rows (standardized; up to
         4096 of them) for the correction, so a pickle of it carries them:
         fit with ``local_bandwidth=None`` to share a model without them.
@@ -196,7 +197,7 @@ class MultiViewPPCA(MultimodalBase):
             encoder="identity",
             latent_dim=self.latent_dim,
             n_components=self.n_components,
-            local_bandwidth=_local_bandwidth(self.local_bandwidth, self.n_components),
+            local_bandwidth=self.local_bandwidth,
             noise=self.noise,
             em_init_iter=self.max_iter,
             em_tol=self.tol,

@@ -28,7 +28,6 @@ from sklearn.exceptions import ConvergenceWarning
 from ._alignment import make_alignment_loss, pair_infonce
 from ._encoders import make_encoders
 from ._latent import (
-    MixtureParams,
     RunningStatistics,
     chunked_statistics,
     fit_em,
@@ -203,10 +202,8 @@ def _finite(*values):
 
 
 def _params_finite(params):
-    """True when every tensor of a single model or of a mixture [design 2.8] is finite."""
-    if isinstance(params, MixtureParams):
-        return _finite(params.log_weights, *[t for model in params.components for group in model for t in group])
-    return _finite(*[t for group in params for t in group])
+    """True when every tensor of a latent model of any kind [design 2.13] is finite."""
+    return _finite(*params.tensors())
 
 
 class Trainer:
@@ -349,7 +346,7 @@ class Trainer:
             self._log("n_components='auto': held-out log-likelihood " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + f" -> {best}")
         return best
 
-    def start(self, X, observed):
+    def start(self, X, observed, *, n_linking=None, fit_model=None):
         """Fit the closed-form model of the blocks ``X`` (float64) and start the encoders from it [design 7.1].
 
         Encoder m's first ``latent_dim`` outputs start as the posterior-mean map
@@ -358,13 +355,28 @@ class Trainer:
         project on the block's principal axes). For ``encoder='identity'`` the
         model of the blocks is the whole model. With ``n_components > 1`` it is a
         mixture started from that single model [design 2.8]; with a
-        ``local_bandwidth`` the rows are kept for the local correction [design 2.9].
+        ``local_bandwidth`` rows are kept for the local correction [design 2.9].
+
+        ``X`` may be a sample of the rows (:func:`~sklearn_calmrl.distributed.fit_dask`):
+        ``n_linking`` then gives the linking rows of all of them [design 2.10], and
+        ``fit_model(start) -> (params, loglik_curve, n_iter)`` fits the single model
+        of the blocks on all of them from ``start`` (the default is EM on ``X``);
+        the stored rows, the cross-fitted weights and the variance explained come
+        from ``X``.
         """
         cfg = self.cfg
-        self.resolve_dims(linking_rows(observed), sum(x.shape[1] for x in X))
+        self.resolve_dims(linking_rows(observed) if n_linking is None else n_linking, sum(x.shape[1] for x in X))
+        if fit_model is not None and cfg.n_components != 1:
+            raise ValueError(f"a model fitted outside the trainer is a single latent model (n_components=1), got n_components={cfg.n_components!r}.")
         self.n_components = self._select_components(X, observed) if cfg.n_components == "auto" else int(cfg.n_components)
         label = "closed-form model of the blocks" if self.deep else "closed-form fit"
-        block, base, loglik, n_iter = self._fit_model(X, observed, self.initial_params(X, observed), self.n_components, label, warn_cap=True)
+        if fit_model is None:
+            block, base, loglik, n_iter = self._fit_model(X, observed, self.initial_params(X, observed), self.n_components, label, warn_cap=True)
+        else:
+            t0 = time.perf_counter()
+            block, loglik, n_iter = fit_model(self.initial_params(X, observed))
+            base = block
+            self.history.time_em += time.perf_counter() - t0
         if cfg.local_bandwidth is not None:
             self.centres = ([], observed[:0])
             self._keep_centres(X, observed)

@@ -25,7 +25,6 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import functools
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -46,7 +45,7 @@ from ._modalities import (
     warn_disconnected,
     warn_few_rows,
 )
-from ._training import CHUNK, INIT_ROWS, History, Trainer, init_rows
+from ._training import CHUNK, INIT_ROWS, Trainer, init_rows
 from ._utils import warn
 
 try:
@@ -217,16 +216,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     standardization = statistics_from_moments(summary.moments, estimator.standardize)  # [design 1.3]
 
     linking = counts[seen].sum() if len(blocks) == 1 else counts[patterns.sum(axis=1) >= 2].sum()
-    trainer.resolve_dims(int(linking), sum(len(idx) for _, idx in blocks))  # [design 2.10]
-    warn_few_rows((patterns[seen] * counts[seen, None]).sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
-    trainer.n_components = 1
-    t0 = time.perf_counter()
     Z_sample, observed_sample = _standardized_rows(sample, blocks, standardization)
-    params = trainer.initial_params(Z_sample, observed_sample)
-    if cfg.local_bandwidth is not None:  # the stored rows of the local correction: the sample [design 2.9]
-        trainer.centres = ([], observed_sample[:0])
-        trainer._keep_centres(Z_sample, observed_sample)
-    trainer.calibrate_imputations(Z_sample, observed_sample)  # on the sample [design 2.11]
     del sample
     standardizer = _broadcast((blocks, standardization))
 
@@ -235,9 +225,13 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         current = _broadcast(params)
         return _tree_sum([dask.delayed(_chunk_statistics)(c, standardizer, current) for c in chunks], split_every).compute()
 
-    trainer.params, loglik, n_iter = run_em(statistics, params, max_iter=cfg.em_init_iter, tol=cfg.em_tol, noise=cfg.noise)
-    trainer.history = History(loglik_curve=loglik, n_iter=n_iter, time_em=time.perf_counter() - t0)
-    trainer.explain_variance(Z_sample, observed_sample, trainer.params)  # on the sample [design 2.12]
+    def fit_model(start):  # the model of all rows, EM on the workers [design 3.2]
+        return run_em(statistics, start, max_iter=cfg.em_init_iter, tol=cfg.em_tol, noise=cfg.noise)
+
+    # the start, the stored rows [design 2.9], the cross-fitted weights [design 2.11] and the variance explained
+    # [design 2.12] from the sample; the EM on every chunk
+    trainer.start(Z_sample, observed_sample, n_linking=int(linking), fit_model=fit_model)
+    warn_few_rows((patterns[seen] * counts[seen, None]).sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
     del Z_sample
     trainer.incremental = False  # as after fit: a later partial_fit starts fresh running totals
     trainer.to(device)

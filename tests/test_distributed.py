@@ -96,7 +96,7 @@ def test_fit_dask_equals_fit(data, synchronous, make):
 @pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
 def test_transform_dask_prepares_the_stored_rows_once(data, monkeypatch, scheduler):
     """The local correction's stored-row terms are prepared once for all chunks, not per chunk (issue 21)."""
-    import sklearn_calmrl._latent as latent
+    import sklearn_calmrl._latent.local as latent
 
     X, mods = data
     est = _fit(MultiViewPPCA(mods, latent_dim=3, random_state=0), X)

@@ -366,6 +366,47 @@ def test_local_correction_matches_a_dense_kernel(h):
             np.testing.assert_allclose(var[m][i].numpy(), w @ resid**2 - (w @ resid) ** 2, atol=1e-9)
 
 
+def test_local_correction_of_a_mixture_matches_a_dense_kernel():
+    """The correction wraps any latent model (design 2.9, 2.13): for a mixture, the kernel's metric is the mixture's
+    dense marginal covariance and the residuals are against the dense mixture conditional of each stored row."""
+    rng = np.random.default_rng(19)
+    mix = _random_mixture(rng, K=3, noise="diagonal")
+    Zc, oc, _ = sample(rng, mix.components[0], 50, missing_rate=0.5)
+    Zq, oq, _ = sample(rng, mix.components[2], 20, missing_rate=0.8)
+    h = 0.4
+    corr, var = local_corrections(Zq, oq, mix, Zc, oc, h, chunk_size=6)
+    dims = [z.shape[1] for z in Zq]
+    offsets = np.cumsum([0] + dims)
+    pi = np.exp(mix.log_weights.numpy())
+    mus = [np.concatenate([u.numpy() for u in c.mu]) for c in mix.components]
+    mean = sum(p * u for p, u in zip(pi, mus))
+    # the mixture's marginal covariance: sum_c pi_c (Sigma_c + (mu_c - mu)(mu_c - mu)^T)
+    Sigma = sum(
+        p * (np.vstack([w.numpy() for w in c.W]) @ np.vstack([w.numpy() for w in c.W]).T + np.diag(np.concatenate([q.numpy() for q in c.psi])) + np.outer(u - mean, u - mean))
+        for p, c, u in zip(pi, mix.components, mus)
+    )
+    filled = np.stack([np.concatenate(row) for row in zip(*[f.numpy() for f in impute_calibrated(Zc, oc, mix)])])
+    for i in range(20):
+        seen = [m for m in range(3) if oq[i, m]]
+        if not seen or len(seen) == 3:
+            assert all(torch.all(c[i] == 0) for c in corr)
+            continue
+        cols = np.concatenate([np.arange(offsets[m], offsets[m + 1]) for m in seen])
+        zq = np.concatenate([Zq[m][i].numpy() for m in seen])
+        diff = filled[:, cols] - zq
+        d2 = np.einsum("jd,dk,jk->j", diff, np.linalg.inv(Sigma[np.ix_(cols, cols)]), diff) / len(cols)
+        alone = np.stack([_mixture_brute_force(mix, [row[offsets[m] : offsets[m + 1]] for m in range(3)], oq[i].numpy())[2] for row in filled])
+        for m in [m for m in range(3) if not oq[i, m]]:
+            block = slice(offsets[m], offsets[m + 1])
+            resid = filled[:, block] - alone[:, block]
+            seen_m = oc[:, m].numpy()
+            w = np.zeros_like(d2)
+            w[seen_m] = np.exp(-(d2[seen_m] - d2[seen_m].min()) / (2 * h))
+            w /= w.sum()
+            np.testing.assert_allclose(corr[m][i].numpy(), w @ resid, atol=1e-8)
+            np.testing.assert_allclose(var[m][i].numpy(), w @ resid**2 - (w @ resid) ** 2, atol=1e-8)
+
+
 def test_local_correction_cache_changes_nothing():
     """The stored rows' terms kept across calls (the chunks of one transform) give the same corrections."""
     rng = np.random.default_rng(17)

@@ -77,3 +77,20 @@ def test_impute_of_a_complete_row_is_the_row_and_torch_encoders_impute_with_thei
     # torch encoders start from the same closed-form model of the blocks: impute() uses it
     deep = CalMRLTransformer(mods, latent_dim=3, max_epochs=1, device="cpu", random_state=0).fit(X)
     np.testing.assert_allclose(deep.impute(X), est.impute(X), rtol=1e-10, atol=1e-10)
+
+
+def test_mixture_composes_with_the_default_local_correction():
+    """``n_components`` with the default ``local_bandwidth`` (issue 18): the correction wraps the mixture."""
+    import warnings
+
+    data = load_image_segmentation()
+    X = ampute_modalities(data.data[:400], data.modalities, rate=0.5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mixed = MultiViewPPCA(data.modalities, n_components="auto", random_state=0).fit(X)
+    plain = MultiViewPPCA(data.modalities, n_components=mixed.n_components_, local_bandwidth=None, random_state=0).fit(X)
+    assert mixed.local_bandwidth == 0.05 and mixed._trainer_.centres is not None
+    filled, bare = mixed.impute(X), plain.impute(X)
+    observed = ~np.isnan(X)
+    np.testing.assert_array_equal(filled[observed], X[observed])
+    assert np.isfinite(filled).all() and not np.allclose(filled[~observed], bare[~observed])

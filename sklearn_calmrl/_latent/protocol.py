@@ -1,0 +1,84 @@
+"""The latent-model protocol as functions (design 2.13), and what is built on it for any kind of model.
+
+Every kind of latent model (:class:`~sklearn_calmrl._latent.gaussian.LatentParams`,
+:class:`~sklearn_calmrl._latent.mixture.MixtureParams`) implements the same methods;
+these functions call them, so the EM driver, the local correction, the trainer and
+the estimators never ask which kind they hold.
+"""
+
+import torch
+
+
+def posterior(Z, observed, params):
+    """E-step: ``params.posterior(Z, observed)`` [design 2.2, 2.8]."""
+    return params.posterior(Z, observed)
+
+
+def impute(post, params):
+    """Representation-level imputation of every modality from ``post`` [design 2.3, 2.8]."""
+    return params.impute(post)
+
+
+def predictive_variance(post, params):
+    """Diagonal of the predictive covariance per row and modality [design 2.3, 2.8]."""
+    return params.predictive_variance(post)
+
+
+def log_likelihood(Z, observed, params, post=None):
+    """Observed-data log-likelihood ``log p(z_i^O)`` of every row [design 2.5, 2.8]; a Tensor (n,)."""
+    return params.log_likelihood(Z, observed, post)
+
+
+def sufficient_statistics(Z, observed, params, post=None, weights=None):
+    """E-step statistics of a chunk for the M-step and the log-likelihood [design 2.4, 2.8].
+
+    ``post`` may pass the chunk's already computed posterior under ``params``;
+    ``weights`` (n,) weighs the rows (a single model only: a mixture component's
+    responsibilities).
+    """
+    return params.statistics(Z, observed, post, weights)
+
+
+def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
+    """M-step of ``params``'s kind from summed statistics [design 2.4, 2.8]."""
+    return params.m_step(stats, noise=noise, noise_floor=noise_floor, ridge=ridge)
+
+
+def impute_calibrated(Z, observed, params):
+    """Observed blocks kept, the others imputed [design 2.3]: the rows as the model completes them."""
+    Zhat = params.impute(params.posterior(Z, observed))
+    return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))]
+
+
+def variance_explained(Z, observed, params, post=None):
+    """Share of each block's variance explained by the latent, per latent dimension, as MOFA+ defines it [design 2.12].
+
+    With ``y_i^m`` a row's block minus the model's mean for it and ``c_ij^m`` the
+    part of its reconstruction ``W_m m_i`` that comes from latent dimension
+    ``j`` (responsibility-weighted over the components of a mixture)::
+
+        R2[m, j] = 1 - sum_i ||y_i^m - c_ij^m||^2 / sum_i ||y_i^m||^2
+        R2_total[m] = 1 - sum_i ||y_i^m - sum_j c_ij^m||^2 / sum_i ||y_i^m||^2
+
+    over the rows that observe ``m``, with ``m_i`` the posterior mean given all
+    of the row's observed blocks (the block itself included). Returns the
+    ``(k, q)`` and ``(k,)`` tensors; a block without variance gets 0.
+    """
+    post = params.posterior(Z, observed) if post is None else post
+    q = params.latent_dim
+    eye = torch.eye(q, dtype=Z[0].dtype, device=Z[0].device)
+    base = params.impute(post.keep_dims(torch.zeros_like(eye[0])))  # the means mu_m (per row, for a mixture)
+    full = params.impute(post)
+    k = len(Z)
+    r2, total = torch.zeros(k, q, dtype=Z[0].dtype), torch.zeros(k, dtype=Z[0].dtype)
+    parts = [params.impute(post.keep_dims(eye[j])) for j in range(q)]
+    for m in range(k):
+        rows = observed[:, m]
+        y = Z[m][rows] - base[m][rows]
+        ss = float((y**2).sum())
+        if ss <= 0:
+            continue
+        total[m] = 1 - float(((y - (full[m][rows] - base[m][rows])) ** 2).sum()) / ss
+        for j in range(q):
+            r2[m, j] = 1 - float(((y - (parts[j][m][rows] - base[m][rows])) ** 2).sum()) / ss
+    return r2, total
