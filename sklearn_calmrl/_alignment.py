@@ -23,7 +23,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._modalities import missingness_patterns
+from ._latent import missingness_patterns
 
 __all__ = [
     "GRAMLoss",

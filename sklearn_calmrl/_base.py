@@ -6,10 +6,12 @@ differ only in their parameters (and so in the :class:`~sklearn_calmrl._training
 they build); everything here works for both.
 """
 
+import contextlib
 import copy
 import functools
 import hashlib
 import numbers
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -36,7 +38,7 @@ from ._modalities import (
     warn_few_rows,
 )
 from ._training import CHUNK, Trainer, calibrated, encode
-from ._utils import free_threads, torch_threads, warn
+from ._utils import free_threads, warn
 
 __all__ = ["MultimodalBase"]
 
@@ -48,6 +50,42 @@ def resolve_device(device):
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
     return device
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_STATE = {"active": 0, "outer": None}  # scopes open in any thread, and the caller's setting to restore
+_THREADS_LOCAL = threading.local()  # this thread's stack of scoped counts
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run the block with ``n`` torch intra-op threads, then give the caller back its own setting.
+
+    ``torch.set_num_threads`` acts on the calling thread and on the process-wide
+    default that new threads start from. Scopes nest within a thread (each
+    restores the one around it) and may run in several threads at once: the
+    caller's setting is recorded when the first scope opens and restored when
+    the last one closes, so concurrent fits never leave a changed default.
+    """
+    stack = getattr(_THREADS_LOCAL, "stack", None)
+    if stack is None:
+        stack = _THREADS_LOCAL.stack = []
+    with _THREADS_LOCK:
+        if _THREADS_STATE["active"] == 0:
+            _THREADS_STATE["outer"] = torch.get_num_threads()
+        _THREADS_STATE["active"] += 1
+        previous = stack[-1] if stack else _THREADS_STATE["outer"]
+    stack.append(n)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        stack.pop()
+        torch.set_num_threads(previous)
+        with _THREADS_LOCK:
+            _THREADS_STATE["active"] -= 1
+            if _THREADS_STATE["active"] == 0:
+                torch.set_num_threads(_THREADS_STATE["outer"])
 
 
 def _threaded(method):

@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ._utils import warn
 
 __all__ = [
-    "missingness_patterns",
     "resolve_modalities",
     "observed_mask",
     "stack_modalities",
@@ -179,33 +177,6 @@ def observed_mask(X, blocks):
     """
     nan = np.isnan(X)
     return np.stack([~nan[:, idx].all(axis=1) for _, idx in blocks], axis=1)
-
-
-def missingness_patterns(observed):
-    """Distinct rows of a boolean mask and each row's index among them [design 2.2].
-
-    Equal to ``torch.unique(observed, dim=0, return_inverse=True)`` (same order:
-    lexicographic, the first modality most significant) but computed from one
-    integer code per row, ``sum_m observed[:, m] 2^(k-1-m)``, and a 1-D unique,
-    which is several times faster. Masks of more than 62 modalities fall back to
-    the row-wise unique.
-
-    Parameters
-    ----------
-    observed : bool Tensor of shape (n, k)
-
-    Returns
-    -------
-    patterns : bool Tensor of shape (P, k)
-    inverse : int64 Tensor of shape (n,)
-    """
-    k = observed.shape[1]
-    if k > 62:
-        return torch.unique(observed, dim=0, return_inverse=True)
-    bits = torch.arange(k - 1, -1, -1, device=observed.device)
-    codes = (observed.to(torch.int64) << bits).sum(dim=1)
-    unique_codes, inverse = torch.unique(codes, return_inverse=True)
-    return ((unique_codes[:, None] >> bits) & 1).bool(), inverse
 
 
 def is_list_of_blocks(X):

@@ -1,16 +1,13 @@
-"""Runtime helpers: warnings that point at the caller's line, and the torch thread policy."""
+"""Runtime helpers without torch: warnings that point at the caller's line, and the threads a fit may use."""
 
-import contextlib
 import os
 import sys
-import threading
 import warnings
 
 import joblib
 import sklearn
-import torch
 
-__all__ = ["warn", "torch_threads", "free_threads"]
+__all__ = ["warn", "free_threads"]
 
 # Frames in these folders are library plumbing (ours, scikit-learn's wrappers and meta-estimators, joblib's
 # workers): a warning points at the first frame outside them, the user's line.
@@ -47,39 +44,3 @@ def free_threads(n_jobs):
     except (AttributeError, OSError):  # no load average on this system: trust n_jobs
         busy = 0
     return max(1, min(n, cores - busy))
-
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"active": 0, "outer": None}  # scopes open in any thread, and the caller's setting to restore
-_THREADS_LOCAL = threading.local()  # this thread's stack of scoped counts
-
-
-@contextlib.contextmanager
-def torch_threads(n):
-    """Run the block with ``n`` torch intra-op threads, then give the caller back its own setting.
-
-    ``torch.set_num_threads`` acts on the calling thread and on the process-wide
-    default that new threads start from. Scopes nest within a thread (each
-    restores the one around it) and may run in several threads at once: the
-    caller's setting is recorded when the first scope opens and restored when
-    the last one closes, so concurrent fits never leave a changed default.
-    """
-    stack = getattr(_THREADS_LOCAL, "stack", None)
-    if stack is None:
-        stack = _THREADS_LOCAL.stack = []
-    with _THREADS_LOCK:
-        if _THREADS_STATE["active"] == 0:
-            _THREADS_STATE["outer"] = torch.get_num_threads()
-        _THREADS_STATE["active"] += 1
-        previous = stack[-1] if stack else _THREADS_STATE["outer"]
-    stack.append(n)
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        stack.pop()
-        torch.set_num_threads(previous)
-        with _THREADS_LOCK:
-            _THREADS_STATE["active"] -= 1
-            if _THREADS_STATE["active"] == 0:
-                torch.set_num_threads(_THREADS_STATE["outer"])

@@ -405,3 +405,20 @@ def test_breast_cancer_views_group_the_ten_measurements():
             [f"{m} error" for m in measurements] if view == "error" else [f"worst {m}" for m in measurements])
         assert names == expected
         np.testing.assert_array_equal(data.data[names].to_numpy(), raw.data[:, [list(raw.feature_names).index(n) for n in names]])
+
+
+def test_datasets_import_without_torch():
+    """``sklearn_calmrl.datasets`` loads and amputes without importing torch (issue 18)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation\n"
+        "d = load_image_segmentation(); X = ampute_modalities(d.data, d.modalities, rate=0.5, random_state=0)\n"
+        "import sklearn_calmrl; assert 'CalMRLTransformer' in dir(sklearn_calmrl)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "print(X.shape)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(2310, 18)"

@@ -83,7 +83,7 @@ def test_stack_modalities_errors():
 def test_missingness_patterns_equal_rowwise_unique(k):
     import torch
 
-    from sklearn_calmrl._modalities import missingness_patterns
+    from sklearn_calmrl._latent import missingness_patterns
 
     observed = torch.as_tensor(np.random.RandomState(k).rand(500, k) < 0.6)
     observed[:3] = True

@@ -16,7 +16,15 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 from .em import RunningStatistics, chunked_statistics, fit_em, run_em, summed_statistics
-from .gaussian import NOISE_MODELS, LatentParams, Posterior, SufficientStatistics, init_params, single_modality_maps
+from .gaussian import (
+    NOISE_MODELS,
+    LatentParams,
+    Posterior,
+    SufficientStatistics,
+    init_params,
+    missingness_patterns,
+    single_modality_maps,
+)
 from .local import CentreCache, local_corrections
 from .mixture import MixtureParams, MixturePosterior, MixturePrior, MixtureStatistics, init_mixture
 from .protocol import (
@@ -57,4 +65,5 @@ __all__ = [
     "init_params",
     "run_em",
     "fit_em",
+    "missingness_patterns",
 ]

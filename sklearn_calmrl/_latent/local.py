@@ -9,7 +9,7 @@ import threading
 
 import torch
 
-from .._modalities import missingness_patterns
+from .gaussian import missingness_patterns
 from .protocol import impute_calibrated
 
 
