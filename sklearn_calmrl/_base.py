@@ -243,12 +243,32 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                     )
         return X, blocks, observed
 
-    def _check_output(self, blocks, cfg):
-        if cfg.encoder == "identity" and self.output in ("anchor", "mean") and len({len(i) for _, i in blocks}) > 1:
+    def _check_output(self, sizes, identity):
+        """``output`` against the blocks' ``sizes`` (fit, partial_fit, fit_dask and every transform)."""
+        if identity and self.output in ("anchor", "mean") and len(set(sizes)) > 1:
             raise ValueError(
                 f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
-                f"raw blocks (sizes {[len(i) for _, i in blocks]}); use output='concat' or 'latent'."
+                f"raw blocks (sizes {list(sizes)}); use output='concat' or 'latent'."
             )
+
+    def _output_parts(self):
+        """The parts of the output, in column order: the one definition that :meth:`transform`,
+        :meth:`get_feature_names_out` and :func:`~sklearn_calmrl.distributed.transform_dask` read [design 5].
+
+        ``'blocks'`` are the calibrated standardized blocks, ``'embeddings'`` the calibrated representations
+        (the blocks themselves for ``encoder='identity'``), ``'latent'``, ``'anchor'`` and ``'mean'`` as
+        ``output`` says, ``'indicator'`` the observed-modality columns.
+        """
+        check_is_fitted(self)
+        deep = self._trainer_.deep
+        self._check_output([len(i) for i in self.modalities_.values()], identity=not deep)
+        if self.output == "concat":
+            parts = ["embeddings", "blocks"] if deep else ["blocks"]
+        elif self.output == "embeddings":
+            parts = ["embeddings"] if deep else ["blocks"]
+        else:
+            parts = [self.output]
+        return parts + (["indicator"] if self.add_indicator else [])
 
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
@@ -284,7 +304,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         keep = ~empty
         moments = feature_moments(X, blocks, observed)
         check_fit_input(blocks, observed[keep], int(keep.sum()), moments.count, "fit (all {n} rows are NaN across its block)", getattr(self, "feature_names_in_", None))
-        self._check_output(blocks, cfg)
+        self._check_output([len(i) for _, i in blocks], cfg.encoder == "identity")
         warn_disconnected(observed[keep], [name for name, _ in blocks])
 
         standardization = statistics_from_moments(moments, self.standardize)  # [design 1.3]
@@ -356,7 +376,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 getattr(self, "feature_names_in_", None),
             )
             cfg = self._train_config()
-            self._check_output(blocks, cfg)
+            self._check_output([len(i) for _, i in blocks], cfg.encoder == "identity")
             standardization = statistics_from_moments(moments, self.standardize)
             seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
             trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
@@ -501,21 +521,21 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """:meth:`transform`, with the inference state prepared by the caller (``None``: afresh)."""
         dtype = _output_dtype(X)
         result, start = None, 0
-        blocks_used = self.output == "concat" or not self._trainer_.deep  # identity: the representations are the blocks
-        for chunk in self._chunks(*self._inference_input(X), blocks_used=blocks_used and self.output != "latent", state=state):
-            Zhat, Bhat, post = chunk.Zhat, chunk.Bhat, chunk.post
-            if self.output == "latent":
-                out = post.mean
-            elif self.output == "embeddings" or (self.output == "concat" and Zhat is Bhat):
-                out = torch.cat(Zhat, dim=1)
-            elif self.output == "concat":
-                out = torch.cat(Zhat + Bhat, dim=1)
-            elif self.output == "mean":
-                out = torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
-            else:
-                out, _ = leading_direction(torch.stack(Zhat, dim=1), eps=0.0)
-            if self.add_indicator:  # which modalities the row observes
-                out = torch.cat([out, chunk.observed.to(out.dtype)], dim=1)
+        parts = self._output_parts()
+        # the blocks (with their local correction) are read by 'blocks', and by every part of the representations
+        # of encoder='identity', which are the blocks
+        blocks_used = "blocks" in parts or (not self._trainer_.deep and self.output != "latent")
+        for chunk in self._chunks(*self._inference_input(X), blocks_used=blocks_used, state=state):
+            Zhat = chunk.Zhat
+            pieces = {
+                "latent": lambda: chunk.post.mean,
+                "embeddings": lambda: torch.cat(Zhat, dim=1),
+                "blocks": lambda: torch.cat(chunk.Bhat, dim=1),
+                "mean": lambda: torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1),
+                "anchor": lambda: leading_direction(torch.stack(Zhat, dim=1), eps=0.0)[0],
+                "indicator": lambda: chunk.observed.to(torch.float64),  # which modalities the row observes
+            }
+            out = torch.cat([pieces[p]() for p in parts], dim=1)
             if result is None:  # written chunk by chunk into one preallocated output
                 result = np.empty((_n_rows(X), out.shape[1]), dtype=dtype)
             result[start : start + out.shape[0]] = out.cpu().numpy()
@@ -674,21 +694,17 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         -------
         ndarray of str objects
         """
-        check_is_fitted(self)
+        parts = self._output_parts()
         inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
-        blocks = [inputs[j] for idx in self.modalities_.values() for j in idx]  # the calibrated blocks
-        embeddings = [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])]
-        deep = self._trainer_.deep
-        if self.output == "concat":
-            names = embeddings + blocks if deep else blocks
-        elif self.output == "embeddings":
-            names = embeddings if deep else blocks
-        elif self.output == "latent":
-            names = [f"latent{j}" for j in range(self.latent_dim_ * self.n_components_)]
-        else:
-            names = [f"{self.output}{j}" for j in range(self.components_[0].shape[-2])]
-        if self.add_indicator:
-            names += [f"observed_{name}" for name in self.modalities_]
+        names = {
+            "blocks": lambda: [inputs[j] for idx in self.modalities_.values() for j in idx],  # the calibrated blocks
+            "embeddings": lambda: [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])],
+            "latent": lambda: [f"latent{j}" for j in range(self.latent_dim_ * self.n_components_)],
+            "anchor": lambda: [f"anchor{j}" for j in range(self.components_[0].shape[-2])],
+            "mean": lambda: [f"mean{j}" for j in range(self.components_[0].shape[-2])],
+            "indicator": lambda: [f"observed_{name}" for name in self.modalities_],
+        }
+        names = [n for p in parts for n in names[p]()]
         return np.asarray(names, dtype=object)
 
     # ------------------------------------------------------------------ persistence

@@ -211,7 +211,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         warn(f"{n_empty} of {n} rows observe no modality (every block is NaN); fit_dask ignores them.")
     check_fit_input(blocks, patterns[seen], n - n_empty, summary.moments.count, "X (all its rows are NaN across its block)",
                     getattr(estimator, "feature_names_in_", None))
-    estimator._check_output(blocks, cfg)
+    estimator._check_output([len(i) for _, i in blocks], identity=True)
     warn_disconnected(patterns[seen], [name for name, _ in blocks])
     standardization = statistics_from_moments(summary.moments, estimator.standardize)  # [design 1.3]
 

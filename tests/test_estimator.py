@@ -359,3 +359,19 @@ def test_readme_lists_options_that_fit_with_every_other_default():
             warnings.simplefilter("error")
             out = CalMRLTransformer(data.modalities, random_state=0, n_jobs=1, **option).fit_transform(X)
         assert out.shape[0] == 300 and np.isfinite(out).all(), option
+
+
+def test_output_changed_after_fit_is_checked_at_transform():
+    """set_params(output=...) after fit: the one output definition checks it at transform (issue 18)."""
+    data = load_image_segmentation()
+    X = ampute_modalities(data.data[:200], data.modalities, rate=0.3, random_state=0)
+    est = CalMRLTransformer(data.modalities, encoder="identity", latent_dim=3, random_state=0).fit(X)
+    for output in ("anchor", "mean"):
+        est.set_params(output=output)
+        with pytest.raises(ValueError, match=f"output='{output}' needs representations of equal size"):
+            est.transform(X)
+        with pytest.raises(ValueError, match="equal size"):
+            est.get_feature_names_out()
+    for output in ("latent", "embeddings", "concat"):
+        out = est.set_params(output=output).transform(X)
+        assert out.shape[1] == len(est.get_feature_names_out())
