@@ -119,7 +119,7 @@ def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,), *, gene
     return encoder.to(device)
 
 
-def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, shared_maps=None, seed, device="cpu"):
+def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, shared_maps=None, generator, device="cpu"):
     """One encoder per modality, drawn from seeded generators, then started from the data.
 
     Parameters
@@ -133,8 +133,8 @@ def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, sh
     shared_maps : list of (Tensor (q, d_in_m), Tensor (q,)) or None
         Posterior-mean maps ``x^m -> E[b | x^m]`` of the closed-form model of
         the blocks [design 7.1]; None starts every output from the block's PCA.
-    seed : int
-        Encoder ``m`` draws its initial weights from a CPU generator seeded with ``seed + m``.
+    generator : torch.Generator
+        A CPU generator; the encoders draw their initial weights from it in turn.
     device : str
 
     Returns
@@ -142,8 +142,8 @@ def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, sh
     torch.nn.ModuleList
     """
     encoders = torch.nn.ModuleList(
-        make_encoder(kind, x.shape[1], embed_dim, hidden_layer_sizes, generator=torch.Generator().manual_seed(seed + m), device=device)
-        for m, x in enumerate(X)
+        make_encoder(kind, x.shape[1], embed_dim, hidden_layer_sizes, generator=generator, device=device)
+        for x in X
     )
     for m, enc in enumerate(encoders):
         enc.init_from_data(X[m][observed[:, m]], None if shared_maps is None else shared_maps[m])

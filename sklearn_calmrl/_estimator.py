@@ -158,11 +158,13 @@ class CalMRLTransformer(MultimodalBase):
         several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
         torch thread setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
-        Seeds the encoders' initialisation, the shuffles, the early-stopping
-        split, the latent models' initialisation, the mixture's component
-        selection, the stored rows of the local correction and the split of the
-        cross-fitted imputation weights [design 2.11]. The caller's global torch
-        and numpy RNG states are left unchanged.
+        Seeds every random choice of the fit, each from its own stream
+        [design 3.5]: the encoders' initial weights, the early-stopping split
+        and the epochs' shuffles, the latent models' initialisation, the
+        mixture's start and component selection, the stored rows of the local
+        correction, the cross-fitting of the imputation weights [design 2.11]
+        and the rows of ``variance_explained_``. The caller's global torch and
+        numpy RNG states are left unchanged.
     verbose : int, default=0
         1 prints a line per closed-form fit (EM steps, log-likelihood, time;
         and every 10 s of a long one) and one per epoch; 2 adds every EM step

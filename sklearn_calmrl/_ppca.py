@@ -80,10 +80,12 @@ class MultiViewPPCA(MultimodalBase):
         several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
         torch thread setting is restored afterwards.
     random_state : int, RandomState instance or None, default=None
-        Seeds every random choice of the fit: the initial loadings when there
-        are too few complete rows for the PCA start [design 2.6], the mixture's
-        start and component selection, the stored rows of the local correction
-        and the split of the cross-fitted imputation weights [design 2.11].
+        Seeds every random choice of the fit, each from its own stream
+        [design 3.5]: the initial loadings when there are too few complete rows
+        for the PCA start [design 2.6], the mixture's start and component
+        selection, the stored rows of the local correction, the cross-fitting
+        of the imputation weights [design 2.11] and the rows of
+        ``variance_explained_``.
     verbose : int, default=0
         1 prints a line per fit (EM steps, log-likelihood, time; and every
         10 s of a long one); 2 prints every EM step.

@@ -161,6 +161,21 @@ def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
     return [torch.cat([p[m] for p in parts]).to(dtype) for m in range(len(X))]
 
 
+# the named random streams of a trainer's seed [design 3.5]; append new names at the end (the order is the spawn key)
+STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit")
+
+
+def random_stream(seed, name, *key):
+    """The CPU generator of the random stream ``name`` (and ``key``) of ``seed`` [design 3.5].
+
+    ``np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key))``: the
+    streams of one seed are independent and never coincide (unlike seed offsets),
+    and a CPU generator gives the same draws on every device.
+    """
+    state = np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key)).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
 def init_rows(n, generator, size=INIT_ROWS):
     """Indices of the rows that initialise a latent model [design 2.6], in increasing order.
 
@@ -283,7 +298,11 @@ class Trainer:
 
     def initial_params(self, Z, observed):
         """``init_params`` of ``Z`` with a CPU generator seeded by ``seed`` (the same draws on every device) [design 2.6]."""
-        return init_params(Z, observed, self.latent_dim, generator=torch.Generator().manual_seed(self.seed))
+        return init_params(Z, observed, self.latent_dim, generator=self.random("latent start"))
+
+    def random(self, name, *key):
+        """The generator of the named random stream of this trainer's seed (:func:`random_stream`) [design 3.5]."""
+        return random_stream(self.seed, name, *key)
 
     def _log(self, message):
         print(f"[CalMRL] {message}", flush=True)
@@ -324,14 +343,14 @@ class Trainer:
         params, loglik, n_iter = self._em(Z, observed, base, max_iter, label, level, warn_cap=warn_cap and n_components == 1)
         if n_components == 1:
             return params, params, loglik, n_iter
-        start = init_mixture(Z, observed, params, n_components, generator=torch.Generator().manual_seed(self.seed + 1))
+        start = init_mixture(Z, observed, params, n_components, generator=self.random("mixture start"))
         mixture, loglik, n_iter = self._em(Z, observed, start, max_iter, f"{label}, {n_components} components", level, warn_cap=warn_cap)
         return mixture, params, loglik, n_iter
 
     def _select_components(self, X, observed):
         """``n_components='auto'``: the candidate with the best held-out log-likelihood (20% of the rows) [design 2.8]."""
         n = observed.shape[0]
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 2)).to(observed.device)
+        perm = torch.randperm(n, generator=self.random("component selection")).to(observed.device)
         held, rows = perm[: max(1, n // 5)], perm[max(1, n // 5) :]
         X_fit, o_fit = [x[rows] for x in X], observed[rows]
         base, _, _ = self._em(X_fit, o_fit, self.initial_params(X_fit, o_fit), self.cfg.em_init_iter, "component selection", level=2)
@@ -390,13 +409,13 @@ class Trainer:
         maps = [(A.float(), c.float()) for A, c in single_modality_maps(base)]
         X32 = [x.float() for x in X]
         self.encoders = make_encoders(
-            cfg.encoder, X32, observed, self.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, seed=self.seed, device=self.device
+            cfg.encoder, X32, observed, self.embed_dim, cfg.hidden_layer_sizes, shared_maps=maps, generator=self.random("encoders"), device=self.device
         )
         self._new_loss()
 
     def explain_variance(self, X, observed, params):
         """Set ``variance_explained`` from at most ``INIT_ROWS`` of the rows (seeded) [design 2.12]."""
-        rows = init_rows(observed.shape[0], torch.Generator().manual_seed(self.seed + 8)).to(observed.device)
+        rows = init_rows(observed.shape[0], self.random("variance explained")).to(observed.device)
         r2, total = variance_explained([x[rows] for x in X], observed[rows], params)
         self.variance_explained = (r2.cpu(), total.cpu())
 
@@ -423,21 +442,22 @@ class Trainer:
         n, k = observed.shape
         num = [torch.zeros(x.shape[1], dtype=x.dtype, device=x.device) for x in X]
         den, sxx, svar = ([torch.zeros_like(v) for v in num] for _ in range(3))
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + 4)).to(observed.device)
+        generator = self.random("cross-fitting")  # the halves, then per half its stored rows and queries, in order
+        perm = torch.randperm(n, generator=generator).to(observed.device)
         halves = (perm[: n // 2], perm[n // 2 :])
         for held, rest in (halves, halves[::-1]):
             X_fit, o_fit = [x[rest] for x in X], observed[rest]
             if k < 2 or held.numel() == 0 or not bool(o_fit.any(dim=0).all()):
                 continue  # a modality unseen in this half: no honest imputation of it
             model = self._fit_model(X_fit, o_fit, self.initial_params(X_fit, o_fit), self.n_components, "cross-fitted imputation weights", level=2, max_iter=CROSS_FIT_ITER)[0]
-            centres = init_rows(rest.numel(), torch.Generator().manual_seed(self.seed + 6), MAX_CENTRES).to(observed.device)
+            centres = init_rows(rest.numel(), generator, MAX_CENTRES).to(observed.device)
             # one query per (held-out row, block it observes beside another modality), that block hidden
             o_held = observed[held]
             pairs = (o_held & (o_held.sum(dim=1, keepdim=True) >= 2)).nonzero()
             if pairs.shape[0] == 0:
                 continue
             if pairs.shape[0] > CROSS_FIT_QUERIES:
-                pairs = pairs[init_rows(pairs.shape[0], torch.Generator().manual_seed(self.seed + 7), CROSS_FIT_QUERIES).to(pairs.device)]
+                pairs = pairs[init_rows(pairs.shape[0], generator, CROSS_FIT_QUERIES).to(pairs.device)]
             rows, hidden_block = held[pairs[:, 0]], pairs[:, 1]
             Z, hidden = [x[rows] for x in X], observed[rows].clone()
             hidden[torch.arange(rows.numel(), device=rows.device), hidden_block] = False
@@ -467,7 +487,7 @@ class Trainer:
         room = MAX_CENTRES - kept_observed.shape[0]
         if room <= 0:
             return
-        rows = init_rows(observed.shape[0], torch.Generator().manual_seed(self.seed + 3 + kept_observed.shape[0]), room).to(observed.device)
+        rows = init_rows(observed.shape[0], self.random("stored rows", kept_observed.shape[0]), room).to(observed.device)
         new = [x[rows] for x in X]
         self.centres = (new if not kept else [torch.cat([a, b]) for a, b in zip(kept, new)], torch.cat([kept_observed, observed[rows]]))
 
@@ -675,7 +695,7 @@ class Trainer:
         RuntimeWarning and keeps the last finite state.
         """
         cfg = self.cfg
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = self.random("training")
         self.incremental = False
         rows, validation = slice(None), None
         if self.deep and cfg.early_stopping:
@@ -759,7 +779,7 @@ class Trainer:
         cfg = self.cfg
         if not self.incremental:  # continuing a fitted model: fresh running totals and curves
             self.history, self.statistics, self.block_statistics, self.incremental = History(), RunningStatistics(), RunningStatistics(), True
-        generator = torch.Generator().manual_seed(self.seed + self.history.n_iter)
+        generator = self.random("partial_fit", self.history.n_iter)
         X64 = self.tensors(Xs)
         first = self.params is None
         if first:
