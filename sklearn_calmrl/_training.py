@@ -16,6 +16,7 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
@@ -26,9 +27,14 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import make_alignment_loss, pair_infonce
-from ._encoders import make_encoders
+from ._encoders import make_encoder, make_encoders
 from ._latent import (
+    LatentParams,
+    MixtureParams,
+    MixturePrior,
+    MixtureStatistics,
     RunningStatistics,
+    SufficientStatistics,
     chunked_statistics,
     fit_em,
     impute,
@@ -536,30 +542,39 @@ class Trainer:
         return self
 
     def __getstate__(self):
-        """Pickle with every tensor on the CPU."""
-        state = self.__dict__.copy()
-        for name in ("statistics", "block_statistics", "params", "_block_params"):
-            state[name] = None if state[name] is None else state[name].to("cpu")
-        if self.centres is not None:
-            state["centres"] = ([x.cpu() for x in self.centres[0]], self.centres[1].cpu())
-        for name in ("imputation_weights", "variance_scales"):  # (variance_explained is kept on the CPU)
-            if state[name] is not None:
-                state[name] = [a.cpu() for a in state[name]]
+        """The trainer as plain data [design 7.3]: numpy arrays, numbers, strings, lists and dicts only.
+
+        Tensors become CPU numpy arrays, the parameter objects and records their
+        fields, the encoders, the loss module and the optimizer their state
+        dicts; :meth:`__setstate__` rebuilds the torch objects. Pickle, joblib and
+        ``skops.io`` (which loads no code it has not been told to trust) all read
+        this state.
+        """
+        state = {k: v for k, v in self.__dict__.items() if k not in ("encoders", "loss_fn", "optimizer")}
         if self.deep:
-            state["encoders"], state["loss_fn"] = copy.deepcopy((self.encoders, self.loss_fn))
-            state["encoders"].cpu()
-            state["loss_fn"].cpu()
-            state["optimizer"] = _cpu_state(self.optimizer.state_dict())
-        return state
+            state["encoders"] = [{"n_features": e.linear.in_features, "weights": dict(e.state_dict())} for e in self.encoders]
+            state["loss_fn"] = dict(self.loss_fn.state_dict())
+            optimizer = self.optimizer.state_dict()
+            state["optimizer"] = {"state": {str(i): s for i, s in optimizer["state"].items()}, "param_groups": optimizer["param_groups"]}
+        return _plain(state)
 
     def __setstate__(self, state):
-        state.setdefault("imputation_weights", None)  # models pickled before design 2.11
+        state = _unplain(state)
+        state.setdefault("imputation_weights", None)  # models saved before design 2.11
         state.setdefault("variance_scales", None)
         state.setdefault("variance_explained", None)
+        encoders, loss_state, optimizer = (state.pop(k, None) for k in ("encoders", "loss_fn", "optimizer"))
         self.__dict__.update(state)
         self.device = "cpu"
+        self.encoders = self.loss_fn = self.optimizer = None
         if self.deep:
-            self.optimizer = self._optimizer(self.optimizer)
+            cfg = self.cfg
+            self.encoders = torch.nn.ModuleList(make_encoder(cfg.encoder, e["n_features"], self.embed_dim, cfg.hidden_layer_sizes) for e in encoders)
+            for module, e in zip(self.encoders, encoders):
+                module.load_state_dict(e["weights"])
+            self._new_loss()
+            self.loss_fn.load_state_dict(loss_state)
+            self.optimizer = self._optimizer({"state": {int(i): s for i, s in optimizer["state"].items()}, "param_groups": optimizer["param_groups"]})
 
     # ------------------------------------------------------------------ closed-form steps on the representations
     def _em_refresh(self, X, observed, generator, max_iter, label, level=1):
@@ -821,9 +836,43 @@ class Trainer:
         return True
 
 
-def _cpu_state(optimizer_state):
-    """An optimizer ``state_dict`` with every tensor on the CPU."""
-    return {
-        "state": {i: {k: v.cpu() if torch.is_tensor(v) else v for k, v in s.items()} for i, s in optimizer_state["state"].items()},
-        "param_groups": optimizer_state["param_groups"],
-    }
+# the records and parameter objects a saved trainer holds, by name [design 7.3]
+_RECORDS = {cls.__name__: cls for cls in (TrainConfig, History, LatentParams, MixtureParams, MixturePrior, SufficientStatistics, MixtureStatistics)}
+
+
+def _plain(obj):
+    """``obj`` as plain data: tensors as CPU numpy arrays (tagged), records and tuples as tagged dicts [design 7.3]."""
+    if torch.is_tensor(obj):
+        return {"__tensor__": obj.detach().cpu().numpy().copy()}
+    if isinstance(obj, RunningStatistics):
+        return {"__record__": "RunningStatistics", "fields": {"total": _plain(obj.total), "parts": _plain(obj.parts)}}
+    if type(obj).__name__ in _RECORDS and type(obj) is _RECORDS[type(obj).__name__]:
+        names = obj._fields if isinstance(obj, tuple) else [f.name for f in dataclasses.fields(obj)]
+        return {"__record__": type(obj).__name__, "fields": {k: _plain(getattr(obj, k)) for k in names}}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_plain(v) for v in obj]}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    return obj
+
+
+def _unplain(obj):
+    """Inverse of :func:`_plain`."""
+    if isinstance(obj, list):
+        return [_unplain(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return torch.from_numpy(np.array(obj["__tensor__"]))
+    if "__tuple__" in obj:
+        return tuple(_unplain(v) for v in obj["__tuple__"])
+    if "__record__" in obj:
+        fields = {k: _unplain(v) for k, v in obj["fields"].items()}
+        if obj["__record__"] == "RunningStatistics":
+            running = RunningStatistics()
+            running.total, running.parts = fields["total"], fields["parts"]
+            return running
+        return _RECORDS[obj["__record__"]](**fields)
+    return {k: _unplain(v) for k, v in obj.items()}
