@@ -179,6 +179,8 @@ METHODS = [
                                                                                  add_indicator=False)),
     Method("ppca-mixture", "calmrl", "MultiViewPPCA(n_components='auto', local_bandwidth=None)",
            _ppca(n_components="auto", local_bandwidth=None)),
+    Method("ppca-mixture-local", "calmrl", "MultiViewPPCA(n_components='auto') with the default local correction "
+           "on top of the mixture (issue 18)", _ppca(n_components="auto")),
     Method("mean-pca", "imputer", "standardize, mean imputation, PCA(min(64, d))",
            _imputer_pca(lambda ctx: SimpleImputer(strategy="mean")), quick=True),
     Method("knn-pca", "imputer", "standardize, KNNImputer(5), PCA(min(64, d))",

@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_training_curves", "plot_variance_explained"]
 
 
 def plot_training_curves(estimator, ax=None):
@@ -109,3 +109,59 @@ def plot_training_curves(estimator, ax=None):
         if handles[0] or handles_ll[0]:
             ax_loss.legend(handles[0] + handles_ll[0], handles[1] + handles_ll[1], loc="best", fontsize="small")
     return np.array([ax_loss, ax_ll], dtype=object)
+
+
+def plot_variance_explained(estimator, ax=None, *, cmap="Blues"):
+    """Heat map of the variance each latent dimension explains in each modality, as MOFA+ draws it.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    Draws ``variance_explained_`` (modalities as rows, latent dimensions as
+    columns, R^2 in percent written in every cell) with the total per modality
+    (``variance_explained_total_``) at the end of each row label [design 2.12].
+    A dimension that explains much of two modalities is what they share; one
+    that explains a single modality is private to it.
+
+    Parameters
+    ----------
+    estimator : CalMRLTransformer or MultiViewPPCA
+        A fitted estimator (any object with ``variance_explained_``,
+        ``variance_explained_total_`` and ``modalities_``).
+    ax : matplotlib Axes, default=None
+        Where to draw; ``None`` creates a new figure sized to the table.
+    cmap : str or Colormap, default='Blues'
+
+    Returns
+    -------
+    ax : matplotlib Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn_calmrl import MultiViewPPCA
+    >>> from sklearn_calmrl.datasets import make_latent_modalities
+    >>> from sklearn_calmrl.plotting import plot_variance_explained
+    >>> X, mods, _ = make_latent_modalities(n_samples=200, random_state=0)
+    >>> ax = plot_variance_explained(MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X))
+    >>> ax.get_xlabel()
+    'latent dimension'
+    """
+    import matplotlib.pyplot as plt
+
+    check_is_fitted(estimator, ["variance_explained_", "variance_explained_total_"])
+    r2 = 100 * np.clip(np.asarray(estimator.variance_explained_, dtype=float), 0, None)
+    total = 100 * np.asarray(estimator.variance_explained_total_, dtype=float)
+    names = list(estimator.modalities_)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.5 + 0.45 * r2.shape[1], 1.0 + 0.45 * r2.shape[0]), layout="constrained")
+    image = ax.imshow(r2, cmap=cmap, vmin=0, vmax=max(float(r2.max()), 1e-9), aspect="auto")
+    for (m, j), value in np.ndenumerate(r2):
+        ax.text(j, m, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
+                color="white" if value > 0.6 * r2.max() else "black")
+    ax.set_xticks(range(r2.shape[1]), [str(j) for j in range(r2.shape[1])])
+    ax.set_yticks(range(r2.shape[0]), [f"{name} ({t:.0f}%)" for name, t in zip(names, total)])
+    ax.set_xlabel("latent dimension")
+    ax.set_title("variance explained (R$^2$, %)")
+    ax.figure.colorbar(image, ax=ax, shrink=0.8)
+    return ax

@@ -100,3 +100,19 @@ def test_wrong_number_of_axes_and_unfitted_model(data):
     _, axs = plt.subplots(1, 3)
     with pytest.raises(ValueError, match="two Axes"):
         plot_training_curves(est, ax=axs)
+
+
+def test_variance_explained_heat_map_shows_the_fitted_values(data):
+    """plot_variance_explained draws variance_explained_ in percent, totals in the row labels (issue 21)."""
+    from sklearn_calmrl import MultiViewPPCA
+    from sklearn_calmrl.plotting import plot_variance_explained
+
+    X, mods = data
+    est = MultiViewPPCA(mods, latent_dim=4, random_state=0).fit(X)
+    ax = plot_variance_explained(est)
+    np.testing.assert_allclose(ax.images[0].get_array(), 100 * np.clip(est.variance_explained_, 0, None))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"{name} ({100 * t:.0f}%)" for name, t in zip(mods, est.variance_explained_total_)]
+    assert len(ax.texts) == est.variance_explained_.size
+    with pytest.raises(NotFittedError):
+        plot_variance_explained(MultiViewPPCA(mods))
