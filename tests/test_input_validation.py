@@ -453,6 +453,7 @@ def test_modality_observed_in_enough_rows_does_not_warn():
     X[3:, 3:5] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the 20-step cap of _est is not what this test checks
         _est(encoder="identity").fit(X)
 
 
