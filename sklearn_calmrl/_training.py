@@ -560,9 +560,6 @@ class Trainer:
 
     def __setstate__(self, state):
         state = _unplain(state)
-        state.setdefault("imputation_weights", None)  # models saved before design 2.11
-        state.setdefault("variance_scales", None)
-        state.setdefault("variance_explained", None)
         encoders, loss_state, optimizer = (state.pop(k, None) for k in ("encoders", "loss_fn", "optimizer"))
         self.__dict__.update(state)
         self.device = "cpu"

@@ -334,6 +334,15 @@ def test_mixture_prior_keeps_unseen_blocks_at_the_population():
 from sklearn_calmrl._latent import CentreCache, impute_calibrated, local_corrections  # noqa: E402
 
 
+def _assert_kernel_average(correction, variance, d2, resid, seen_m, h, atol):
+    """A query's correction and spread are the dense kernel average of the residuals of the stored rows observing m."""
+    w = np.zeros_like(d2)
+    w[seen_m] = np.exp(-(d2[seen_m] - d2[seen_m].min()) / (2 * h))
+    w /= w.sum()
+    np.testing.assert_allclose(correction.numpy(), w @ resid, atol=atol)
+    np.testing.assert_allclose(variance.numpy(), w @ resid**2 - (w @ resid) ** 2, atol=atol)
+
+
 @pytest.mark.parametrize("h", [0.3, 1e-7])  # 1e-7: the nearest stored row often misses the block to impute
 def test_local_correction_matches_a_dense_kernel(h):
     rng = np.random.default_rng(15)
@@ -358,12 +367,7 @@ def test_local_correction_matches_a_dense_kernel(h):
             # the residual of centre j: its block m minus the model's conditional mean from its blocks O
             gain = (params.W[m].numpy() @ W.T) @ np.linalg.inv(C_oo)
             resid = filled[m] - (params.mu[m].numpy() + (xc - np.concatenate([params.mu[k].numpy() for k in seen])) @ gain.T)
-            seen_m = oc[:, m].numpy()
-            w = np.zeros_like(d2)
-            w[seen_m] = np.exp(-(d2[seen_m] - d2[seen_m].min()) / (2 * h))
-            w /= w.sum()
-            np.testing.assert_allclose(corr[m][i].numpy(), w @ resid, atol=1e-9)
-            np.testing.assert_allclose(var[m][i].numpy(), w @ resid**2 - (w @ resid) ** 2, atol=1e-9)
+            _assert_kernel_average(corr[m][i], var[m][i], d2, resid, oc[:, m].numpy(), h, atol=1e-9)
 
 
 def test_local_correction_of_a_mixture_matches_a_dense_kernel():
@@ -399,12 +403,7 @@ def test_local_correction_of_a_mixture_matches_a_dense_kernel():
         for m in [m for m in range(3) if not oq[i, m]]:
             block = slice(offsets[m], offsets[m + 1])
             resid = filled[:, block] - alone[:, block]
-            seen_m = oc[:, m].numpy()
-            w = np.zeros_like(d2)
-            w[seen_m] = np.exp(-(d2[seen_m] - d2[seen_m].min()) / (2 * h))
-            w /= w.sum()
-            np.testing.assert_allclose(corr[m][i].numpy(), w @ resid, atol=1e-8)
-            np.testing.assert_allclose(var[m][i].numpy(), w @ resid**2 - (w @ resid) ** 2, atol=1e-8)
+            _assert_kernel_average(corr[m][i], var[m][i], d2, resid, oc[:, m].numpy(), h, atol=1e-8)
 
 
 def test_local_correction_cache_changes_nothing():
