@@ -48,9 +48,7 @@ def models(mods, device):
 
     return {
         f"MultiViewPPCA (max_iter={EM_ITER})": MultiViewPPCA(mods, max_iter=EM_ITER, device=device, random_state=0),
-        f"CalMRLTransformer (linear, max_epochs={EPOCHS}, em_max_iter={EM_ITER})": CalMRLTransformer(
-            mods, encoder="linear", max_epochs=EPOCHS, em_max_iter=EM_ITER, device=device, random_state=0
-        ),
+        f"CalMRLTransformer (linear, max_epochs={EPOCHS})": CalMRLTransformer(mods, max_epochs=EPOCHS, device=device, random_state=0),
     }
 
 

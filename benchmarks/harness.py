@@ -713,7 +713,7 @@ def environment_summary():
         n_cpu = "?"
     defaults = CalMRLTransformer().get_params()
     keep = ["latent_dim", "embed_dim", "n_components", "local_bandwidth", "add_indicator", "output", "alignment",
-            "max_epochs", "batch_size", "learning_rate", "em_every", "tau_intra", "tau_inter", "noise"]
+            "max_epochs", "batch_size", "learning_rate", "noise"]
     dflt = ", ".join(f"{k}={defaults[k]!r}" for k in keep if k in defaults)
     return (f"Machine: {platform.system()} {cpu}, {n_cpu} CPUs; Python {platform.python_version()}, "
             f"scikit-learn {sklearn.__version__}, torch {torch.__version__}, numpy {np.__version__}; "

@@ -1,7 +1,7 @@
 """Compare CalMRL settings on the tuning rows only (never on the rows the benchmark reports).
 
     python benchmarks/tune.py --dataset multiple_features --setting 0.5 \\
-        --config "encoder='identity'" --config "alignment='gram'" --config "alignment='gram',pair_weight=0"
+        --config "estimator='MultiViewPPCA'" --config "alignment='gram'" --config "output='embeddings'"
 
 Each ``--config`` is a comma-separated list of CalMRLTransformer keyword arguments
 (``estimator='MultiViewPPCA'`` uses that estimator instead). ``--setting`` is a

@@ -27,7 +27,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, load_multiple_features
 from sklearn_calmrl.plotting import plot_training_curves
 
@@ -97,8 +97,8 @@ axes = plot_training_curves(default)
 plt.show()
 
 # %%
-# With ``encoder='identity'`` there is no gradient training: the curve is the
-# EM log-likelihood, which never decreases.
-identity = CalMRLTransformer(mf.modalities, encoder="identity", random_state=0).fit(X)
-axes = plot_training_curves(identity)
+# :class:`~sklearn_calmrl.MultiViewPPCA` (the closed-form model alone) has no
+# gradient training: the curve is the EM log-likelihood, which never decreases.
+closed_form = MultiViewPPCA(mf.modalities, random_state=0).fit(X)
+axes = plot_training_curves(closed_form)
 plt.show()

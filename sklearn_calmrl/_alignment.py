@@ -19,13 +19,18 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
+from sklearn.base import BaseEstimator, clone
+from sklearn.utils._param_validation import Interval
 
 from ._latent import missingness_patterns
 
 __all__ = [
+    "GRAM",
+    "PMRL",
     "GRAMLoss",
     "PMRLLoss",
     "gram_loss",
@@ -35,6 +40,7 @@ __all__ = [
     "pair_infonce",
     "pmrl_loss",
     "pmrl_terms",
+    "resolve_alignment",
 ]
 
 
@@ -463,3 +469,76 @@ def make_alignment_loss(name, **kwargs):
     if not isinstance(name, str) or name not in _LOSSES:
         raise ValueError(f"alignment must be one of {sorted(_LOSSES)}; got {name!r}.")
     return _LOSSES[name](**kwargs)
+
+
+class PMRL(BaseEstimator):
+    """The PMRL objective [design 4.1], as a value of ``CalMRLTransformer(alignment=...)``.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    ``alignment='pmrl'`` is ``PMRL()``. Its parameters are reachable through the
+    estimator's ``set_params`` (``alignment__tau_intra=0.2``) and a grid search
+    once ``alignment`` holds an instance.
+
+    Parameters
+    ----------
+    tau_intra : float, default=0.3
+        Temperature of the softmax over the singular values normalized to
+        ``[0, 1]`` (the intra-sample term).
+    tau_inter : float, default=0.1
+        Temperature of the contrastive term on the leading directions (the
+        inter-sample term).
+    pair_weight : float, default=0.0
+        Weight of a symmetric InfoNCE term over every pair of modalities
+        observed together [design 4.6].
+    """
+
+    _parameter_constraints: dict = {
+        "tau_intra": [Interval(numbers.Real, 0, None, closed="neither")],
+        "tau_inter": [Interval(numbers.Real, 0, None, closed="neither")],
+        "pair_weight": [Interval(numbers.Real, 0, None, closed="left")],
+    }
+
+    def __init__(self, *, tau_intra=0.3, tau_inter=0.1, pair_weight=0.0):
+        self.tau_intra = tau_intra
+        self.tau_inter = tau_inter
+        self.pair_weight = pair_weight
+
+    def make_loss(self):
+        """A fresh loss module of this objective."""
+        return PMRLLoss(tau_intra=self.tau_intra, tau_inter=self.tau_inter)
+
+
+class GRAM(BaseEstimator):
+    """The GRAM objective [design 4.3], as a value of ``CalMRLTransformer(alignment=...)``.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    ``alignment='gram'`` is ``GRAM()``; GRAM learns its own temperature.
+
+    Parameters
+    ----------
+    pair_weight : float, default=1.0
+        Weight of the symmetric InfoNCE term over every pair of modalities
+        observed together [design 4.6]: GRAM's volume cannot tell a vector
+        from its opposite, so it needs this partner.
+    """
+
+    _parameter_constraints: dict = {"pair_weight": [Interval(numbers.Real, 0, None, closed="left")]}
+
+    def __init__(self, *, pair_weight=1.0):
+        self.pair_weight = pair_weight
+
+    def make_loss(self):
+        """A fresh loss module of this objective."""
+        return GRAMLoss()
+
+
+ALIGNMENTS = {"pmrl": PMRL, "gram": GRAM}
+
+
+def resolve_alignment(alignment):
+    """``'pmrl'`` / ``'gram'`` as the default instance, an instance as a validated copy [design 4]."""
+    config = ALIGNMENTS[alignment]() if isinstance(alignment, str) else clone(alignment)
+    config._validate_params()
+    return config

@@ -1,13 +1,14 @@
-"""What the two estimators share: input validation, standardization, fit / partial_fit
-delegation to the trainer, chunked inference, scoring, feature names and persistence.
+"""What the two estimators share: input validation, the one preparation step of every fit, chunked inference,
+imputation, scoring, feature names and persistence.
 
-:class:`~sklearn_calmrl.CalMRLTransformer` and :class:`~sklearn_calmrl.MultiViewPPCA`
-differ only in their parameters (and so in the :class:`~sklearn_calmrl._training.TrainConfig`
-they build); everything here works for both.
+:class:`~sklearn_calmrl.MultiViewPPCA` fits a closed-form model of the standardized blocks;
+:class:`~sklearn_calmrl.CalMRLTransformer` holds such a ``MultiViewPPCA`` and trains encoders
+on top of it. Each implements the hooks this shell calls: ``_fit_prepared``,
+``_partial_fit_prepared``, ``_output_parts``, ``_inference_state``, ``_output_piece``,
+``_part_names``, ``_block_model`` and ``_scored_model``.
 """
 
 import contextlib
-import copy
 import functools
 import hashlib
 import numbers
@@ -22,8 +23,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
-from ._alignment import leading_direction
-from ._latent import NOISE_MODELS, CentreCache, local_corrections, log_likelihood, predictive_variance
+from ._closed_form import CHUNK
+from ._latent import NOISE_MODELS, log_likelihood
 from ._modalities import (
     check_fit_input,
     feature_moments,
@@ -37,7 +38,6 @@ from ._modalities import (
     warn_disconnected,
     warn_few_rows,
 )
-from ._training import CHUNK, Trainer, calibrated, encode
 from ._utils import free_threads, warn
 
 __all__ = ["MultimodalBase"]
@@ -129,32 +129,6 @@ def _chunk_key(X):
     return h.hexdigest()
 
 
-class _InferenceState(NamedTuple):
-    """What the chunks of an inference call share (:meth:`MultimodalBase._inference_state`)."""
-
-    params: object
-    block_params: object
-    centres: object  # (stored blocks, their mask) of the local correction [design 2.9], or None
-    centre_cache: object  # CentreCache of those stored rows, or None
-    weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
-    variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
-
-
-class _Chunk(NamedTuple):
-    """One chunk of inference: representations and blocks, raw and calibrated, with their posteriors."""
-
-    Z: list
-    observed: torch.Tensor
-    Zhat: list
-    post: object
-    params: object
-    B: list
-    Bhat: list
-    block_post: object
-    block_params: object
-    block_spread: object  # the local correction's spread of the blocks [design 2.9], or None
-
-
 def _n_rows(X):
     return _num_samples(X[0]) if is_list_of_blocks(X) else _num_samples(X)
 
@@ -166,8 +140,38 @@ def _output_dtype(X):
     return np.float32 if dtype == np.float32 else np.float64
 
 
+class Prepared(NamedTuple):
+    """What the one preparation step gives a fit: the checked, standardized rows that observe a modality [design 1]."""
+
+    blocks: list  # (name, column indices) per modality
+    standardization: tuple  # per-feature (mean, scale, fill) [design 1.3]
+    X: list  # standardized float64 blocks (numpy), zeros where a modality is missing
+    observed: torch.Tensor  # their mask (n_rows, k), on the device
+    n_rows: int
+    seed: object  # the fit's seed of the named random streams [design 3.5]; None for a later partial_fit chunk
+    device: str
+    key: object  # the chunk's fingerprint (partial_fit), else None
+
+
+def latent_attributes(params):
+    """The fitted attributes that describe a latent model (a mixture's gain a leading component axis) [design 2.8]."""
+    single, log_weights = params.members()
+    stack = (lambda arrays: arrays[0]) if len(single) == 1 else np.stack  # noqa: E731
+    numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
+    k = len(single[0].W)
+    return {
+        "components_": [stack([numpy(c.W[m]) for c in single]) for m in range(k)],
+        "means_": [stack([numpy(c.mu[m]) for c in single]) for m in range(k)],
+        "noise_variances_": [stack([numpy(c.psi[m]) for c in single]) for m in range(k)],
+        "noise_variance_": stack([np.array([numpy(p).mean() for p in c.psi]) for c in single]),
+        "weights_": np.exp(numpy(log_weights)),
+        "n_components_": len(single),
+        "latent_dim_": params.latent_dim,
+    }
+
+
 class MultimodalBase(TransformerMixin, BaseEstimator):
-    """Shared shell; subclasses define the parameters and :meth:`_train_config`."""
+    """Shared shell of the two estimators; subclasses add their parameters and implement the hooks."""
 
     # the parameters both estimators share; each adds its own to these
     _shared_parameter_constraints: dict = {
@@ -184,9 +188,6 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
-
-    def _train_config(self):  # pragma: no cover - abstract
-        raise NotImplementedError
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -243,32 +244,61 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                     )
         return X, blocks, observed
 
-    def _check_output(self, sizes, identity):
-        """``output`` against the blocks' ``sizes`` (fit, partial_fit, fit_dask and every transform)."""
-        if identity and self.output in ("anchor", "mean") and len(set(sizes)) > 1:
-            raise ValueError(
-                f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
-                f"raw blocks (sizes {list(sizes)}); use output='concat' or 'latent'."
+    def _check_parameters(self, blocks):
+        """Checks that the parameter constraints cannot express (against the resolved ``blocks``), and the
+        deprecations of design 7.2 (FutureWarning)."""
+        if self.noise == "shared":
+            warn("noise='shared' is deprecated and will be removed in 0.3: use 'isotropic' (one variance per modality).", FutureWarning)
+
+    def _checked_standardization(self, blocks, patterns, n_rows, moments, where):
+        """The checks of the rows a fit sees and the standardization they give [design 1.2, 1.3]: shared by ``fit``,
+        the first ``partial_fit`` and :func:`~sklearn_calmrl.distributed.fit_dask` (which passes the distinct
+        missingness ``patterns`` of its chunks)."""
+        check_fit_input(blocks, patterns, n_rows, moments.count, where, getattr(self, "feature_names_in_", None))
+        self._check_parameters(blocks)
+        warn_disconnected(patterns, [name for name, _ in blocks])
+        return statistics_from_moments(moments, self.standardize)  # [design 1.3]
+
+    def _prepare(self, X, *, first, caller):
+        """The one preparation step of ``fit`` and ``partial_fit`` [design 1]: validation, the rows that observe
+        nothing (one warning), and on a first fit the checks, the standardization and the seed."""
+        X, blocks, observed = self._validate_input(X, reset=first)
+        keep = observed.any(axis=1)
+        if first and not keep.any():
+            raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
+        if not keep.all():
+            warn(f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); {caller} ignores them.")
+        seed = None
+        if first:
+            where = (
+                "fit (all {n} rows are NaN across its block)"
+                if caller == "fit"
+                else "the first chunk passed to partial_fit: the first chunk sets the standardization and the encoder "
+                "initialisation, so it must observe every modality"
             )
-
-    def _output_parts(self):
-        """The parts of the output, in column order: the one definition that :meth:`transform`,
-        :meth:`get_feature_names_out` and :func:`~sklearn_calmrl.distributed.transform_dask` read [design 5].
-
-        ``'blocks'`` are the calibrated standardized blocks, ``'embeddings'`` the calibrated representations
-        (the blocks themselves for ``encoder='identity'``), ``'latent'``, ``'anchor'`` and ``'mean'`` as
-        ``output`` says, ``'indicator'`` the observed-modality columns.
-        """
-        check_is_fitted(self)
-        deep = self._trainer_.deep
-        self._check_output([len(i) for i in self.modalities_.values()], identity=not deep)
-        if self.output == "concat":
-            parts = ["embeddings", "blocks"] if deep else ["blocks"]
-        elif self.output == "embeddings":
-            parts = ["embeddings"] if deep else ["blocks"]
+            standardization = self._checked_standardization(blocks, observed[keep], int(keep.sum()), feature_moments(X, blocks, observed), where)
+            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         else:
-            parts = [self.output]
-        return parts + (["indicator"] if self.add_indicator else [])
+            standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
+        device = resolve_device(self.device) if first else self.device_
+        Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
+        key = _chunk_key(X) if caller == "partial_fit" else None
+        return Prepared(blocks, standardization, Xs, torch.as_tensor(observed[keep], device=device), int(keep.sum()), seed, device, key)
+
+    def _set_input_state(self, prep):
+        """The fitted attributes of the input: blocks, standardization, device."""
+        self.modalities_ = {name: idx.tolist() for name, idx in prep.blocks}
+        self.feature_mean_, self.feature_scale_, self._feature_fill_ = prep.standardization
+        self.device_ = prep.device
+
+    def _set_model_state(self, model, n_iter, loglik_curve, n_rows):
+        """The fitted attributes of a fitted latent model, its variance explained and the counts."""
+        vars(self).update(latent_attributes(model.params))
+        self.n_iter_, self.loglik_curve_, self.n_samples_seen_ = n_iter, list(loglik_curve), n_rows
+
+    def _warn_few_rows(self, counts, blocks):
+        """Warn about modalities observed in no more training rows than ``latent_dim_`` [design 2.4]."""
+        warn_few_rows(counts, [name for name, _ in blocks], self.latent_dim_)
 
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
@@ -292,30 +322,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         for name in _fitted_names(self):  # a refit leaves exactly the attributes of a fresh fit (restored on error)
             delattr(self, name)
-        cfg = self._train_config()
-        X, blocks, observed = self._validate_input(X, reset=True)
-        empty = ~observed.any(axis=1)
-        if empty.all():
-            raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
-        if empty.any():
-            warn(
-                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality (every block is NaN); fit ignores them."
-            )
-        keep = ~empty
-        moments = feature_moments(X, blocks, observed)
-        check_fit_input(blocks, observed[keep], int(keep.sum()), moments.count, "fit (all {n} rows are NaN across its block)", getattr(self, "feature_names_in_", None))
-        self._check_output([len(i) for _, i in blocks], cfg.encoder == "identity")
-        warn_disconnected(observed[keep], [name for name, _ in blocks])
-
-        standardization = statistics_from_moments(moments, self.standardize)  # [design 1.3]
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-        trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
-        Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
-        obs = torch.as_tensor(observed[keep], device=trainer.device)
-        trainer.fit(Xs, obs)
-        warn_few_rows(observed[keep].sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
-
-        self._set_fitted(blocks, standardization, trainer, n_rows=int(keep.sum()))
+        prep = self._prepare(X, first=True, caller="fit")
+        self._fit_prepared(prep)
+        self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self
 
     @_all_or_nothing
@@ -359,145 +368,26 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         self : object
             The updated estimator.
         """
-        first = not hasattr(self, "_trainer_")
-        X, blocks, observed = self._validate_input(X, reset=first)
-        keep = observed.any(axis=1)
-        if first:
-            if not keep.any():
-                raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
-            moments = feature_moments(X, blocks, observed)
-            check_fit_input(
-                blocks,
-                observed[keep],
-                int(keep.sum()),
-                moments.count,
-                "the first chunk passed to partial_fit: the first chunk sets the standardization and the encoder "
-                "initialisation, so it must observe every modality",
-                getattr(self, "feature_names_in_", None),
-            )
-            cfg = self._train_config()
-            self._check_output([len(i) for _, i in blocks], cfg.encoder == "identity")
-            standardization = statistics_from_moments(moments, self.standardize)
-            seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-            trainer = Trainer(cfg, device=resolve_device(self.device), seed=seed)
-        else:
-            standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
-            trainer = self._trainer_.clone()
-        if not keep.all():
-            warn(
-                f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); partial_fit ignores them."
-            )
-        if not keep.any():
-            return self
-        Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
-        obs = torch.as_tensor(observed[keep], device=trainer.device)
-        if not trainer.partial_fit(Xs, obs, _chunk_key(X)):
-            return self  # the chunk diverged: the model is left as it was
-        if first:
-            warn_few_rows(observed[keep].sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
-        seen = self.n_samples_seen_ if trainer.history.n_iter > 1 else 0  # a fresh incremental run counts from 0
-        self._set_fitted(blocks, standardization, trainer, n_rows=seen + int(keep.sum()))
+        first = not hasattr(self, "modalities_")
+        prep = self._prepare(X, first=first, caller="partial_fit")
+        if prep.n_rows and self._partial_fit_prepared(prep) and first:
+            self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self
-
-    def _set_fitted(self, blocks, standardization, trainer, n_rows):
-        """Every fitted attribute, from the trainer's final state."""
-        self.modalities_ = {name: idx.tolist() for name, idx in blocks}
-        self.feature_mean_, self.feature_scale_, self._feature_fill_ = standardization
-        self.device_ = trainer.device
-        self._trainer_ = trainer
-        params = trainer.params
-        # a mixture's parameters gain a leading component axis [design 2.8]
-        single, log_weights = params.members()
-        stack = (lambda arrays: arrays[0]) if len(single) == 1 else np.stack  # noqa: E731
-        numpy = lambda t: t.detach().cpu().numpy()  # noqa: E731
-        self.components_ = [stack([numpy(c.W[m]) for c in single]) for m in range(len(blocks))]
-        self.means_ = [stack([numpy(c.mu[m]) for c in single]) for m in range(len(blocks))]
-        self.noise_variances_ = [stack([numpy(c.psi[m]) for c in single]) for m in range(len(blocks))]
-        self.noise_variance_ = stack([np.array([numpy(p).mean() for p in c.psi]) for c in single])
-        self.weights_ = np.exp(numpy(log_weights))
-        self.n_components_ = len(single)
-        self.latent_dim_ = trainer.latent_dim
-        self.n_iter_ = trainer.history.n_iter
-        self.loglik_curve_ = list(trainer.history.loglik_curve)
-        self.n_samples_seen_ = n_rows
-        if trainer.variance_explained is not None:  # [design 2.12]
-            self.variance_explained_ = trainer.variance_explained[0].numpy()
-            self.variance_explained_total_ = trainer.variance_explained[1].numpy()
 
     # ------------------------------------------------------------------ inference
     def _inference_input(self, X):
-        """Validate ``X`` against the fitted model; warn about rows that observe nothing."""
+        """Validate ``X`` against the fitted model. Rows that observe nothing get the prior, without a warning: a fit
+        warns once about its own such rows, and a pipeline transforms the same rows again."""
         check_is_fitted(self)
-        X, blocks, observed = self._validate_input(X, reset=False)
-        empty = ~observed.any(axis=1)
-        if empty.any():
-            warn(
-                f"{int(empty.sum())} of {X.shape[0]} rows observe no modality; they get the prior "
-                "(latent mean 0 and the model's mean representations)."
-            )
-        return X, blocks, observed
+        return self._validate_input(X, reset=False)
 
-    def _inference_state(self, blocks_used=True):
-        """The float64 parameters, stored rows and cross-fitted weights every inference chunk reads, with the local
-        correction's cache of the stored rows' terms: prepared once per call (once for all chunks of
-        :func:`~sklearn_calmrl.distributed.transform_dask`)."""
-        trainer, device = self._trainer_, self.device_
-        centres = None
-        if trainer.centres is not None and blocks_used:
-            centres = ([x.to(device=device, dtype=torch.float64) for x in trainer.centres[0]], trainer.centres[1].to(device))
-        float64 = lambda tensors: None if tensors is None else [a.to(device=device, dtype=torch.float64) for a in tensors]  # noqa: E731
-        return _InferenceState(
-            params=trainer.params.to(dtype=torch.float64, device=device),
-            block_params=trainer.block_params.to(dtype=torch.float64, device=device),
-            centres=centres,
-            centre_cache=CentreCache() if centres is not None else None,
-            weights=float64(trainer.imputation_weights),
-            variance_scales=float64(trainer.variance_scales),
-        )
-
-    def _chunks(self, X, blocks, observed, *, blocks_used=True, spread_used=False, state=None):
-        """Yield a :class:`_Chunk` per ``CHUNK`` rows, float64, no gradients.
-
-        ``Z``/``Zhat`` are the (calibrated) representations of the latent model
-        ``params``; ``Bhat`` the calibrated standardized blocks of the closed-form
-        model of the blocks (the same as ``Zhat`` for ``encoder='identity'``),
-        with the local correction unless ``blocks_used`` is False (the caller
-        reads neither ``Bhat`` nor the blocks' spread), and its spread only when
-        ``spread_used`` (``block_spread`` is None otherwise). ``X`` is validated
-        (:meth:`_inference_input`). Standardization, encoding and the E-step all
-        happen chunk by chunk, so the working set beyond the input and the
-        output is a few chunks, plus the local correction's terms of the stored
-        rows: about ``3 n_c D`` numbers for all patterns (``n_c <= 4096`` rows,
-        ``D`` features) and the per-pattern terms kept, 256 MB at most in all
-        (:class:`~sklearn_calmrl._latent.CentreCache`).
-        """
-        trainer = self._trainer_
-        state = self._inference_state(blocks_used) if state is None else state
-        params, block_params, weights, centre_cache = state.params, state.block_params, state.weights, state.centre_cache
-        centres = state.centres if blocks_used else None
-        # a float64 copy per call: batch-size-independent rows, and threads never share a module
-        encoders = copy.deepcopy(trainer.encoders).to(device=self.device_, dtype=torch.float64) if trainer.deep else None
+    def _standardized_chunks(self, X, blocks, observed):
+        """``(observed, blocks)`` per ``CHUNK`` rows: the mask and the standardized float64 blocks on the device, so
+        that the working set beyond the input and the output is a few chunks."""
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
-        with torch.no_grad():
-            for s in range(0, X.shape[0], CHUNK):
-                obs = torch.as_tensor(observed[s : s + CHUNK], device=self.device_)
-                Xs = standardized_blocks(X[s : s + CHUNK], blocks, observed[s : s + CHUNK], *standardization)
-                B = [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
-                Bhat, block_post = calibrated(B, obs, block_params)  # [design 2.3] on the blocks
-                spread = None
-                if centres is not None:  # the stored rows' residuals [design 2.9]
-                    correction, spread = local_corrections(
-                        B, obs, block_params, *centres, trainer.cfg.local_bandwidth, cache=centre_cache, return_variance=spread_used
-                    )
-                    Bhat = [b + c for b, c in zip(Bhat, correction)]
-                if weights is not None:  # imputed entries shrunk by the cross-fitted weights [design 2.11]
-                    Bhat = [torch.where(obs[:, m, None], b, b * a) for m, (b, a) in enumerate(zip(Bhat, weights))]
-                if encoders is None:
-                    yield _Chunk(B, obs, Bhat, block_post, block_params, B, Bhat, block_post, block_params, spread)
-                    continue
-                Z = encode(encoders, B, obs)
-                Zhat, post = calibrated(Z, obs, params, max_norm=1.0)  # [design 2.3] on the representations
-                yield _Chunk(Z, obs, Zhat, post, params, B, Bhat, block_post, block_params, spread)
+        for s in range(0, X.shape[0], CHUNK):
+            Xs = standardized_blocks(X[s : s + CHUNK], blocks, observed[s : s + CHUNK], *standardization)
+            yield torch.as_tensor(observed[s : s + CHUNK], device=self.device_), [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
 
     def transform(self, X):
         """Representation of every sample, as chosen by ``output``.
@@ -520,81 +410,43 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
     def _transform(self, X, state=None):
         """:meth:`transform`, with the inference state prepared by the caller (``None``: afresh)."""
         dtype = _output_dtype(X)
-        result, start = None, 0
         parts = self._output_parts()
-        # the blocks (with their local correction) are read by 'blocks', and by every part of the representations
-        # of encoder='identity', which are the blocks
-        blocks_used = "blocks" in parts or (not self._trainer_.deep and self.output != "latent")
-        for chunk in self._chunks(*self._inference_input(X), blocks_used=blocks_used, state=state):
-            Zhat = chunk.Zhat
-            pieces = {
-                "latent": lambda: chunk.post.mean,
-                "embeddings": lambda: torch.cat(Zhat, dim=1),
-                "blocks": lambda: torch.cat(chunk.Bhat, dim=1),
-                "mean": lambda: torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1),
-                "anchor": lambda: leading_direction(torch.stack(Zhat, dim=1), eps=0.0)[0],
-                "indicator": lambda: chunk.observed.to(torch.float64),  # which modalities the row observes
-            }
-            out = torch.cat([pieces[p]() for p in parts], dim=1)
-            if result is None:  # written chunk by chunk into one preallocated output
-                result = np.empty((_n_rows(X), out.shape[1]), dtype=dtype)
-            result[start : start + out.shape[0]] = out.cpu().numpy()
-            start += out.shape[0]
+        state = self._inference_state(parts) if state is None else state
+        result, start = None, 0
+        with torch.no_grad():
+            for observed, B in self._standardized_chunks(*self._inference_input(X)):
+                done = {}  # what several parts of this chunk share
+                out = torch.cat([observed.to(torch.float64) if p == "indicator" else self._output_piece(p, B, observed, state, done) for p in parts], dim=1)
+                if result is None:  # written chunk by chunk into one preallocated output
+                    result = np.empty((_n_rows(X), out.shape[1]), dtype=dtype)
+                result[start : start + out.shape[0]] = out.cpu().numpy()
+                start += out.shape[0]
         return result
 
-    @_threaded
-    def impute_representations(self, X, *, return_variance=False):
-        """Per-modality representations with missing modalities imputed [design 2.3].
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features), or list of arrays
-        return_variance : bool, default=False
-            Also return the diagonal of the predictive covariance
-            ``W_m V_O W_m^T + s_m^2 I`` (0 for observed modalities).
-
-        Returns
-        -------
-        representations : dict
-            ``{modality name: ndarray (n_samples, representation_dim)}``.
-        variances : dict
-            Same layout; only when ``return_variance``.
-        """
-        reps, variances = self._imputed(*self._inference_input(X), return_variance)
-        return (reps, variances) if return_variance else reps
-
-    def _imputed(self, X, blocks, observed, return_variance, *, level="representations"):
-        """Calibrated representations, or (``level='blocks'``) standardized blocks, of validated ``X`` by modality,
-        with their predictive variances (0 where observed)."""
+    def _completed_blocks(self, X, blocks, observed, model):
+        """Standardized blocks of validated ``X`` completed by the closed-form ``model`` [design 2.3, 2.9, 2.11], and
+        their predictive variances (0 where observed), as per-modality arrays."""
+        state = model.completion(self.device_)
         reps, variances = [], []
-        blocks_level = level == "blocks" or not self._trainer_.deep  # identity: the representations are the blocks
-        state = self._inference_state(blocks_level)
-        for chunk in self._chunks(X, blocks, observed, blocks_used=blocks_level, spread_used=blocks_level and return_variance, state=state):
-            Zhat, post, params = (chunk.Bhat, chunk.block_post, chunk.block_params) if blocks_level else (chunk.Zhat, chunk.post, chunk.params)
-            reps.append([z.cpu().numpy() for z in Zhat])
-            if return_variance:
-                var = predictive_variance(post, params)
-                if blocks_level and chunk.block_spread is not None:  # h (W V W^T + Psi) plus the neighbours' spread [design 2.9]
-                    var = [self._trainer_.cfg.local_bandwidth * v + s for v, s in zip(var, chunk.block_spread)]
-                if blocks_level and state.variance_scales is not None:  # matched to held-out errors [design 2.11]
-                    var = [v * c for v, c in zip(var, state.variance_scales)]
-                variances.append([torch.where(chunk.observed[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)])
-        names = list(self.modalities_)
-        stack = lambda parts: {name: np.concatenate([p[m] for p in parts]) for m, name in enumerate(names)}  # noqa: E731
-        return stack(reps), (stack(variances) if return_variance else None)
+        with torch.no_grad():
+            for obs, B in self._standardized_chunks(X, blocks, observed):
+                Bhat, _, var = model.complete(B, obs, state, return_variance=True)
+                reps.append([b.cpu().numpy() for b in Bhat])
+                variances.append([v.cpu().numpy() for v in var])
+        return [np.concatenate([r[m] for r in reps]) for m in range(len(blocks))], [np.concatenate([v[m] for v in variances]) for m in range(len(blocks))]
 
     @_threaded
     def impute(self, X, *, return_std=False):
         """``X`` with its missing blocks filled in, in the caller's units [design 2.3].
 
         Each missing block gets its conditional mean given the sample's observed
-        blocks under the closed-form model (``W_m E[b | observed] + mu_m``,
-        un-standardized); observed values are returned as they are, and NaNs
-        inside an observed block get the feature's training mean (as in
-        :meth:`transform`). The model is the closed-form model of the
-        standardized blocks: the whole model of :class:`MultiViewPPCA` and of
-        ``encoder='identity'``, the encoders' start for torch encoders
-        (:meth:`impute_representations` imputes their representations).
+        blocks under the closed-form model of the standardized blocks (``W_m
+        E[b | observed] + mu_m``, with the local correction and the
+        cross-fitted weights, un-standardized); observed values are returned as
+        they are, and NaNs inside an observed block get the feature's training
+        mean (as in :meth:`transform`). The model is :class:`MultiViewPPCA`'s
+        whole model, and the ``block_model_`` of :class:`CalMRLTransformer`
+        (``impute_representations`` imputes its representations).
 
         Parameters
         ----------
@@ -619,14 +471,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             Only when ``return_std``; the same container.
         """
         X_checked, blocks, observed = self._inference_input(X)
-        reps, variances = self._imputed(X_checked, blocks, observed, return_variance=True, level="blocks")
+        reps, variances = self._completed_blocks(X_checked, blocks, observed, self._block_model())
         filled = np.array(X_checked, dtype=np.float64)
         std = np.zeros_like(filled)
         for m, (name, idx) in enumerate(blocks):
             rows = ~observed[:, m]
             scale = self.feature_scale_[idx]
-            filled[np.ix_(rows, idx)] = reps[name][rows] * scale + self.feature_mean_[idx]  # un-standardized W_m m_i + mu_m
-            std[np.ix_(rows, idx)] = np.sqrt(variances[name][rows]) * scale
+            filled[np.ix_(rows, idx)] = reps[m][rows] * scale + self.feature_mean_[idx]  # un-standardized W_m m_i + mu_m
+            std[np.ix_(rows, idx)] = np.sqrt(variances[m][rows]) * scale
             block = filled[:, idx]
             partial = np.isnan(block)
             block[partial] = np.broadcast_to(self._feature_fill_[idx], block.shape)[partial]
@@ -649,7 +501,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
 
     @_threaded
     def score_samples(self, X):
-        """Observed-data log-likelihood of each sample's representations under the latent model [design 2.5].
+        """Observed-data log-likelihood of each sample under the latent model [design 2.5]: of its standardized
+        blocks (:class:`MultiViewPPCA`) or of its representations (:class:`CalMRLTransformer`).
 
         Parameters
         ----------
@@ -659,11 +512,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_samples,)
         """
-        chunks = self._chunks(*self._inference_input(X), blocks_used=False)
-        return np.concatenate([log_likelihood(c.Z, c.observed, c.params, c.post).cpu().numpy() for c in chunks])
+        X, blocks, observed = self._inference_input(X)
+        params, represent = self._scored_model()
+        with torch.no_grad():
+            return np.concatenate([log_likelihood(represent(B, obs), obs, params).cpu().numpy() for obs, B in self._standardized_chunks(X, blocks, observed)])
 
     def score(self, X, y=None):
-        """Mean observed-data log-likelihood of the samples' representations [design 2.5].
+        """Mean observed-data log-likelihood of the samples [design 2.5].
 
         Parameters
         ----------
@@ -683,7 +538,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         The calibrated blocks keep the input's feature names (``x0, x1, ...``
         without them), modality by modality; representations are
         ``<modality>_emb<j>``; ``latent<j>``, ``anchor<j>`` and ``mean<j>`` for
-        the other outputs.
+        the other outputs; ``observed_<modality>`` for the indicators.
 
         Parameters
         ----------
@@ -696,16 +551,15 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         parts = self._output_parts()
         inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
-        names = {
-            "blocks": lambda: [inputs[j] for idx in self.modalities_.values() for j in idx],  # the calibrated blocks
-            "embeddings": lambda: [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])],
-            "latent": lambda: [f"latent{j}" for j in range(self.latent_dim_ * self.n_components_)],
-            "anchor": lambda: [f"anchor{j}" for j in range(self.components_[0].shape[-2])],
-            "mean": lambda: [f"mean{j}" for j in range(self.components_[0].shape[-2])],
-            "indicator": lambda: [f"observed_{name}" for name in self.modalities_],
-        }
-        names = [n for p in parts for n in names[p]()]
-        return np.asarray(names, dtype=object)
+        return np.asarray([n for p in parts for n in self._part_names(p, inputs)], dtype=object)
+
+    def _part_names(self, part, inputs):
+        """Output column names of the parts both estimators have."""
+        if part == "blocks":  # the calibrated blocks
+            return [inputs[j] for idx in self.modalities_.values() for j in idx]
+        if part == "latent":
+            return [f"latent{j}" for j in range(self.latent_dim_ * self.n_components_)]
+        return [f"observed_{name}" for name in self.modalities_]  # "indicator"
 
     # ------------------------------------------------------------------ persistence
     def __setstate__(self, state):
@@ -713,4 +567,4 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         super().__setstate__(state)
         if "device_" in state:
             self.device_ = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-            self._trainer_.to(self.device_)
+            self._to_device(self.device_)

@@ -1,16 +1,29 @@
 """The scikit-learn estimator :class:`CalMRLTransformer`: parameters, their checks and the fitted attributes.
 
-Fitting, inference and persistence live in :mod:`sklearn_calmrl._base`; the loop in
+What both estimators share (validation, the preparation of every fit, chunked
+inference, imputation, persistence) lives in :mod:`sklearn_calmrl._base`; the
+closed-form model of the blocks is a :class:`~sklearn_calmrl.MultiViewPPCA`
+(:mod:`sklearn_calmrl._ppca`); the training loop of the encoders is in
 :mod:`sklearn_calmrl._training`. Equation references ``[design x.y]`` point into
 ``doc/design.rst``.
 """
 
+import copy
 import numbers
+from typing import NamedTuple
 
+import numpy as np
+import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
-from ._base import MultimodalBase
-from ._training import TrainConfig
+from ._alignment import ALIGNMENTS, leading_direction, resolve_alignment
+from ._base import MultimodalBase, _threaded
+from ._closed_form import random_stream
+from ._latent import calibrated, posterior, predictive_variance
+from ._ppca import MultiViewPPCA
+from ._training import Trainer, encode
+from ._utils import warn
 
 __all__ = ["CalMRLTransformer"]
 
@@ -28,8 +41,12 @@ class CalMRLTransformer(MultimodalBase):
     closed-form step (E/M) with gradient steps of an alignment loss (PMRL or GRAM)
     on observed plus imputed representations [design 3].
 
-    For the closed-form model alone (no encoders, fewer parameters) see
-    :class:`MultiViewPPCA`; ``encoder='identity'`` here fits the same model.
+    The closed-form model of the blocks is a fitted :class:`MultiViewPPCA`
+    (``block_model_``, with this estimator's ``modalities``, ``latent_dim``,
+    ``n_components``, ``local_bandwidth``, ``noise``, ``standardize``,
+    ``partial_nan``, ``device``, ``n_jobs``, ``random_state`` and ``verbose``):
+    the encoders start from it, the output's calibrated blocks and
+    :meth:`impute` come from it. For that model alone use :class:`MultiViewPPCA`.
 
     Parameters
     ----------
@@ -39,17 +56,14 @@ class CalMRLTransformer(MultimodalBase):
         DataFrames) column-name lists, or a dict ``{name: columns}``. ``None``
         means one block of all columns. A list of per-modality arrays passed to
         ``fit`` sets the blocks itself (leave ``modalities=None``).
-    encoder : {'linear', 'mlp', 'identity'}, default='linear'
-        Per-modality encoder. Both torch encoders start from the closed-form
-        model of the blocks: encoder m's outputs start as the posterior-mean map
-        ``x^m -> E[b | x^m]``, so all modalities start in one coordinate system
-        [design 7.1] (the MLP adds a zero-initialised residual branch).
-        ``'identity'`` trains no network: the closed-form model of the
-        standardized blocks alone, as :class:`MultiViewPPCA`; then only
-        ``latent_dim``, ``n_components``, ``local_bandwidth``,
-        ``add_indicator``, ``noise``, ``output``, ``standardize``,
-        ``partial_nan``, ``em_max_iter``, ``em_tol``, ``device``, ``n_jobs``,
-        ``random_state`` and ``verbose`` are used.
+    encoder : {'linear', 'mlp'}, default='linear'
+        Per-modality encoder. Both start from the closed-form model of the
+        blocks (``block_model_``): encoder m's outputs start as the
+        posterior-mean map ``x^m -> E[b | x^m]``, so all modalities start in
+        one coordinate system [design 7.1] (the MLP adds a zero-initialised
+        residual branch). ``'identity'`` (no encoder: the closed-form model
+        alone) is deprecated since 0.2 and will be removed in 0.3: use
+        :class:`MultiViewPPCA`, which is that model.
     latent_dim : int or 'auto', default='auto'
         Dimension ``q`` of the shared latent ``b``. A block may be narrower.
         ``'auto'``: ``clip(n_linking // 8, 4, 32)``, below the total width, where
@@ -82,23 +96,30 @@ class CalMRLTransformer(MultimodalBase):
         axes (modality-private directions); smaller values are an error.
     hidden_layer_sizes : tuple of int, default=(128,)
         Hidden widths of the residual branch. Only used when ``encoder='mlp'``.
-    alignment : {'pmrl', 'gram'}, default='pmrl'
-        Alignment objective on the calibrated representations [design 4].
+    alignment : {'pmrl', 'gram'}, PMRL or GRAM instance, default='pmrl'
+        Alignment objective on the calibrated representations [design 4]:
+        ``'pmrl'`` is :class:`PMRL` ``()``, ``'gram'`` is :class:`GRAM` ``()``.
+        An instance sets the objective's own parameters (PMRL's temperatures,
+        the weight of the pairwise InfoNCE term), reachable through
+        ``set_params(alignment__tau_intra=...)`` and grid searches.
     calibrate : bool, default=True
         Align observed plus imputed representations (CalMRL). False aligns the
         observed modalities only (the paper's uncalibrated ablation).
-    output : {'concat', 'embeddings', 'latent', 'anchor', 'mean'}, default='concat'
+    output : {'concat', 'embeddings', 'latent'}, default='concat'
         What :meth:`transform` returns [design 5]. ``'concat'``: the ``k``
-        calibrated representations side by side, then (torch encoders) the
-        calibrated standardized blocks of the closed-form model, which keep the
-        modality-specific detail a downstream model may need. ``'embeddings'``:
-        the calibrated representations only. ``'latent'``: the latent posterior
-        mean (``latent_dim`` columns). ``'anchor'``: the leading left singular
-        vector of the calibrated representations. ``'mean'``: their normalized
-        mean.
-    noise : {'isotropic', 'diagonal', 'shared'}, default='isotropic'
-        Noise model of the latent models: ``s_m^2 I`` per modality, a diagonal
-        per modality (factor analysis), or one ``s^2`` for all [design 2.4].
+        calibrated representations side by side, then the calibrated
+        standardized blocks of ``block_model_``, which keep the
+        modality-specific detail a downstream model may need.
+        ``'embeddings'``: the calibrated representations only. ``'latent'``:
+        the latent posterior mean of the model of the representations
+        (``latent_dim`` columns). ``'anchor'`` and ``'mean'`` (the leading
+        left singular vector and the normalized mean of the calibrated
+        representations) are deprecated since 0.2 and will be removed in 0.3;
+        :func:`~sklearn_calmrl.diagnostics.anchor_shift` computes the anchor.
+    noise : {'isotropic', 'diagonal'}, default='isotropic'
+        Noise model of the latent models: ``s_m^2 I`` per modality or a
+        diagonal per modality (factor analysis) [design 2.4]. ``'shared'``
+        (one ``s^2`` for all) is deprecated since 0.2 and will be removed in 0.3.
     max_epochs : int, default=30
         Number of training epochs (the maximum with ``early_stopping``).
     batch_size : int, default=128
@@ -107,27 +128,6 @@ class CalMRLTransformer(MultimodalBase):
         Adam learning rate of the encoders, at most 1e30 (larger steps overflow
         float32). A step that makes a weight non-finite stops training with a
         RuntimeWarning and keeps the last completed epoch.
-    pair_weight : float or None, default=None
-        Weight of a symmetric InfoNCE term over every pair of modalities observed
-        together [design 4.6] (the tabular stand-in for the paper's matching
-        loss). None means 0 with ``alignment='pmrl'`` and 1 with ``'gram'``,
-        whose volume cannot tell a vector from its opposite.
-    tau_intra, tau_inter : float, default=0.3, 0.1
-        PMRL temperatures of the singular-value term (on singular values
-        normalized to ``[0, 1]``) and of the inter-sample term. Only used when
-        ``alignment='pmrl'`` (GRAM learns its own temperature).
-    em_every : int, default=2
-        Re-encode every row and refresh the latent model of the representations
-        with 3 EM iterations every ``em_every`` epochs (every second epoch
-        halves the closed-form time and changed no accuracy or retrieval on the
-        tuning rows). 0 uses streaming EM instead: one M-step per epoch from the
-        sufficient statistics summed over that epoch's mini-batches (no
-        re-encoding, for large data) [design 3.1].
-    em_max_iter : int, default=200
-        Maximum EM steps of the closed-form fit of the blocks (the first model
-        of the representations takes at most 20: the encoders move right after).
-    em_tol : float, default=1e-3
-        EM stops when the mean per-sample log-likelihood gains less than this.
     standardize : bool, default=True
         Standardize every feature on the training rows that observe it.
     partial_nan : {'mean', 'raise'}, default='mean'
@@ -142,11 +142,8 @@ class CalMRLTransformer(MultimodalBase):
     validation_fraction : float, default=0.1
         Share of rows held out. Only used when ``early_stopping=True``.
     n_iter_no_change : int, default=10
-        Epochs without an improvement of the validation score by at least
-        ``tol`` before training stops. Only used when ``early_stopping=True``.
-    tol : float, default=1e-4
-        Minimum improvement of the validation score that counts. Only used
-        when ``early_stopping=True``.
+        Epochs without an improvement of the validation score before training
+        stops. Only used when ``early_stopping=True``.
     device : {'auto', 'cpu', 'cuda'}, default='auto'
         Where torch computes; 'auto' uses CUDA when available.
     n_jobs : int, default=None
@@ -172,6 +169,9 @@ class CalMRLTransformer(MultimodalBase):
 
     Attributes
     ----------
+    block_model_ : MultiViewPPCA
+        The fitted closed-form model of the standardized blocks (the encoders'
+        start, the blocks of ``output='concat'``, :meth:`impute`).
     modalities_ : dict
         Resolved blocks, ``{name: column indices}``.
     feature_mean_ : ndarray of shape (n_features,)
@@ -204,17 +204,16 @@ class CalMRLTransformer(MultimodalBase):
         Number of components (resolved when ``n_components='auto'``).
     latent_dim_ : int
         Latent dimension (resolved when ``latent_dim='auto'``).
-    encoders_ : torch.nn.ModuleList or None
-        The fitted encoders (None for ``encoder='identity'``).
+    encoders_ : torch.nn.ModuleList
+        The fitted encoders.
     n_iter_ : int
-        Training epochs run by ``fit`` (EM steps for ``encoder='identity'``);
-        ``partial_fit`` calls since the first one.
+        Training epochs run by ``fit``; ``partial_fit`` calls since the first one.
     loss_curve_ : list of float
         Mean alignment loss per epoch (per ``partial_fit`` call); empty for
         ``encoder='identity'``.
     loss_terms_curve_ : dict of str to list of float
         The same, term by term: ``'intra'`` and ``'inter'`` (PMRL) or ``'gram'``,
-        and ``'pair'`` when ``pair_weight > 0``.
+        and ``'pair'`` when the objective's ``pair_weight > 0``.
     validation_scores_ : list of float
         Cross-modal Recall@1 of the held-out rows after every epoch (higher is
         better) when ``early_stopping``, else empty.
@@ -225,7 +224,7 @@ class CalMRLTransformer(MultimodalBase):
     fit_time_em_ : float
         Seconds spent in the closed-form steps (EM) of the fit.
     fit_time_gradient_ : float
-        Seconds spent in gradient steps (0 for ``encoder='identity'``).
+        Seconds spent in gradient steps.
     n_samples_seen_ : int
         Rows that observe at least one modality, in ``fit`` or summed over the
         ``partial_fit`` calls.
@@ -238,7 +237,8 @@ class CalMRLTransformer(MultimodalBase):
 
     See Also
     --------
-    MultiViewPPCA : The closed-form latent model alone (``encoder='identity'``).
+    MultiViewPPCA : The closed-form latent model alone (``block_model_``).
+    PMRL, GRAM : The alignment objectives and their parameters.
 
     Examples
     --------
@@ -246,9 +246,9 @@ class CalMRLTransformer(MultimodalBase):
     >>> from sklearn_calmrl.datasets import load_multiple_features, ampute_modalities
     >>> data = load_multiple_features()
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
-    >>> est = CalMRLTransformer(data.modalities, encoder="identity", latent_dim=8, random_state=0)
+    >>> est = CalMRLTransformer(data.modalities, latent_dim=8, max_epochs=2, random_state=0)
     >>> est.fit_transform(X).shape
-    (2000, 649)
+    (2000, 697)
     """
 
     _parameter_constraints: dict = {
@@ -256,22 +256,15 @@ class CalMRLTransformer(MultimodalBase):
         "encoder": [StrOptions({"linear", "mlp", "identity"})],
         "embed_dim": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_layer_sizes": [tuple, list],
-        "alignment": [StrOptions({"pmrl", "gram"})],
+        "alignment": [StrOptions(set(ALIGNMENTS)), *ALIGNMENTS.values()],
         "calibrate": ["boolean"],
         "output": [StrOptions({"concat", "embeddings", "latent", "anchor", "mean"})],
         "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, 1e30, closed="right")],
-        "pair_weight": [None, Interval(numbers.Real, 0, None, closed="left")],
-        "tau_intra": [Interval(numbers.Real, 0, None, closed="neither")],
-        "tau_inter": [Interval(numbers.Real, 0, None, closed="neither")],
-        "em_every": [Interval(numbers.Integral, 0, None, closed="left")],
-        "em_max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
-        "em_tol": [Interval(numbers.Real, 0, None, closed="left")],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
-        "tol": [Interval(numbers.Real, 0, None, closed="left")],
     }
 
     def __init__(
@@ -292,18 +285,11 @@ class CalMRLTransformer(MultimodalBase):
         max_epochs=30,
         batch_size=128,
         learning_rate=3e-3,
-        pair_weight=None,
-        tau_intra=0.3,
-        tau_inter=0.1,
-        em_every=2,
-        em_max_iter=200,
-        em_tol=1e-3,
         standardize=True,
         partial_nan="mean",
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
-        tol=1e-4,
         device="auto",
         n_jobs=None,
         random_state=None,
@@ -324,66 +310,253 @@ class CalMRLTransformer(MultimodalBase):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
-        self.pair_weight = pair_weight
-        self.tau_intra = tau_intra
-        self.tau_inter = tau_inter
-        self.em_every = em_every
-        self.em_max_iter = em_max_iter
-        self.em_tol = em_tol
         self.standardize = standardize
         self.partial_nan = partial_nan
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
         self.device = device
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
-    def _train_config(self):
-        """The loop's configuration from the parameters, with the checks constraints cannot express."""
+    # ------------------------------------------------------------------ parameters
+    def _check_parameters(self, blocks):
+        super()._check_parameters(blocks)
+        if self.encoder == "identity":
+            warn(
+                "encoder='identity' is deprecated since 0.2 and will be removed in 0.3: it fits the closed-form model "
+                "alone, which is MultiViewPPCA (with the same modalities, latent_dim, n_components, local_bandwidth, "
+                "noise, output and add_indicator).",
+                FutureWarning,
+            )
+        if self.output in ("anchor", "mean"):
+            warn(
+                f"output={self.output!r} is deprecated since 0.2 and will be removed in 0.3: use 'concat', 'embeddings' "
+                "or 'latent' (sklearn_calmrl.diagnostics.anchor_shift computes the anchor).",
+                FutureWarning,
+            )
+        self._check_output([len(idx) for _, idx in blocks], self.encoder == "identity")
         hidden = tuple(self.hidden_layer_sizes)
         if self.encoder == "mlp" and not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers (layer widths), got {self.hidden_layer_sizes!r}.")
-        pair_weight = self.pair_weight if self.pair_weight is not None else (1.0 if self.alignment == "gram" else 0.0)
-        return TrainConfig(
-            encoder=self.encoder,
-            embed_dim=self.embed_dim,
-            hidden_layer_sizes=hidden,
-            latent_dim=self.latent_dim,
-            n_components=self.n_components,
-            local_bandwidth=self.local_bandwidth,
-            alignment=self.alignment,
-            calibrate=self.calibrate,
-            pair_weight=pair_weight,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            em_every=self.em_every,
-            em_init_iter=self.em_max_iter,
-            em_tol=self.em_tol,
-            noise=self.noise,
-            tau_intra=self.tau_intra,
-            tau_inter=self.tau_inter,
-            early_stopping=self.early_stopping,
-            validation_fraction=self.validation_fraction,
-            n_iter_no_change=self.n_iter_no_change,
-            tol=self.tol,
-            verbose=self.verbose,
+        self._alignment()
+
+    def _check_output(self, sizes, identity):
+        """``output`` against the blocks' ``sizes`` (checked at fit and at every transform)."""
+        if identity and self.output in ("anchor", "mean") and len(set(sizes)) > 1:
+            raise ValueError(
+                f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
+                f"raw blocks (sizes {list(sizes)}); use output='concat' or 'latent'."
+            )
+
+    def _alignment(self):
+        """The alignment objective with its parameters (:class:`PMRL` or :class:`GRAM`), validated [design 4]."""
+        return resolve_alignment(self.alignment)
+
+    def _block_estimator(self):
+        """The unfitted :class:`MultiViewPPCA` of the blocks, with this estimator's shared parameters."""
+        return MultiViewPPCA(
+            self.modalities, latent_dim=self.latent_dim, n_components=self.n_components, local_bandwidth=self.local_bandwidth,
+            add_indicator=False, noise=self.noise, standardize=self.standardize, partial_nan=self.partial_nan,
+            device=self.device, n_jobs=self.n_jobs, random_state=self.random_state, verbose=self.verbose,
         )
 
-    def _set_fitted(self, blocks, standardization, trainer, n_rows):
-        super()._set_fitted(blocks, standardization, trainer, n_rows)
-        history = trainer.history
+    @property
+    def _identity(self):
+        return self._trainer_ is None
+
+    # ------------------------------------------------------------------ fit
+    def _fit_prepared(self, prep):
+        """The closed-form model of the blocks on the training rows, then the encoders [design 3, 7.1].
+
+        With ``early_stopping`` the held-out rows are drawn before anything is fitted [design 3.3].
+        """
+        train, validation = prep, None
+        if self.encoder != "identity" and self.early_stopping:
+            n = prep.n_rows
+            n_val = max(1, int(round(self.validation_fraction * n)))
+            if n - n_val < 2:
+                raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
+            perm = torch.randperm(n, generator=random_stream(prep.seed, "validation split")).numpy()
+            rows, held = torch.as_tensor(perm[n_val:]), torch.as_tensor(perm[:n_val])
+            validation = ([torch.as_tensor(b[held.numpy()], dtype=torch.float32, device=prep.device) for b in prep.X], prep.observed[held.to(prep.device)])
+            train = prep._replace(X=[b[rows.numpy()] for b in prep.X], observed=prep.observed[rows.to(prep.device)], n_rows=n - n_val)
+        self.block_model_ = self._fitted_block_model(train, self._block_estimator()._fit_prepared)
+        self._trainer_ = None
+        if self.encoder != "identity":
+            self._trainer_ = Trainer(device=prep.device, seed=prep.seed).fit(self, train.X, train.observed, self.block_model_._model_, validation)
+        self._set_fitted(prep, prep.n_rows)
+
+    def _fitted_block_model(self, prep, fit):
+        """``fit(prep)`` of the block estimator ``fit`` is bound to, with this estimator's input attributes."""
+        block = fit.__self__
+        block.n_features_in_ = self.n_features_in_
+        if hasattr(self, "feature_names_in_"):
+            block.feature_names_in_ = self.feature_names_in_
+        if fit(prep) is False:
+            return None
+        return block
+
+    def _partial_fit_prepared(self, prep):
+        """One incremental step of the model of the blocks, then of the encoders, on copies kept only when both
+        succeed [design 3.2]."""
+        first = not hasattr(self, "block_model_")
+        block = self._block_estimator() if first else _shallow_copy(self.block_model_)
+        if self._fitted_block_model(prep, block._partial_fit_prepared) is None:
+            return False
+        trainer = None
+        if self.encoder != "identity":
+            trainer = Trainer(device=prep.device, seed=prep.seed) if first else self._trainer_.clone()
+            if not trainer.partial_fit(self, prep.X, prep.observed, prep.key, block._model_):
+                return False
+        n_iter = block.n_iter_ if trainer is None else trainer.history.n_iter
+        seen = self.n_samples_seen_ if n_iter > 1 else 0  # a fresh incremental run counts from 0
+        self.block_model_, self._trainer_ = block, trainer
+        self._set_fitted(prep, seen + prep.n_rows)
+        return True
+
+    def _set_fitted(self, prep, n_rows):
+        """Every fitted attribute, from the block model and the trainer."""
+        self._set_input_state(prep)
+        block = self.block_model_
+        self.variance_explained_, self.variance_explained_total_ = block.variance_explained_, block.variance_explained_total_
+        if self._identity:  # deprecated: the closed-form model alone
+            self._set_model_state(block._model_, block.n_iter_, block.loglik_curve_, n_rows)
+            self.loss_curve_, self.loss_terms_curve_, self.validation_scores_ = [], {}, []
+            self.best_validation_score_, self.fit_time_em_, self.fit_time_gradient_ = float("nan"), block._model_.time_em, 0.0
+            return
+        history = self._trainer_.history
+        self._set_model_state(self._trainer_.model, history.n_iter, history.loglik_curve, n_rows)
         self.loss_curve_ = list(history.loss_curve)
         self.loss_terms_curve_ = {name: list(values) for name, values in history.loss_terms.items()}
         self.validation_scores_ = list(history.validation_scores)
         self.best_validation_score_ = history.best_validation_score
-        self.fit_time_em_ = history.time_em
+        self.fit_time_em_ = block._model_.time_em + history.time_em
         self.fit_time_gradient_ = history.time_gradient
+
+    # ------------------------------------------------------------------ inference
+    def _output_parts(self):
+        """The parts of the output, in column order: the one definition that :meth:`transform`,
+        :meth:`get_feature_names_out` and :func:`~sklearn_calmrl.distributed.transform_dask` read [design 5].
+
+        ``'embeddings'`` are the calibrated representations, ``'blocks'`` the calibrated standardized blocks of
+        ``block_model_`` (the representations themselves for the deprecated ``encoder='identity'``), ``'latent'``,
+        ``'anchor'`` and ``'mean'`` as ``output`` says, ``'indicator'`` the observed-modality columns.
+        """
+        check_is_fitted(self)
+        self._check_output([len(i) for i in self.modalities_.values()], self._identity)
+        if self.output == "concat":
+            parts = ["blocks"] if self._identity else ["embeddings", "blocks"]
+        elif self.output == "embeddings":
+            parts = ["blocks"] if self._identity else ["embeddings"]
+        else:
+            parts = [self.output]
+        return parts + (["indicator"] if self.add_indicator else [])
+
+    def _inference_state(self, parts):
+        """What every chunk of one inference call reads: the completion state of the block model (when a part needs
+        the blocks), the float64 model of the representations and a float64 copy of the encoders (batch-size-
+        independent rows)."""
+        needs_blocks = "blocks" in parts or (self._identity and self.output != "latent")
+        blocks = self.block_model_._model_.completion(self.device_, corrected=needs_blocks)
+        if self._identity:
+            return _State(blocks, blocks.params, None)
+        encoders = copy.deepcopy(self._trainer_.encoders).to(device=self.device_, dtype=torch.float64)
+        return _State(blocks, self._trainer_.model.params.to(dtype=torch.float64, device=self.device_), encoders)
+
+    def _representations(self, B, observed, state, done):
+        """The calibrated representations of a chunk and their posterior, computed once per chunk [design 2.3]."""
+        if "representations" not in done:
+            if self._identity:
+                done["representations"] = self.block_model_._model_.complete(B, observed, state.blocks)[:2]
+            else:
+                done["representations"] = calibrated(encode(state.encoders, B, observed), observed, state.params, max_norm=1.0)
+        return done["representations"]
+
+    def _output_piece(self, part, B, observed, state, done):
+        if part == "blocks":
+            if self._identity:
+                return torch.cat(self._representations(B, observed, state, done)[0], dim=1)
+            return torch.cat(self.block_model_._model_.complete(B, observed, state.blocks)[0], dim=1)  # [design 2.3, 2.9, 2.11]
+        if part == "latent" and self._identity:
+            return posterior(B, observed, state.params).mean
+        Zhat, post = self._representations(B, observed, state, done)
+        if part == "latent":
+            return post.mean
+        if part == "embeddings":
+            return torch.cat(Zhat, dim=1)
+        if part == "mean":
+            return torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
+        return leading_direction(torch.stack(Zhat, dim=1), eps=0.0)[0]  # "anchor"
+
+    def _part_names(self, part, inputs):
+        if part == "embeddings":
+            return [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])]
+        if part in ("anchor", "mean"):
+            return [f"{part}{j}" for j in range(self.components_[0].shape[-2])]
+        return super()._part_names(part, inputs)
+
+    def _block_model(self):
+        return self.block_model_._model_
+
+    def _scored_model(self):
+        state = self._inference_state(["latent"])
+        return state.params, (lambda B, observed: B) if self._identity else (lambda B, observed: encode(state.encoders, B, observed))
+
+    def _to_device(self, device):
+        if self._trainer_ is not None:
+            self._trainer_.to(device)
+
+    @_threaded
+    def impute_representations(self, X, *, return_variance=False):
+        """Per-modality representations with missing modalities imputed [design 2.3].
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), or list of arrays
+        return_variance : bool, default=False
+            Also return the diagonal of the predictive covariance
+            ``W_m V_O W_m^T + s_m^2 I`` (0 for observed modalities).
+
+        Returns
+        -------
+        representations : dict
+            ``{modality name: ndarray (n_samples, representation_dim)}``.
+        variances : dict
+            Same layout; only when ``return_variance``.
+        """
+        X, blocks, observed = self._inference_input(X)
+        if self._identity:
+            reps, variances = self._completed_blocks(X, blocks, observed, self.block_model_._model_)
+        else:
+            state, parts = self._inference_state(["embeddings"]), []
+            with torch.no_grad():
+                for obs, B in self._standardized_chunks(X, blocks, observed):
+                    Zhat, post = self._representations(B, obs, state, {})
+                    var = predictive_variance(post, state.params)
+                    parts.append(([z.cpu().numpy() for z in Zhat], [torch.where(obs[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)]))
+            reps = [np.concatenate([p[0][m] for p in parts]) for m in range(len(blocks))]
+            variances = [np.concatenate([p[1][m] for p in parts]) for m in range(len(blocks))]
+        reps = dict(zip(self.modalities_, reps))
+        return (reps, dict(zip(self.modalities_, variances))) if return_variance else reps
 
     @property
     def encoders_(self):
-        """The fitted torch encoders (None for ``encoder='identity'``)."""
-        return self._trainer_.encoders
+        """The fitted torch encoders (None for the deprecated ``encoder='identity'``)."""
+        return None if self._trainer_ is None else self._trainer_.encoders
+
+
+class _State(NamedTuple):
+    """What the chunks of one inference call of :class:`CalMRLTransformer` share."""
+
+    blocks: object  # the block model's Completion [design 2.9, 2.11]
+    params: object  # the float64 latent model of the representations (of the blocks for encoder='identity')
+    encoders: object  # a float64 copy of the encoders, or None
+
+
+def _shallow_copy(estimator):
+    """A copy of a fitted estimator sharing its fitted objects (no ``__setstate__``, so nothing moves)."""
+    new = object.__new__(type(estimator))
+    new.__dict__.update(estimator.__dict__)
+    return new

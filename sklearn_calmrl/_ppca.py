@@ -5,10 +5,13 @@ Equation references ``[design x.y]`` point into ``doc/design.rst``.
 
 import numbers
 
+import torch
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from ._base import MultimodalBase
-from ._training import TrainConfig
+from ._closed_form import ClosedFormModel
+from ._latent import posterior
 
 __all__ = ["MultiViewPPCA"]
 
@@ -194,14 +197,55 @@ class MultiViewPPCA(MultimodalBase):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _train_config(self):
-        return TrainConfig(
-            encoder="identity",
-            latent_dim=self.latent_dim,
-            n_components=self.n_components,
-            local_bandwidth=self.local_bandwidth,
-            noise=self.noise,
-            em_init_iter=self.max_iter,
-            em_tol=self.tol,
-            verbose=self.verbose,
+    def _model(self, seed):
+        """An unfitted :class:`~sklearn_calmrl._closed_form.ClosedFormModel` with this estimator's parameters."""
+        return ClosedFormModel(
+            latent_dim=self.latent_dim, n_components=self.n_components, noise=self.noise, max_iter=self.max_iter, tol=self.tol,
+            local_bandwidth=self.local_bandwidth, seed=seed, verbose=self.verbose, label="closed-form model of the blocks",
         )
+
+    def _fit_prepared(self, prep, **sample):
+        """Fit the closed-form model on the prepared rows [design 2]; ``sample`` passes ``n_linking`` and
+        ``fit_single`` when the rows are a sample (:func:`~sklearn_calmrl.distributed.fit_dask`)."""
+        X = [torch.as_tensor(b, dtype=torch.float64, device=prep.device) for b in prep.X]
+        self._model_ = self._model(prep.seed).fit(X, prep.observed, warn_cap=True, **sample)
+        self._set_fitted(prep, prep.n_rows)
+
+    def _partial_fit_prepared(self, prep):
+        """One incremental step of the closed-form model on a chunk [design 3.2], on a copy kept only when it succeeds."""
+        model = self._model_.clone() if hasattr(self, "_model_") else self._model(prep.seed)
+        X = [torch.as_tensor(b, dtype=torch.float64, device=prep.device) for b in prep.X]
+        if not model.partial_fit(X, prep.observed, prep.key):
+            return False
+        seen = self.n_samples_seen_ if model.n_iter > 1 else 0  # a fresh incremental run counts from 0
+        self._model_ = model
+        self._set_fitted(prep, seen + prep.n_rows)
+        return True
+
+    def _set_fitted(self, prep, n_rows):
+        self._set_input_state(prep)
+        model = self._model_
+        self._set_model_state(model, model.n_iter, model.loglik_curve, n_rows)
+        self.variance_explained_, self.variance_explained_total_ = (t.numpy() for t in model.variance_explained)  # [design 2.12]
+
+    def _output_parts(self):
+        """The parts of the output, in column order [design 5]: the completed blocks or the latent, then the indicators."""
+        check_is_fitted(self)
+        return ["blocks" if self.output == "concat" else "latent"] + (["indicator"] if self.add_indicator else [])
+
+    def _inference_state(self, parts):
+        return self._model_.completion(self.device_, corrected="blocks" in parts)
+
+    def _output_piece(self, part, B, observed, state, done):
+        if part == "blocks":
+            return torch.cat(self._model_.complete(B, observed, state)[0], dim=1)  # [design 2.3, 2.9, 2.11]
+        return posterior(B, observed, state.params).mean  # "latent" [design 2.2]
+
+    def _block_model(self):
+        return self._model_
+
+    def _scored_model(self):
+        return self._model_.params.to(dtype=torch.float64, device=self.device_), lambda B, observed: B
+
+    def _to_device(self, device):
+        self._model_.to(device)

@@ -33,19 +33,11 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import _all_or_nothing, _fitted_names, resolve_device
+from ._base import Prepared, _all_or_nothing, _fitted_names, resolve_device
+from ._closed_form import CHUNK, INIT_ROWS, init_rows
+from ._estimator import CalMRLTransformer
 from ._latent import chunked_statistics, run_em, summed_statistics
-from ._modalities import (
-    FeatureMoments,
-    check_fit_input,
-    feature_moments,
-    observed_mask,
-    standardized_blocks,
-    statistics_from_moments,
-    warn_disconnected,
-    warn_few_rows,
-)
-from ._training import CHUNK, INIT_ROWS, Trainer, init_rows
+from ._modalities import FeatureMoments, feature_moments, observed_mask, standardized_blocks
 from ._utils import warn
 
 try:
@@ -147,12 +139,12 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
        computes its :func:`~sklearn_calmrl._latent.sufficient_statistics` under
        the current parameters (sent once per worker), the statistics are summed
        ``split_every`` at a time on the workers, and the M-step runs on the
-       client; it stops on ``fit``'s rule (``tol`` / ``max_iter`` of
-       ``MultiViewPPCA``, ``em_tol`` / ``em_max_iter`` of ``CalMRLTransformer``).
+       client; it stops on ``fit``'s rule (``tol`` / ``max_iter``).
 
     Parameters
     ----------
-    estimator : MultiViewPPCA or CalMRLTransformer with ``encoder='identity'``
+    estimator : MultiViewPPCA
+        (or the deprecated ``CalMRLTransformer(encoder='identity')``).
         Its parameters are used as ``fit`` uses them; fitted attributes are
         replaced (on error the estimator is left as it was).
     X : dask.array.Array of shape (n_samples, n_features)
@@ -181,20 +173,22 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     """
     X = _dask_array(X)
     estimator._validate_params()
-    cfg = estimator._train_config()
-    if cfg.encoder != "identity":
-        raise ValueError(
-            f"fit_dask fits the closed-form model only (MultiViewPPCA, or encoder='identity'), got encoder={cfg.encoder!r}; "
-            "train torch encoders on a dask array with partial_fit_dask."
-        )
-    if cfg.n_components != 1:
-        raise ValueError(f"fit_dask fits a single latent model (n_components=1), got n_components={cfg.n_components!r}.")
+    target = estimator
+    if isinstance(estimator, CalMRLTransformer):
+        if estimator.encoder != "identity":
+            raise ValueError(
+                f"fit_dask fits the closed-form model only (MultiViewPPCA), got encoder={estimator.encoder!r}; "
+                "train torch encoders on a dask array with partial_fit_dask."
+            )
+        target = estimator._block_estimator()  # the deprecated encoder='identity' is its model of the blocks
+    if estimator.n_components != 1:
+        raise ValueError(f"fit_dask fits a single latent model (n_components=1), got n_components={estimator.n_components!r}.")
     device = resolve_device(estimator.device)
     for name in _fitted_names(estimator):  # a refit leaves exactly the attributes of a fresh fit
         delattr(estimator, name)
     n = int(X.shape[0])
     rng = check_random_state(estimator.random_state)
-    trainer = Trainer(cfg, device="cpu", seed=int(rng.randint(np.iinfo(np.int32).max)))
+    seed = int(rng.randint(np.iinfo(np.int32).max))
     sample_rows = init_rows(n, torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max))), init_size)
     sample, blocks, _ = estimator._validate_input(X[sample_rows.numpy()].compute(), reset=True)
     chunks = list(X.to_delayed().ravel())
@@ -209,11 +203,8 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         raise ValueError(f"None of the {n} rows observes any modality (every block is all NaN).")
     if n_empty:
         warn(f"{n_empty} of {n} rows observe no modality (every block is NaN); fit_dask ignores them.")
-    check_fit_input(blocks, patterns[seen], n - n_empty, summary.moments.count, "X (all its rows are NaN across its block)",
-                    getattr(estimator, "feature_names_in_", None))
-    estimator._check_output([len(i) for _, i in blocks], identity=True)
-    warn_disconnected(patterns[seen], [name for name, _ in blocks])
-    standardization = statistics_from_moments(summary.moments, estimator.standardize)  # [design 1.3]
+    # the checks and the standardization of fit, on the chunks' patterns and moments [design 1.2, 1.3]
+    standardization = estimator._checked_standardization(blocks, patterns[seen], n - n_empty, summary.moments, "X (all its rows are NaN across its block)")
 
     linking = counts[seen].sum() if len(blocks) == 1 else counts[patterns.sum(axis=1) >= 2].sum()
     Z_sample, observed_sample = _standardized_rows(sample, blocks, standardization)
@@ -225,17 +216,22 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         current = _broadcast(params)
         return _tree_sum([dask.delayed(_chunk_statistics)(c, standardizer, current) for c in chunks], split_every).compute()
 
-    def fit_model(start):  # the model of all rows, EM on the workers [design 3.2]
-        return run_em(statistics, start, max_iter=cfg.em_init_iter, tol=cfg.em_tol, noise=cfg.noise)
+    def fit_single(start):  # the model of all rows, EM on the workers [design 3.4]
+        return run_em(statistics, start, max_iter=target.max_iter, tol=target.tol, noise=target.noise)
 
     # the start, the stored rows [design 2.9], the cross-fitted weights [design 2.11] and the variance explained
     # [design 2.12] from the sample; the EM on every chunk
-    trainer.start(Z_sample, observed_sample, n_linking=int(linking), fit_model=fit_model)
-    warn_few_rows((patterns[seen] * counts[seen, None]).sum(axis=0), [name for name, _ in blocks], trainer.latent_dim)
-    del Z_sample
-    trainer.incremental = False  # as after fit: a later partial_fit starts fresh running totals
-    trainer.to(device)
-    estimator._set_fitted(blocks, standardization, trainer, n_rows=n - n_empty)
+    prep = Prepared(blocks, standardization, [z.numpy() for z in Z_sample], observed_sample, n - n_empty, seed, "cpu", None)
+    for name in ("n_features_in_", "feature_names_in_"):
+        if hasattr(estimator, name):
+            setattr(target, name, getattr(estimator, name))
+    target._fit_prepared(prep, n_linking=int(linking), fit_single=fit_single)
+    target._model_.to(device)
+    target.device_ = device
+    if target is not estimator:
+        estimator.block_model_, estimator._trainer_ = target, None
+        estimator._set_fitted(prep._replace(device=device), n - n_empty)
+    estimator._warn_few_rows((patterns[seen] * counts[seen, None]).sum(axis=0), blocks)
     return estimator
 
 
@@ -296,6 +292,6 @@ def transform_dask(estimator, X):
     width = len(estimator.get_feature_names_out())
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     # one inference state for every chunk: the local correction's stored-row terms are prepared once, not per chunk
-    state = estimator._inference_state()
+    state = estimator._inference_state(estimator._output_parts())
     return X.map_blocks(functools.partial(estimator._transform, state=state), chunks=(X.chunks[0], (width,)), dtype=dtype,
                         meta=np.empty((0, width), dtype=dtype))

@@ -7,7 +7,7 @@ __all__ = ["plot_training_curves", "plot_variance_explained"]
 
 
 def plot_training_curves(estimator, ax=None):
-    """Plot the training history of a fitted :class:`~sklearn_calmrl.CalMRLTransformer`.
+    """Plot the training history of a fitted :class:`~sklearn_calmrl.CalMRLTransformer` or :class:`~sklearn_calmrl.MultiViewPPCA`.
 
     Read more in the :ref:`User Guide <user_guide>`.
 
@@ -18,14 +18,15 @@ def plot_training_curves(estimator, ax=None):
     panel shows the
     mean observed-data log-likelihood after each closed-form step
     (``loglik_curve_``): for torch encoders the initial EM fit and then one
-    point per refresh; for ``encoder='identity'`` one point per EM iteration
-    (such a model has no loss curve, and its left panel says so).
+    point per refresh; for :class:`~sklearn_calmrl.MultiViewPPCA` one point
+    per EM iteration (such a model has no loss curve, and its left panel says
+    so).
 
     Parameters
     ----------
-    estimator : CalMRLTransformer
-        A fitted estimator (any object with ``loss_curve_`` and
-        ``loglik_curve_`` attributes).
+    estimator : CalMRLTransformer or MultiViewPPCA
+        A fitted estimator (any object with a ``loglik_curve_`` attribute,
+        and a ``loss_curve_`` when it trained by gradient steps).
     ax : matplotlib Axes or sequence of two Axes, default=None
         Where to draw. ``None`` creates a new figure with two panels side by
         side. Two Axes get the loss and the log-likelihood. A single Axes gets
@@ -40,19 +41,19 @@ def plot_training_curves(estimator, ax=None):
     --------
     >>> import matplotlib
     >>> matplotlib.use("Agg")
-    >>> from sklearn_calmrl import CalMRLTransformer
+    >>> from sklearn_calmrl import MultiViewPPCA
     >>> from sklearn_calmrl.datasets import make_latent_modalities
     >>> from sklearn_calmrl.plotting import plot_training_curves
     >>> X, mods, _ = make_latent_modalities(n_samples=200, random_state=0)
-    >>> est = CalMRLTransformer(mods, encoder="identity", latent_dim=3).fit(X)
+    >>> est = MultiViewPPCA(mods, latent_dim=3).fit(X)
     >>> axes = plot_training_curves(est)
     >>> [a.get_ylabel() for a in axes]
     ['alignment loss', 'mean log-likelihood']
     """
     import matplotlib.pyplot as plt
 
-    check_is_fitted(estimator, ["loss_curve_", "loglik_curve_"])
-    loss = np.asarray(estimator.loss_curve_, dtype=float)
+    check_is_fitted(estimator, ["loglik_curve_"])
+    loss = np.asarray(getattr(estimator, "loss_curve_", []), dtype=float)
     loglik = np.asarray(estimator.loglik_curve_, dtype=float)
     validation = np.asarray(getattr(estimator, "validation_scores_", None) or [], dtype=float)
     terms = getattr(estimator, "loss_terms_curve_", None) or {}
@@ -86,7 +87,7 @@ def plot_training_curves(estimator, ax=None):
             ax_loss.legend(*handles, loc="best", fontsize="small")
         ax_loss.set_xlabel("epoch")
     else:
-        ax_loss.text(0.5, 0.5, "no gradient training\n(encoder='identity')", ha="center", va="center", transform=ax_loss.transAxes)
+        ax_loss.text(0.5, 0.5, "no gradient training\n(closed-form model)", ha="center", va="center", transform=ax_loss.transAxes)
         ax_loss.set_xlabel("epoch")
         if not twin:
             ax_loss.set_xticks([])
@@ -97,8 +98,7 @@ def plot_training_curves(estimator, ax=None):
         ax_ll.plot(np.arange(loglik.size), loglik, marker="^", markersize=3, color="C2", label="log-likelihood")
     ax_ll.set_ylabel("mean log-likelihood")
     if not twin:
-        identity = getattr(estimator, "encoders_", None) is None and not loss.size
-        ax_ll.set_xlabel("EM iteration" if identity else "closed-form step (0 = initial EM)")
+        ax_ll.set_xlabel("EM iteration" if not loss.size else "closed-form step (0 = initial EM)")
         ax_loss.set_title("alignment loss")
         ax_ll.set_title("latent model log-likelihood")
         if loss.size and ax_loss.get_legend() is None:

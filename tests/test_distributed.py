@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl._latent import fit_em
 from sklearn_calmrl._modalities import feature_statistics, observed_mask, standardized_blocks
-from sklearn_calmrl._training import CHUNK, Trainer, init_rows
+from sklearn_calmrl._closed_form import CHUNK, init_rows
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 dask = pytest.importorskip("dask", reason="dask is not installed (optional: pip install 'sklearn-calmrl[distributed]')")
@@ -72,9 +72,8 @@ def assert_same_model(got, want, rtol=1e-8):
     [
         lambda mods: MultiViewPPCA(mods, latent_dim=3, tol=1e-6, random_state=0),
         lambda mods: MultiViewPPCA(mods, latent_dim=2, noise="diagonal", output="latent", tol=1e-6, random_state=1),
-        lambda mods: CalMRLTransformer(mods, encoder="identity", latent_dim=3, em_tol=1e-6, device="cpu", random_state=0),
     ],
-    ids=["ppca", "ppca-diagonal-latent", "calmrl-identity"],
+    ids=["ppca", "ppca-diagonal-latent"],
 )
 def test_fit_dask_equals_fit(data, synchronous, make):
     """Uneven chunks, the synchronous scheduler: the same model, curve, standardization and outputs as fit."""
@@ -83,7 +82,7 @@ def test_fit_dask_equals_fit(data, synchronous, make):
     got, want = _dask_fit(make(mods), Xd), _fit(make(mods), X)
     assert want.n_iter_ > 15  # a long fit: rounding had iterations to grow
     assert_same_model(got, want)
-    assert got._trainer_.incremental is False and got._trainer_.history.time_em > 0
+    assert got._model_.incremental is False and got._model_.time_em > 0
     Y = transform_dask(got, Xd)
     assert isinstance(Y, da.Array) and Y.chunks[0] == Xd.chunks[0]
     with warnings.catch_warnings():
@@ -116,8 +115,8 @@ def test_fit_dask_initialises_on_a_sample(data, synchronous):
     est = _dask_fit(MultiViewPPCA(mods, latent_dim=3, tol=1e-6, random_state=0), da.from_array(X, chunks=(300, -1)), init_size=400)
     # the documented rule, in memory: seed, then the sample's generator, both from random_state
     rng = check_random_state(0)
-    trainer = Trainer(est._train_config(), device="cpu", seed=int(rng.randint(I32)))
-    trainer.resolve_dims(0, X.shape[1])  # latent_dim=3 is given: the linking rows do not matter
+    model = est._model(int(rng.randint(I32)))
+    model.latent_dim_ = 3  # latent_dim=3 is given: the linking rows do not matter
     blocks = [(name, np.asarray(idx)) for name, idx in mods.items()]
     observed = observed_mask(X, blocks)
     keep = observed.any(axis=1)
@@ -125,7 +124,7 @@ def test_fit_dask_initialises_on_a_sample(data, synchronous):
     rows = init_rows(X.shape[0], torch.Generator().manual_seed(int(rng.randint(I32))), 400)
     assert rows.numel() == 400
     sample = torch.as_tensor(keep)[rows]
-    start = trainer.initial_params([z[rows][sample] for z in Z], torch.as_tensor(observed)[rows][sample])
+    start = model._initial_params([z[rows][sample] for z in Z], torch.as_tensor(observed)[rows][sample])
     params, curve, n_iter = fit_em([z[keep] for z in Z], torch.as_tensor(observed[keep]), start, max_iter=200, tol=1e-6, chunk_size=CHUNK)
     assert est.n_iter_ == n_iter
     np.testing.assert_allclose(est.loglik_curve_, curve, rtol=1e-8)

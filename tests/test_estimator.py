@@ -17,9 +17,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn_calmrl import CalMRLTransformer, stack_modalities
 from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, load_multiple_features
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    # the options deprecated in 0.2 (design 7.2) are still tested for the release that keeps them
+    pytest.mark.filterwarnings("ignore:encoder='identity' is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:output='(anchor|mean)' is deprecated:FutureWarning"),
+]
 
-FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, em_max_iter=30, add_indicator=False, device="cpu", random_state=0)
+FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, add_indicator=False, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +103,7 @@ def test_identity_encoder_imputes_in_feature_space():
     data = load_multiple_features()
     mods = data.modalities
     X = ampute_modalities(data.data, mods, rate=0.5, random_state=0)
-    est = CalMRLTransformer(mods, encoder="identity", latent_dim=16, em_max_iter=50, random_state=0).fit(X)
+    est = CalMRLTransformer(mods, encoder="identity", latent_dim=16, random_state=0).fit(X)
     reps = est.impute_representations(X)
     cols = mods["kar"]
     missing = np.isnan(X[:, cols]).all(axis=1)
@@ -218,27 +223,26 @@ def test_alignment_and_calibration_variants_train(segment, alignment):
     assert not np.allclose(fitted[True].transform(X[:50]), fitted[False].transform(X[:50]))
 
 
-def test_streaming_em_mode(segment):
-    X, _, mods, _ = segment
-    est = CalMRLTransformer(mods, em_every=0, **FAST).fit(X)
-    assert len(est.loglik_curve_) == 1 + est.n_iter_ and np.isfinite(est.transform(X)).all()
+def test_early_stopping_restores_best_and_warns_on_max_epochs(segment, monkeypatch):
+    import sklearn_calmrl._training as training
 
-
-def test_early_stopping_restores_best_and_warns_on_max_epochs(segment):
     X, _, mods, _ = segment
-    # tol=10: no epoch counts as an improvement on the start, so training stops after 2 epochs and restores the start
-    kw = dict(early_stopping=True, n_iter_no_change=2, tol=10.0, **{**FAST, "max_epochs": 30})
+    # a gain of 10 needed: no epoch counts as an improvement on the start, so training stops after 2 epochs and
+    # restores the start
+    monkeypatch.setattr(training, "VALIDATION_TOL", 10.0)
+    kw = dict(early_stopping=True, n_iter_no_change=2, **{**FAST, "max_epochs": 30})
     est = CalMRLTransformer(mods, **kw).fit(X)
     assert est.n_iter_ == 2 and len(est.validation_scores_) == 2 and len(est.loss_curve_) == 2
     assert all(0 <= s <= 1 for s in est.validation_scores_) and 0 <= est.best_validation_score_ <= 1
     assert est.loss_curve_[1] != est.loss_curve_[0]  # the weights moved during the two epochs
     start = CalMRLTransformer(mods, **{**kw, "max_epochs": 0}).fit(X)  # same split, same start, no epoch
     np.testing.assert_array_equal(est.transform(X), start.transform(X))  # the best (the start) was restored
+    monkeypatch.setattr(training, "VALIDATION_TOL", 0.0)
     with pytest.warns(ConvergenceWarning, match="still improving at max_epochs=2"):
-        CalMRLTransformer(mods, **{**kw, "max_epochs": 2, "tol": 0.0, "n_iter_no_change": 5}).fit(X)
+        CalMRLTransformer(mods, **{**kw, "max_epochs": 2, "n_iter_no_change": 5}).fit(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no early stopping: a fixed number of epochs, no warning
-        CalMRLTransformer(mods, **{**FAST, "em_max_iter": 200}).fit(X)  # (FAST's EM cap of 30 stops it unconverged)
+        CalMRLTransformer(mods, **FAST).fit(X)
 
 
 def test_cuda_path_runs():
@@ -296,7 +300,7 @@ def test_mixture_of_latent_models_through_the_estimator(segment, encoder):
     """n_components > 1 [design 2.8] runs end to end for every encoder: fit, attributes, outputs, impute, pickle."""
     X, _, mods, _ = segment
     X = X[:600]
-    params = dict(latent_dim=3, n_components=3, local_bandwidth=None, max_epochs=3, em_max_iter=30, device="cpu", random_state=0)
+    params = dict(latent_dim=3, n_components=3, local_bandwidth=None, max_epochs=3, device="cpu", random_state=0)
     est = CalMRLTransformer(mods, encoder=encoder, **params).fit(X)
     assert est.n_components_ == 3 and est.weights_.shape == (3,)
     np.testing.assert_allclose(est.weights_.sum(), 1.0)
@@ -322,7 +326,7 @@ def test_mixture_size_chosen_by_held_out_likelihood(segment):
 
 def test_mixture_partial_fit_with_torch_encoders(segment):
     X, _, mods, _ = segment
-    est = CalMRLTransformer(mods, latent_dim=3, n_components=2, local_bandwidth=None, em_max_iter=20, device="cpu", random_state=0)
+    est = CalMRLTransformer(mods, latent_dim=3, n_components=2, local_bandwidth=None, device="cpu", random_state=0)
     for chunk in np.array_split(X[:900], 3):
         est.partial_fit(chunk)
     assert est.n_components_ == 2 and est.n_iter_ == 3 and np.isfinite(est.transform(X[:50])).all()
@@ -375,3 +379,46 @@ def test_output_changed_after_fit_is_checked_at_transform():
     for output in ("latent", "embeddings", "concat"):
         out = est.set_params(output=output).transform(X)
         assert out.shape[1] == len(est.get_feature_names_out())
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"encoder": "identity"}, "encoder='identity' is deprecated since 0.2 and will be removed in 0.3"),
+        ({"output": "anchor"}, "output='anchor' is deprecated"),
+        ({"output": "mean"}, "output='mean' is deprecated"),
+        ({"noise": "shared"}, "noise='shared' is deprecated"),
+    ],
+)
+def test_deprecated_options_warn_and_still_work(segment, params, match):
+    """The research options deprecated by issue 18 warn (FutureWarning) for a release and still fit."""
+    X, _, mods, _ = segment
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("error", category=FutureWarning)
+        with pytest.raises(FutureWarning, match=match):
+            CalMRLTransformer(mods, **{**FAST, **params}).fit(X[:200])
+    with pytest.warns(FutureWarning, match=match):
+        out = CalMRLTransformer(mods, **{**FAST, **params}).fit_transform(X[:200])
+    assert np.isfinite(out).all()
+
+
+def test_alignment_parameters_are_reachable_through_set_params(segment):
+    """A structured alignment parameter (issue 18): PMRL's temperatures through set_params and a grid search."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    from sklearn_calmrl import GRAM, PMRL
+
+    X, _, mods, _ = segment
+    est = CalMRLTransformer(mods, alignment=PMRL(tau_intra=0.2), **FAST)
+    assert est.get_params()["alignment__tau_intra"] == 0.2
+    est.set_params(alignment__tau_inter=0.05)
+    assert est.alignment.tau_inter == 0.05 and clone(est).alignment.tau_inter == 0.05
+    search = GridSearchCV(est, {"alignment__tau_intra": [0.1, 0.3]}, cv=2).fit(X[:200])
+    assert search.best_params_["alignment__tau_intra"] in (0.1, 0.3)
+    with pytest.raises(ValueError, match="tau_intra"):
+        CalMRLTransformer(mods, alignment=PMRL(tau_intra=-1.0), **FAST).fit(X[:100])
+    fitted = CalMRLTransformer(mods, alignment=GRAM(pair_weight=0.0), **FAST).fit(X[:200])
+    assert set(fitted.loss_terms_curve_) == {"gram"}  # no pair term at weight 0
+    assert "pair" in CalMRLTransformer(mods, alignment="gram", **FAST).fit(X[:200]).loss_terms_curve_

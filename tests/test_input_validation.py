@@ -64,7 +64,7 @@ import pytest
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 N = 40
@@ -90,12 +90,11 @@ def _amputed():
 
 
 def _est(**kw):
-    params = dict(
-        modalities=SIZES, encoder="linear", latent_dim=2, embed_dim=4, max_epochs=2, batch_size=64,
-        em_max_iter=20, add_indicator=False, device="cpu", random_state=0,
-    )
-    params.update(kw)
-    return CalMRLTransformer(**params)
+    """A cheap CalMRLTransformer, or with ``encoder='identity'`` the closed-form model alone (MultiViewPPCA)."""
+    params = dict(modalities=SIZES, latent_dim=2, add_indicator=False, device="cpu", random_state=0)
+    if kw.get("encoder") == "identity":
+        return MultiViewPPCA(**{**params, **{k: v for k, v in kw.items() if k != "encoder"}})
+    return CalMRLTransformer(**{**params, "embed_dim": 4, "max_epochs": 2, "batch_size": 64, **kw})
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,7 +216,7 @@ ERROR_CASES = [
     ("zero-rows-transform", {}, _amputed, lambda: _amputed()[:0], ValueError, r"Found array with 0 sample\(s\)"),
     ("zero-columns", {"modalities": None}, lambda: np.empty((N, 0)), None, ValueError, r"0 feature\(s\)"),
     ("one-dimensional", {"modalities": None}, lambda: _complete()[:, 0], None, ValueError, "Expected 2D array"),
-    ("wrong-width-transform", {}, _amputed, lambda: _amputed()[:, :6], ValueError, "X has 6 features, but CalMRLTransformer is expecting 7 features"),
+    ("wrong-width-transform", {}, _amputed, lambda: _amputed()[:, :6], ValueError, "X has 6 features, but MultiViewPPCA is expecting 7 features"),
     ("list-wrong-block-width", {"modalities": None}, lambda: [_complete()[:, :3], _complete()[:, 3:5], _complete()[:, 5:]],
      lambda: [_complete()[:, :3], _complete()[:, 3:4], _complete()[:, 4:]], ValueError, "Modality 'm1' has 1 columns in X, but 2 during fit"),
     ("list-unequal-rows", {"modalities": None}, lambda: [_complete()[:, :3], _complete()[:30, 3:]], None, ValueError, r"same number of rows.*\[40, 30\]"),
@@ -261,7 +260,7 @@ ERROR_CASES = [
     [pytest.param(*case[1:], id=case[0]) for case in ERROR_CASES],
 )
 def test_bad_input_raises_clear_error(params, make_fit, make_transform, error, match):
-    est = _est(**{"encoder": "identity", **params})  # validation is shared by every encoder
+    est = _est(**{"encoder": "identity", **params})  # validation is shared by both estimators and every encoder
     X_fit = make_fit()
     X_fit0 = copy.deepcopy(X_fit)
     if make_transform is None:
@@ -379,21 +378,38 @@ def test_rows_without_modality_get_the_prior_in_transform(encoder):
     X = _amputed()
     X[[2, 7]] = np.nan
     X0 = X.copy()
-    with pytest.warns(UserWarning, match="2 of 40 rows observe no modality; they get the prior"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # transform does not warn: the fit warned about its own such rows (issue 21)
         concat = est.transform(X)
     _assert_unchanged(X, X0)
     assert not np.shares_memory(concat, X)
     means = [m / max(np.linalg.norm(m), 1.0) for m in est.means_]  # the prior's representations (norm at most 1)
-    weights = [a.numpy() for a in est._trainer_.imputation_weights]  # imputed entries shrunk [design 2.11]
-    block_means = [a * p.numpy() for a, p in zip(weights, est._trainer_.block_params.mu)]  # the prior's standardized blocks
+    block = est._block_model()
+    weights = [a.numpy() for a in block.imputation_weights]  # imputed entries shrunk [design 2.11]
+    block_means = [a * p.numpy() for a, p in zip(weights, block.params.mu)]  # the prior's standardized blocks
     prior = np.concatenate(means + block_means) if encoder != "identity" else np.concatenate(block_means)
     np.testing.assert_allclose(concat[[2, 7]], np.tile(prior, (2, 1)), rtol=1e-12, atol=1e-12)
     assert np.isfinite(concat).all()
     est.set_params(output="latent")
-    with pytest.warns(UserWarning, match="they get the prior"):
-        latent = est.transform(X)
+    latent = est.transform(X)
     np.testing.assert_array_equal(latent[[2, 7]], 0.0)
     assert np.abs(latent[[0, 1]]).sum() > 0
+
+
+def test_rows_without_modality_warn_once_per_fit_in_cross_validation():
+    """Inside a pipeline a fold fits, transforms its training rows and its test rows: one warning, from the fit."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    X = _amputed()
+    X[[2, 7, 30]] = np.nan
+    y = np.arange(40) % 2
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        cross_val_score(make_pipeline(_est(encoder="linear"), LogisticRegression()), X, y, cv=2)
+    messages = [str(w.message) for w in record if "observe no modality" in str(w.message)]
+    assert len(messages) == 2 and all("fit ignores them" in m for m in messages)  # one per fold
 
 
 def test_modalities_that_never_cooccur_warn_with_groups():
@@ -423,7 +439,7 @@ def test_warnings_point_at_the_callers_line():
 
     X = _amputed()
     X[[4, 11]] = np.nan
-    for call in (lambda: _est().fit(X), lambda: make_pipeline(_est()).fit(X), lambda: _est().fit(_amputed()).transform(X)):
+    for call in (lambda: _est().fit(X), lambda: make_pipeline(_est()).fit(X), lambda: make_pipeline(_est()).fit_transform(X)):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             call()

@@ -18,10 +18,20 @@ from sklearn.pipeline import make_pipeline
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.filterwarnings("ignore:encoder='identity' is deprecated:FutureWarning"),
+]
 
-FAST = dict(latent_dim=4, embed_dim=8, max_epochs=2, em_max_iter=20, add_indicator=False, random_state=0)
-ENCODERS = ["linear", "mlp", "identity"]
+FAST = dict(latent_dim=4, embed_dim=8, max_epochs=2, add_indicator=False, random_state=0)
+ENCODERS = ["linear", "mlp", "ppca"]  # the two torch encoders, and the closed-form model alone
+
+
+def _make(mods, encoder, device="cpu"):
+    """A cheap CalMRLTransformer with this encoder, or (``'ppca'``) a MultiViewPPCA."""
+    if encoder == "ppca":
+        return MultiViewPPCA(mods, latent_dim=4, add_indicator=False, device=device, random_state=0)
+    return CalMRLTransformer(mods, encoder=encoder, device=device, **FAST)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,7 @@ def segment():
 def fitted(segment):
     """One fitted model per encoder, shared by the tests that do not modify it."""
     X, _, mods, _ = segment
-    return {enc: CalMRLTransformer(mods, encoder=enc, device="cpu", **FAST).fit(X) for enc in ENCODERS}
+    return {enc: _make(mods, enc).fit(X) for enc in ENCODERS}
 
 
 def _tensors(obj, path="est", seen=None):
@@ -115,7 +125,7 @@ def test_unpickled_model_resolves_device_and_holds_no_cuda_tensor(fitted, encode
     assert clone.device_ == "cpu"  # fitted with device='cpu': stays there, GPU or not
     if not torch.cuda.is_available():
         _assert_no_cuda_tensor(clone)
-        if clone.encoders_ is not None:
+        if encoder != "ppca":
             assert all(t.device.type == "cpu" for t in clone.encoders_.parameters())
             assert all(t.device.type == "cpu" for t in clone.encoders_.buffers())
 
@@ -124,8 +134,11 @@ def test_unpickled_model_resolves_device_and_holds_no_cuda_tensor(fitted, encode
 def test_saved_state_is_plain_numpy(fitted, encoder):
     """What pickle, joblib and skops store holds no torch object: numpy arrays and plain data (issue 21)."""
     state = fitted[encoder].__getstate__()
-    trainer = state["_trainer_"].__getstate__()
-    assert not list(_tensors(trainer)) and not list(_tensors(state))
+    if encoder == "ppca":
+        saved = state["_model_"].__getstate__()
+    else:
+        saved = {"trainer": state["_trainer_"].__getstate__(), "block model": state["block_model_"].__getstate__()["_model_"].__getstate__()}
+    assert not list(_tensors(saved)) and not list(_tensors(state))
 
     def walk(obj):
         if isinstance(obj, dict):
@@ -138,10 +151,10 @@ def test_saved_state_is_plain_numpy(fitted, encoder):
         else:
             yield obj
 
-    kinds = {type(v) for v in walk(trainer)}
+    kinds = {type(v) for v in walk(saved)}
     assert kinds <= {np.ndarray, str, int, float, bool, type(None)}, kinds
-    if encoder != "identity":
-        assert "encoders" in trainer and "optimizer" in trainer
+    if encoder != "ppca":
+        assert "encoders" in saved["trainer"] and "optimizer" in saved["trainer"]
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -150,25 +163,24 @@ def test_skops_round_trip_trusts_only_this_library(fitted, segment, encoder, tmp
     sio = pytest.importorskip("skops.io")
     X, y = segment[0], segment[1]
     est = fitted[encoder]
-    pipe = make_pipeline(CalMRLTransformer(segment[2], encoder=encoder, device="cpu", **FAST), LogisticRegression(max_iter=500)).fit(X, y)
-    ppca = MultiViewPPCA(segment[2], latent_dim=4, random_state=0).fit(X)
-    for model, out in ((est, est.transform), (pipe, pipe.predict_proba), (ppca, ppca.transform)):
+    pipe = make_pipeline(_make(segment[2], encoder), LogisticRegression(max_iter=500)).fit(X, y)
+    for model, out in ((est, est.transform), (pipe, pipe.predict_proba)):
         path = tmp_path / "model.skops"
         sio.dump(model, path)
         untrusted = sio.get_untrusted_types(file=path)
         assert set(untrusted) <= {
             "sklearn_calmrl._estimator.CalMRLTransformer",
             "sklearn_calmrl._ppca.MultiViewPPCA",
+            "sklearn_calmrl._closed_form.ClosedFormModel",
             "sklearn_calmrl._training.Trainer",
         }, untrusted
         loaded = sio.load(path, trusted=untrusted)
         method = getattr(loaded, out.__name__)
         np.testing.assert_array_equal(method(X), out(X))
-    if encoder != "identity":  # the loaded model keeps learning
-        data = sio.dumps(est)
-        loaded = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
-        loaded.partial_fit(X[:100])
-        assert np.isfinite(loaded.transform(X)).all()
+    data = sio.dumps(est)  # the loaded model keeps learning
+    loaded = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
+    loaded.partial_fit(X[:100])
+    assert np.isfinite(loaded.transform(X)).all()
 
 
 def test_pickling_does_not_change_the_original(fitted, segment):
@@ -187,7 +199,7 @@ def test_simulated_gpu_fitted_model_loads_on_cpu(segment, encoder, device_param)
     if torch.cuda.is_available():
         pytest.skip("simulates a CPU-only machine; this one has CUDA")
     X = segment[0]
-    est = CalMRLTransformer(segment[2], encoder=encoder, device="cpu", **FAST).fit(X)
+    est = _make(segment[2], encoder).fit(X)
     expected = est.transform(X)
     est.device_ = "cuda"  # as after fit(device='cuda') on a GPU machine
     est.set_params(device=device_param)
@@ -385,5 +397,5 @@ def test_model_without_local_correction_carries_no_training_rows(frame):
     mods = {"shape": shape_cols, "color": color_cols}
     default = MultiViewPPCA(mods, random_state=0).fit(df)
     bare = MultiViewPPCA(mods, local_bandwidth=None, random_state=0).fit(df)
-    assert default._trainer_.centres[0][0].shape[0] == min(len(df), 4096) and bare._trainer_.centres is None
+    assert default._model_.centres[0][0].shape[0] == min(len(df), 4096) and bare._model_.centres is None
     assert len(pickle.dumps(bare)) < 0.2 * len(pickle.dumps(default))

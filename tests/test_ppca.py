@@ -1,4 +1,4 @@
-"""MultiViewPPCA: the closed-form model alone, the same as CalMRLTransformer(encoder='identity')."""
+"""MultiViewPPCA: the closed-form model alone, and the model of the blocks inside CalMRLTransformer."""
 
 import numpy as np
 import pytest
@@ -14,30 +14,54 @@ def segment():
 
 
 @pytest.mark.parametrize("noise", ["isotropic", "diagonal"])
-@pytest.mark.parametrize("output", ["concat", "latent"])
-def test_equals_calmrl_identity(segment, noise, output):
+def test_calmrl_block_model_is_this_estimator(segment, noise):
+    """Composition (issue 18): CalMRLTransformer's closed-form model of the blocks is a fitted MultiViewPPCA, the
+    same as fitting MultiViewPPCA alone, and its blocks and imputations are the transformer's."""
     X, mods = segment
-    kw = dict(latent_dim=4, noise=noise, output=output, device="cpu", random_state=0)
-    ppca = MultiViewPPCA(mods, max_iter=50, tol=1e-4, **kw).fit(X)
-    calmrl = CalMRLTransformer(mods, encoder="identity", em_max_iter=50, em_tol=1e-4, **kw).fit(X)
+    kw = dict(latent_dim=4, noise=noise, device="cpu", random_state=0)
+    ppca = MultiViewPPCA(mods, add_indicator=False, **kw).fit(X)
+    calmrl = CalMRLTransformer(mods, max_epochs=1, add_indicator=False, **kw).fit(X)
+    block = calmrl.block_model_
+    assert isinstance(block, MultiViewPPCA) and block.get_params() == ppca.get_params()
+    np.testing.assert_array_equal(ppca.transform(X), block.transform(X))
+    np.testing.assert_array_equal(ppca.score_samples(X), block.score_samples(X))
+    for a, b in zip(ppca.components_, block.components_):
+        np.testing.assert_array_equal(a, b)
+    assert ppca.n_iter_ == block.n_iter_ and ppca.loglik_curve_ == block.loglik_curve_
+    np.testing.assert_array_equal(calmrl.impute(X), ppca.impute(X))
+    np.testing.assert_array_equal(calmrl.variance_explained_, ppca.variance_explained_)
+    blocks_out = calmrl.transform(X)[:, -X.shape[1] :]  # the concat output ends with the calibrated blocks
+    np.testing.assert_array_equal(blocks_out, ppca.transform(X))
+
+
+@pytest.mark.parametrize("output", ["concat", "latent"])
+def test_deprecated_identity_encoder_is_multiviewppca(segment, output):
+    X, mods = segment
+    kw = dict(latent_dim=4, output=output, device="cpu", random_state=0)
+    ppca = MultiViewPPCA(mods, **kw).fit(X)
+    with pytest.warns(FutureWarning, match="encoder='identity' is deprecated"):
+        calmrl = CalMRLTransformer(mods, encoder="identity", **kw).fit(X)
     np.testing.assert_array_equal(ppca.transform(X), calmrl.transform(X))
     np.testing.assert_array_equal(ppca.score_samples(X), calmrl.score_samples(X))
-    for a, b in zip(ppca.components_, calmrl.components_):
-        np.testing.assert_array_equal(a, b)
     assert ppca.n_iter_ == calmrl.n_iter_ and ppca.loglik_curve_ == calmrl.loglik_curve_
     assert list(ppca.get_feature_names_out()) == list(calmrl.get_feature_names_out())
+    assert calmrl.encoders_ is None and calmrl.loss_curve_ == []
 
 
+@pytest.mark.filterwarnings("ignore:encoder='identity' is deprecated:FutureWarning")
 def test_partial_fit_equals_calmrl_identity():
     X, mods, _ = make_latent_modalities(300, block_sizes=(4, 3, 3), latent_dim=2, random_state=0)
     X = ampute_modalities(X, mods, rate=0.3, random_state=0)
     a = MultiViewPPCA(mods, latent_dim=2, device="cpu", random_state=0)
     b = CalMRLTransformer(mods, encoder="identity", latent_dim=2, device="cpu", random_state=0)
+    c = CalMRLTransformer(mods, latent_dim=2, device="cpu", random_state=0)
     for chunk in np.array_split(X, 3):
         a.partial_fit(chunk)
         b.partial_fit(chunk)
+        c.partial_fit(chunk)
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
-    assert a.n_samples_seen_ == b.n_samples_seen_ == X.shape[0]
+    np.testing.assert_array_equal(a.impute(X), c.impute(X))  # the transformer's block model learns incrementally too
+    assert a.n_samples_seen_ == b.n_samples_seen_ == c.n_samples_seen_ == X.shape[0]
 
 
 def test_has_no_torch_training_attributes(segment):
@@ -54,13 +78,14 @@ def test_impute_is_the_standardized_imputation_in_the_callers_units(segment):
     X[rows[0], mods["shape"][2]] = np.nan  # a partial NaN inside an observed block
     est = MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X)
     filled, std = est.impute(X, return_std=True)
-    reps, variances = est.impute_representations(X, return_variance=True)
+    reps, variances = est._completed_blocks(*est._inference_input(X), est._model_)  # the standardized completion
     assert not np.isnan(filled).any() and filled.shape == X.shape and filled.dtype == np.float64
     for name, cols in mods.items():
         missing = np.isnan(X[:, cols]).all(axis=1)
         scale, mean = est.feature_scale_[cols], est.feature_mean_[cols]
-        np.testing.assert_allclose(filled[np.ix_(missing, cols)], reps[name][missing] * scale + mean, rtol=1e-12)
-        np.testing.assert_allclose(std[np.ix_(missing, cols)], np.sqrt(variances[name][missing]) * scale, rtol=1e-12)
+        m = list(mods).index(name)
+        np.testing.assert_allclose(filled[np.ix_(missing, cols)], reps[m][missing] * scale + mean, rtol=1e-12)
+        np.testing.assert_allclose(std[np.ix_(missing, cols)], np.sqrt(variances[m][missing]) * scale, rtol=1e-12)
         observed = ~missing[:, None] & ~np.isnan(X[:, cols])
         np.testing.assert_array_equal(filled[:, cols][observed], X[:, cols][observed])  # observed values untouched
         assert np.all(std[:, cols][observed] == 0) and np.all(std[np.ix_(missing, cols)] > 0)
@@ -89,7 +114,7 @@ def test_mixture_composes_with_the_default_local_correction():
         warnings.simplefilter("error")
         mixed = MultiViewPPCA(data.modalities, n_components="auto", random_state=0).fit(X)
     plain = MultiViewPPCA(data.modalities, n_components=mixed.n_components_, local_bandwidth=None, random_state=0).fit(X)
-    assert mixed.local_bandwidth == 0.05 and mixed._trainer_.centres is not None
+    assert mixed.local_bandwidth == 0.05 and mixed._model_.centres is not None
     filled, bare = mixed.impute(X), plain.impute(X)
     observed = ~np.isnan(X)
     np.testing.assert_array_equal(filled[observed], X[observed])

@@ -26,7 +26,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 import sklearn_calmrl._training as training
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import PMRL, CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 SIZES = [3, 2, 2]
@@ -45,12 +45,11 @@ def _data(n=48, random_state=0):
 
 
 def _est(**kw):
-    params = dict(
-        modalities=SIZES, encoder="linear", latent_dim=2, embed_dim=4, max_epochs=2, batch_size=16,
-        em_max_iter=20, device="cpu", random_state=0,
-    )
-    params.update(kw)
-    return CalMRLTransformer(**params)
+    """A cheap CalMRLTransformer, or with ``encoder='identity'`` the closed-form model alone (MultiViewPPCA)."""
+    params = dict(modalities=SIZES, latent_dim=2, device="cpu", random_state=0)
+    if kw.get("encoder") == "identity":
+        return MultiViewPPCA(**{**params, **{k: v for k, v in kw.items() if k not in ("encoder", "hidden_layer_sizes")}})
+    return CalMRLTransformer(**{**params, "embed_dim": 4, "max_epochs": 2, "batch_size": 16, **kw})
 
 
 def _fitted_attributes(est):
@@ -87,26 +86,26 @@ def test_underflowing_temperature_warns_instead_of_crashing(param):
     # check the next batch crashed in eigh with an obscure LinAlgError.
     X = _data()
     with pytest.warns(RuntimeWarning, match="diverged at epoch 1"):
-        est = _est(**{param: 1e-45}).fit(X)
+        est = _est(alignment=PMRL(**{param: 1e-45})).fit(X)
     assert np.isfinite(est.transform(X)).all()
 
 
 def test_nan_loss_mid_training_keeps_last_completed_epoch(monkeypatch):
     X = _data()  # 48 rows, batch_size 16: 3 batches per epoch
     calls = []
-    real = training.Trainer._batch_terms
+    real = training.Trainer.batch_terms
 
     def nan_from_epoch_2(*args, **kwargs):
         terms = real(*args, **kwargs)
         calls.append(1)
         return {name: value * float("nan") for name, value in terms.items()} if len(calls) > 3 else terms
 
-    monkeypatch.setattr(training.Trainer, "_batch_terms", nan_from_epoch_2)
+    monkeypatch.setattr(training.Trainer, "batch_terms", nan_from_epoch_2)
     with pytest.warns(RuntimeWarning, match=r"diverged at epoch 2 \(loss=nan\); kept the parameters of epoch 1"):
         est = _est(max_epochs=4).fit(X)
     assert len(calls) == 4  # stopped right after the step that poisoned the weights
     assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
-    monkeypatch.setattr(training.Trainer, "_batch_terms", real)
+    monkeypatch.setattr(training.Trainer, "batch_terms", real)
     np.testing.assert_array_equal(est.transform(X), _est(max_epochs=1).fit(X).transform(X))
 
 
@@ -154,7 +153,7 @@ def test_fit_leaves_global_rng_states_unchanged(encoder):
 # ----------------------------------------------------------------------------- interrupted fit
 def _interrupt_after(monkeypatch, n_calls):
     calls = []
-    real = training.Trainer._batch_terms
+    real = training.Trainer.batch_terms
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -162,7 +161,7 @@ def _interrupt_after(monkeypatch, n_calls):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training.Trainer, "_batch_terms", interrupted)
+    monkeypatch.setattr(training.Trainer, "batch_terms", interrupted)
     return calls
 
 

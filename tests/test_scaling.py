@@ -9,7 +9,7 @@ import torch
 from joblib import Parallel, delayed
 from sklearn.model_selection import GridSearchCV, KFold
 
-from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl._latent import init_params
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
-FAST = dict(latent_dim=3, embed_dim=8, max_epochs=1, em_max_iter=30, batch_size=64, add_indicator=False, device="cpu", random_state=0)
+FAST = dict(latent_dim=3, embed_dim=8, max_epochs=1, batch_size=64, add_indicator=False, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def _rel(a, b):
 
 
 # ---------------------------------------------------------------------------- partial_fit
-def test_partial_fit_identity_reaches_full_batch_em():
+def test_partial_fit_of_the_closed_form_model_reaches_full_batch_em():
     """Incremental EM over 5 chunks, 20 passes, reaches the full-batch EM fixed point to 1e-3 relative.
 
     The data are noisy (noise sd 2 on N(0, 1) loadings) so that EM itself converges fast: with small
@@ -46,9 +46,9 @@ def test_partial_fit_identity_reaches_full_batch_em():
     """
     X, mods, _ = make_latent_modalities(1500, block_sizes=(6, 5, 4, 5), latent_dim=2, noise=2.0, random_state=0)
     X = ampute_modalities(X, mods, rate=0.3, random_state=0)
-    kw = dict(encoder="identity", latent_dim=2, standardize=False, device="cpu", random_state=0)
-    full = _model_summary(CalMRLTransformer(mods, em_max_iter=5000, em_tol=1e-10, **kw).fit(X))
-    inc = CalMRLTransformer(mods, **kw)
+    kw = dict(latent_dim=2, standardize=False, device="cpu", random_state=0)
+    full = _model_summary(MultiViewPPCA(mods, tol=1e-10, **kw).fit(X))
+    inc = MultiViewPPCA(mods, **kw)
     chunks = np.array_split(X, 5)
     for _ in range(20):
         for chunk in chunks:
@@ -57,15 +57,15 @@ def test_partial_fit_identity_reaches_full_batch_em():
     for name in full:
         assert _rel(got[name], full[name]) < 1e-3, name
     # revisited chunks replace their contribution: the totals count every row once
-    assert inc._trainer_.statistics.total.n_rows == X.shape[0]
+    assert inc._model_.statistics.total.n_rows == X.shape[0]
     assert inc.n_iter_ == 100 and inc.n_samples_seen_ == 100 * 300 and len(inc.loglik_curve_) == 100
 
 
 def test_partial_fit_single_chunk_is_one_em_step_after_init(latent_data):
     """First call = init + EM on the chunk, then one incremental M-step: finite, every attribute set."""
     X, mods = latent_data
-    est = CalMRLTransformer(mods, encoder="identity", latent_dim=3, device="cpu", random_state=0).partial_fit(X)
-    assert est.n_iter_ == 1 and est.n_samples_seen_ == X.shape[0] and est.encoders_ is None
+    est = MultiViewPPCA(mods, latent_dim=3, device="cpu", random_state=0).partial_fit(X)
+    assert est.n_iter_ == 1 and est.n_samples_seen_ == X.shape[0]
     assert np.isfinite(est.transform(X)).all() and np.isfinite(est.score(X))
     np.testing.assert_allclose(est.feature_mean_, np.nanmean(X, axis=0))  # standardization from the first chunk
 
@@ -88,7 +88,7 @@ def test_partial_fit_torch_encoders(latent_data, encoder, alignment):
     clone = pickle.loads(pickle.dumps(est))
     np.testing.assert_allclose(clone.transform(X), Z)
     clone.partial_fit(chunks[0])
-    assert clone.n_iter_ == 4 and clone._trainer_.statistics.total.n_rows == X.shape[0]
+    assert clone.n_iter_ == 4 and clone._trainer_.model.statistics.total.n_rows == X.shape[0]
 
 
 def test_partial_fit_is_seeded_and_fit_resets(latent_data):
@@ -100,7 +100,7 @@ def test_partial_fit_is_seeded_and_fit_resets(latent_data):
     np.testing.assert_array_equal(a.transform(X), b.transform(X))
     a.fit(X)  # a fresh fit: partial_fit afterwards starts new running totals from the fitted model
     a.partial_fit(X[:100])
-    assert a.n_iter_ == 1 and a._trainer_.statistics.total.n_rows == 100
+    assert a.n_iter_ == 1 and a._trainer_.model.statistics.total.n_rows == 100 and a.block_model_._model_.statistics.total.n_rows == 100
 
 
 def test_partial_fit_first_chunk_must_observe_every_modality(latent_data):
@@ -108,7 +108,7 @@ def test_partial_fit_first_chunk_must_observe_every_modality(latent_data):
     X = X.copy()
     X[:, mods["m2"]] = np.nan
     with pytest.raises(ValueError, match="first chunk"):
-        CalMRLTransformer(mods, encoder="identity", latent_dim=2, device="cpu").partial_fit(X)
+        MultiViewPPCA(mods, latent_dim=2, device="cpu").partial_fit(X)
 
 
 # ---------------------------------------------------------------------------- parallel grid search

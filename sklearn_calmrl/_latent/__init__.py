@@ -28,6 +28,7 @@ from .gaussian import (
 from .local import CentreCache, local_corrections
 from .mixture import MixtureParams, MixturePosterior, MixturePrior, MixtureStatistics, init_mixture
 from .protocol import (
+    calibrated,
     impute,
     impute_calibrated,
     log_likelihood,
@@ -59,6 +60,7 @@ __all__ = [
     "MixtureStatistics",
     "init_mixture",
     "impute_calibrated",
+    "calibrated",
     "local_corrections",
     "CentreCache",
     "m_step",

@@ -44,10 +44,24 @@ def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
     return params.m_step(stats, noise=noise, noise_floor=noise_floor, ridge=ridge)
 
 
+def calibrated(Z, observed, params, *, max_norm=None, post=None):
+    """Observed columns kept, missing columns imputed as ``W_m m_i + mu_m`` [design 2.3]; returns them and the posterior.
+
+    ``post`` may pass the rows' posterior under ``params``. With ``max_norm``
+    (unit encoder outputs), an imputed vector longer than that is shortened to
+    it; a shorter one keeps the norm the posterior shrank it to, so an uncertain
+    imputation weighs less in the alignment than an observed column.
+    """
+    post = params.posterior(Z, observed) if post is None else post
+    Zhat = params.impute(post)  # zhat^m' = W_m' m_i + mu_m'  [design 2.3]
+    if max_norm is not None:
+        Zhat = [z / (z.norm(dim=1, keepdim=True) / max_norm).clamp_min(1.0) for z in Zhat]  # ||zhat|| <= max_norm
+    return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))], post
+
+
 def impute_calibrated(Z, observed, params):
     """Observed blocks kept, the others imputed [design 2.3]: the rows as the model completes them."""
-    Zhat = params.impute(params.posterior(Z, observed))
-    return [torch.where(observed[:, m, None], Z[m], Zhat[m]) for m in range(len(Z))]
+    return calibrated(Z, observed, params)[0]
 
 
 def variance_explained(Z, observed, params, post=None):

@@ -1,0 +1,522 @@
+"""The closed-form model of a set of blocks, fitted by EM [design 2], and the random streams of a fit [design 3.5].
+
+:class:`ClosedFormModel` is the fitted object behind both estimators:
+:class:`~sklearn_calmrl.MultiViewPPCA` fits one on the standardized blocks
+(:meth:`ClosedFormModel.fit`: EM, the local correction's stored rows [design 2.9],
+the cross-fitted weights of the imputations [design 2.11] and the variance explained
+[design 2.12]) and completes blocks with it (:meth:`ClosedFormModel.complete`);
+:class:`~sklearn_calmrl.CalMRLTransformer` holds such a ``MultiViewPPCA`` for its
+blocks, and its training loop fits a second one, without stored rows or weights, on
+the encoders' representations (:meth:`ClosedFormModel.initialise`,
+:meth:`ClosedFormModel.refresh`). Both kinds of latent model (one linear-Gaussian
+model, a mixture of them) are reached through the latent-model protocol
+[design 2.13] only.
+
+References ``[design x.y]`` point into ``doc/design.rst``.
+"""
+
+import copy
+import dataclasses
+import time
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from ._latent import (
+    CentreCache,
+    LatentParams,
+    MixtureParams,
+    MixturePrior,
+    MixtureStatistics,
+    RunningStatistics,
+    SufficientStatistics,
+    calibrated,
+    chunked_statistics,
+    fit_em,
+    init_mixture,
+    init_params,
+    local_corrections,
+    log_likelihood,
+    m_step,
+    predictive_variance,
+    variance_explained,
+)
+from ._utils import warn
+
+__all__ = ["ClosedFormModel", "random_stream", "init_rows", "plain", "unplain", "CHUNK", "INIT_ROWS"]
+
+CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform): bounds the working set
+INIT_ROWS = 20000  # rows that initialise a latent model of representations, or estimate the variance explained [design 2.6]
+MAX_CENTRES = 4096  # stored rows of the local correction: bounds its cost per imputed row [design 2.9]
+COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
+CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted imputation weights [design 2.11]
+CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
+
+# the named random streams of a fit's seed [design 3.5]; append new names at the end (the order is the spawn key)
+STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split")
+
+
+def random_stream(seed, name, *key):
+    """The CPU generator of the random stream ``name`` (and ``key``) of ``seed`` [design 3.5].
+
+    ``np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key))``: the
+    streams of one seed are independent and never coincide (unlike seed offsets),
+    and a CPU generator gives the same draws on every device.
+    """
+    state = np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key)).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def init_rows(n, generator, size=INIT_ROWS):
+    """Indices of at most ``size`` of ``n`` rows, in increasing order [design 2.6].
+
+    All ``n`` rows when ``n <= size`` (``generator`` is then not used), else ``size``
+    rows drawn without replacement by ``generator``.
+    """
+    return torch.randperm(n, generator=generator)[:size].sort().values if n > size else torch.arange(n)
+
+
+def resolve_latent_dim(latent_dim, n_linking, width):
+    """``latent_dim``, or for ``'auto'`` ``clip(n_linking // 8, 4, 32)`` below the total width [design 2.10].
+
+    ``n_linking`` counts the rows that observe at least two modalities (all rows
+    with one modality): they are what estimates the cross-modality loadings.
+    """
+    if latent_dim != "auto":
+        if latent_dim > width:
+            raise ValueError(
+                f"latent_dim={latent_dim} is larger than the {width} feature(s) of X in all blocks together: the "
+                f"shared latent cannot have more dimensions than the data (use latent_dim <= {width} or 'auto')."
+            )
+        return int(latent_dim)
+    return int(max(1, min(max(4, n_linking // 8), 32, width - 1)))
+
+
+def linking_rows(observed):
+    """Rows that observe at least two modalities, or all rows of a single-modality model [design 2.10]."""
+    return int(observed.shape[0]) if observed.shape[1] == 1 else int((observed.sum(dim=1) >= 2).sum())
+
+
+def finite(*values):
+    """True when every tensor, float or module parameter given is finite (one host sync)."""
+    flags = []
+    for v in values:
+        if isinstance(v, torch.nn.Module):
+            flags += [torch.isfinite(p).all() for p in v.parameters()]
+        elif torch.is_tensor(v):
+            flags.append(torch.isfinite(v).all())
+        else:
+            flags.append(torch.isfinite(torch.tensor(float(v))))
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+class Completion(NamedTuple):
+    """What every chunk of one inference call reads from a model of the blocks (:meth:`ClosedFormModel.completion`)."""
+
+    params: object  # the latent model, float64 on the device
+    centres: object  # (stored blocks, their mask) of the local correction [design 2.9], or None
+    cache: object  # CentreCache of those stored rows, or None
+    weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
+    variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
+
+
+class ClosedFormModel:
+    """A latent model of a set of blocks, fitted by EM in closed form [design 2].
+
+    Parameters
+    ----------
+    latent_dim : int or 'auto'
+    n_components : int or 'auto'
+    noise : {'isotropic', 'diagonal', 'shared'}
+    max_iter : int
+        EM steps of :meth:`fit` (and of the mixture start of :meth:`initialise`).
+    tol : float
+        EM stops when the mean per-row log-likelihood gains less than this.
+    local_bandwidth : float or None
+        ``h`` of the local correction [design 2.9]; None keeps no stored rows.
+    seed : int
+        Seed of the named random streams [design 3.5].
+    verbose : int
+    label : str
+        Names the model in progress lines and warnings.
+
+    Attributes
+    ----------
+    params : LatentParams or MixtureParams
+        The fitted latent model (None before a fit).
+    single : LatentParams
+        The single model a mixture started from (``params`` itself for one component).
+    latent_dim_, n_components_ : int
+    centres : (list of Tensor, bool Tensor) or None
+        Stored rows of the local correction and their mask [design 2.9].
+    imputation_weights, variance_scales : list of Tensor or None
+        Cross-fitted weights and variance factors of the imputations [design 2.11].
+    variance_explained : (Tensor, Tensor) or None
+        R^2 per modality and latent dimension, and per modality [design 2.12].
+    statistics : RunningStatistics
+        Per-chunk EM statistics of incremental fits [design 3.2].
+    loglik_curve : list of float
+    n_iter : int
+        EM steps of the last fit.
+    time_em : float
+        Seconds spent in EM.
+    incremental : bool
+        False after :meth:`fit`: the next :meth:`partial_fit` starts fresh totals and curves.
+    """
+
+    def __init__(self, *, latent_dim, n_components, noise, max_iter, tol, local_bandwidth=None, seed, verbose=0, label):
+        self.latent_dim = latent_dim
+        self.n_components = n_components
+        self.noise = noise
+        self.max_iter = max_iter
+        self.tol = tol
+        self.local_bandwidth = local_bandwidth
+        self.seed = seed
+        self.verbose = verbose
+        self.label = label
+        self.params = self.single = None
+        self.centres = self.imputation_weights = self.variance_scales = self.variance_explained = None
+        self.statistics = RunningStatistics()
+        self.loglik_curve, self.n_iter, self.time_em = [], 0, 0.0
+        self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
+
+    def random(self, name, *key):
+        """The generator of the named random stream of this model's seed (:func:`random_stream`) [design 3.5]."""
+        return random_stream(self.seed, name, *key)
+
+    def _log(self, message):
+        print(f"[CalMRL] {message}", flush=True)
+
+    # ------------------------------------------------------------------ EM
+    def _em(self, Z, observed, params, max_iter, label, level=1, warn_cap=False):
+        """:func:`fit_em` with progress: a summary line from verbose ``level`` on (and every 10 s of a long fit),
+        every E-step at verbose 2. ``warn_cap``: a ConvergenceWarning when EM stops at ``max_iter`` still gaining
+        ``tol`` or more (the user-visible fits; the internally capped ones stay quiet)."""
+        t0 = time.perf_counter()
+        last = [t0]
+
+        def progress(n_iter, loglik):
+            now = time.perf_counter()
+            if self.verbose >= 2 or now - last[0] >= 10:
+                self._log(f"{label}: EM step {n_iter}, log-likelihood {loglik:.4f}, {now - t0:.1f}s")
+                last[0] = now
+
+        params, history, n_em = fit_em(
+            Z, observed, params, max_iter=max_iter, tol=self.tol, noise=self.noise, chunk_size=CHUNK, callback=progress if self.verbose else None
+        )
+        self.time_em += time.perf_counter() - t0
+        if self.verbose >= level:
+            self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
+        gain = history[-1] - history[-2] if len(history) > 1 else float("inf")
+        if warn_cap and n_em >= max_iter and gain >= self.tol:
+            warn(
+                f"EM of the {label} stopped at its cap of {max_iter} steps while the mean log-likelihood still gained "
+                f"{gain:.3g} per step (tol={self.tol}); raise max_iter or tol.",
+                ConvergenceWarning,
+            )
+        return params, history, n_em
+
+    def _fit_model(self, Z, observed, base, n_components, label, level=1, max_iter=None, warn_cap=False):
+        """EM of the model of ``Z``: the single model ``base`` is fitted; more components start from it [design 2.8].
+        ``max_iter`` lowers the cap; ``warn_cap`` warns when the fit stops unconverged.
+        Returns the model, the single model, the log-likelihood curve and the EM steps."""
+        max_iter = self.max_iter if max_iter is None else min(max_iter, self.max_iter)
+        params, loglik, n_iter = self._em(Z, observed, base, max_iter, label, level, warn_cap=warn_cap and n_components == 1)
+        if n_components == 1:
+            return params, params, loglik, n_iter
+        start = init_mixture(Z, observed, params, n_components, generator=self.random("mixture start"))
+        mixture, loglik, n_iter = self._em(Z, observed, start, max_iter, f"{label}, {n_components} components", level, warn_cap=warn_cap)
+        return mixture, params, loglik, n_iter
+
+    def _initial_params(self, Z, observed):
+        """``init_params`` with the CPU generator of the "latent start" stream (the same draws on every device) [design 2.6]."""
+        return init_params(Z, observed, self.latent_dim_, generator=self.random("latent start"))
+
+    def _select_components(self, X, observed):
+        """``n_components='auto'``: the candidate with the best held-out log-likelihood (20% of the rows) [design 2.8]."""
+        n = observed.shape[0]
+        perm = torch.randperm(n, generator=self.random("component selection")).to(observed.device)
+        held, rows = perm[: max(1, n // 5)], perm[max(1, n // 5) :]
+        X_fit, o_fit = [x[rows] for x in X], observed[rows]
+        base, _, _ = self._em(X_fit, o_fit, self._initial_params(X_fit, o_fit), self.max_iter, "component selection", level=2)
+        scores = {}
+        for k in COMPONENT_CANDIDATES:
+            if k > 1 and k * (self.latent_dim_ + 1) > rows.numel():  # too few rows per component
+                break
+            params = base if k == 1 else self._fit_model(X_fit, o_fit, base, k, "component selection", level=2)[0]
+            scores[k] = float(log_likelihood([x[held] for x in X], observed[held], params).mean())
+        best = max(scores, key=scores.get)
+        if self.verbose:
+            self._log("n_components='auto': held-out log-likelihood " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + f" -> {best}")
+        return best
+
+    # ------------------------------------------------------------------ the model of the blocks
+    def fit(self, X, observed, *, n_linking=None, fit_single=None, warn_cap=False):
+        """Fit the model of the standardized blocks ``X`` (float64 tensors, zeros where missing) [design 2].
+
+        Resolves ``latent_dim`` (from the linking rows [design 2.10]) and
+        ``n_components`` [design 2.8], runs EM from the start of [design 2.6],
+        keeps stored rows for the local correction [design 2.9], cross-fits the
+        imputation weights [design 2.11] and computes the variance explained
+        [design 2.12].
+
+        ``X`` may be a sample of the rows (:func:`~sklearn_calmrl.distributed.fit_dask`):
+        ``n_linking`` then gives the linking rows of all of them, and
+        ``fit_single(start) -> (params, loglik_curve, n_iter)`` fits the single
+        model on all of them from ``start`` (the default is EM on ``X``); the
+        stored rows, the weights and the variance explained come from ``X``.
+        """
+        self.latent_dim_ = resolve_latent_dim(self.latent_dim, linking_rows(observed) if n_linking is None else n_linking, sum(x.shape[1] for x in X))
+        if fit_single is not None and self.n_components != 1:
+            raise ValueError(f"a model fitted outside the trainer is a single latent model (n_components=1), got n_components={self.n_components!r}.")
+        self.n_components_ = self._select_components(X, observed) if self.n_components == "auto" else int(self.n_components)
+        if fit_single is None:
+            self.params, self.single, self.loglik_curve, self.n_iter = self._fit_model(
+                X, observed, self._initial_params(X, observed), self.n_components_, self.label, warn_cap=warn_cap
+            )
+        else:
+            t0 = time.perf_counter()
+            self.params, self.loglik_curve, self.n_iter = fit_single(self._initial_params(X, observed))
+            self.single = self.params
+            self.time_em += time.perf_counter() - t0
+        if self.local_bandwidth is not None:
+            self.centres = ([], observed[:0])
+            self._keep_centres(X, observed)
+        self._cross_fit(X, observed)
+        rows = init_rows(observed.shape[0], self.random("variance explained")).to(observed.device)
+        r2, total = variance_explained([x[rows] for x in X], observed[rows], self.params)
+        self.variance_explained = (r2.cpu(), total.cpu())
+        self.statistics, self.incremental = RunningStatistics(), False
+        return self
+
+    def _keep_centres(self, X, observed):
+        """Add rows to the stored rows of the local correction, up to ``MAX_CENTRES`` [design 2.9]."""
+        kept, kept_observed = self.centres
+        room = MAX_CENTRES - kept_observed.shape[0]
+        if room <= 0:
+            return
+        rows = init_rows(observed.shape[0], self.random("stored rows", kept_observed.shape[0]), room).to(observed.device)
+        new = [x[rows] for x in X]
+        self.centres = (new if not kept else [torch.cat([a, b]) for a, b in zip(kept, new)], torch.cat([kept_observed, observed[rows]]))
+
+    def _cross_fit(self, X, observed):
+        """Set ``imputation_weights`` and ``variance_scales`` by 2-fold cross-fitting [design 2.11].
+
+        Per feature ``j``: the weight ``a_j`` of its imputations and the factor
+        ``c_j`` of its predictive variance. The rows are split in two halves
+        (seeded); a model of the same kind (and local correction) is fitted on
+        each half and imputes every block of the other half's rows that observe
+        it and another modality, with that block hidden (at most
+        ``CROSS_FIT_QUERIES`` such imputations per half, drawn at random).
+        ``a_j = clip(<x_j, xhat_j> / <xhat_j, xhat_j>, 0, 1)`` over those held-out
+        imputations is the least-squares shrinkage of feature ``j``'s imputation
+        towards its mean (0 after standardization); ``c_j`` is the held-out mean
+        squared error of the weighted imputations over their mean predictive
+        variance. Features with no held-out imputation keep ``a_j = c_j = 1``.
+        """
+        n, k = observed.shape
+        num = [torch.zeros(x.shape[1], dtype=x.dtype, device=x.device) for x in X]
+        den, sxx, svar = ([torch.zeros_like(v) for v in num] for _ in range(3))
+        generator = self.random("cross-fitting")  # the halves, then per half its stored rows and queries, in order
+        perm = torch.randperm(n, generator=generator).to(observed.device)
+        halves = (perm[: n // 2], perm[n // 2 :])
+        for held, rest in (halves, halves[::-1]):
+            X_fit, o_fit = [x[rest] for x in X], observed[rest]
+            if k < 2 or held.numel() == 0 or not bool(o_fit.any(dim=0).all()):
+                continue  # a modality unseen in this half: no honest imputation of it
+            model = self._fit_model(X_fit, o_fit, self._initial_params(X_fit, o_fit), self.n_components_, "cross-fitted imputation weights", level=2, max_iter=CROSS_FIT_ITER)[0]
+            centres = init_rows(rest.numel(), generator, MAX_CENTRES).to(observed.device)
+            # one query per (held-out row, block it observes beside another modality), that block hidden
+            o_held = observed[held]
+            pairs = (o_held & (o_held.sum(dim=1, keepdim=True) >= 2)).nonzero()
+            if pairs.shape[0] == 0:
+                continue
+            if pairs.shape[0] > CROSS_FIT_QUERIES:
+                pairs = pairs[init_rows(pairs.shape[0], generator, CROSS_FIT_QUERIES).to(pairs.device)]
+            rows, hidden_block = held[pairs[:, 0]], pairs[:, 1]
+            Z, hidden = [x[rows] for x in X], observed[rows].clone()
+            hidden[torch.arange(rows.numel(), device=rows.device), hidden_block] = False
+            state = Completion(model, ([x[centres] for x in X_fit], o_fit[centres]) if self.local_bandwidth is not None else None, None, None, None)
+            guess, _, variance = self.complete(Z, hidden, state, return_variance=True)
+            for m in range(k):
+                sel = hidden_block == m
+                num[m] += (Z[m][sel] * guess[m][sel]).sum(dim=0)
+                den[m] += (guess[m][sel] ** 2).sum(dim=0)
+                sxx[m] += (Z[m][sel] ** 2).sum(dim=0)
+                svar[m] += variance[m][sel].sum(dim=0)
+        tiny = torch.finfo(num[0].dtype).tiny
+        self.imputation_weights = [torch.where(d > 0, (u / d.clamp_min(tiny)).clamp(0.0, 1.0), torch.ones_like(d)) for u, d in zip(num, den)]
+        # held-out squared error of a_j xhat_j: sum x^2 - 2 a sum x xhat + a^2 sum xhat^2  [design 2.11]
+        errors = [(xx - 2 * a * u + a * a * d).clamp_min(0.0) for xx, a, u, d in zip(sxx, self.imputation_weights, num, den)]
+        self.variance_scales = [torch.where((v > 0) & (d > 0), e / v.clamp_min(tiny), torch.ones_like(v)) for e, v, d in zip(errors, svar, den)]
+
+    # ------------------------------------------------------------------ a model of representations
+    def initialise(self, Z, observed, generator):
+        """Start a model of representations ``Z`` (the rows that initialise it) with dimensions already resolved
+        (``latent_dim`` and ``n_components`` integers) [design 2.6, 3.1]: the closed-form start, and with more than
+        one component a mixture fitted from it [design 2.8]."""
+        self.latent_dim_, self.n_components_ = int(self.latent_dim), int(self.n_components)
+        init_gen = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
+        params = init_params(Z, observed, self.latent_dim_, generator=init_gen)
+        if self.n_components_ > 1:
+            params = self._fit_model(Z, observed, params, self.n_components_, f"{self.label} (start)", level=2)[0]
+        self.params = self.single = params
+
+    def refresh(self, Z, observed, max_iter, label, level=1):
+        """EM warm-started from the current model [design 3.1]; ``Z`` may be a function streaming
+        ``(Z_chunk, observed_chunk)`` pairs (:func:`~sklearn_calmrl._latent.fit_em`)."""
+        self.params, history, self.n_iter = self._em(Z, observed, self.params, max_iter, label, level)
+        self.loglik_curve.append(history[-1])
+
+    # ------------------------------------------------------------------ incremental EM
+    def incremental_step(self, Z, observed, key):
+        """Replace chunk ``key``'s statistics in the running totals and take one M-step from them [design 3.2].
+
+        Returns the chunk's statistics, or None (the model left as it was) when the M-step is not finite.
+        """
+        t0 = time.perf_counter()
+        stats = chunked_statistics(Z, observed, self.params, CHUNK)
+        self.statistics.update(key, stats)
+        params = m_step(self.statistics.total, self.params, noise=self.noise)
+        self.time_em += time.perf_counter() - t0
+        if not finite(*params.tensors()):
+            return None
+        self.params = params
+        return stats
+
+    def partial_fit(self, X, observed, key):
+        """One incremental step of the model of the blocks on a chunk [design 3.2]: the first chunk fits it (and
+        its stored rows, weights and variance explained), later chunks add stored rows; then
+        :meth:`incremental_step`. Returns False when the M-step was not finite."""
+        first = self.params is None
+        if first:
+            self.fit(X, observed)
+        elif self.centres is not None:
+            self._keep_centres(X, observed)
+        if not self.incremental:  # the first chunk, or continuing a fitted model: fresh totals and curves
+            self.statistics, self.loglik_curve, self.n_iter, self.incremental = RunningStatistics(), [], 0, True
+        stats = self.incremental_step(X, observed, key)
+        if stats is None:
+            if first:
+                raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
+            warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning)
+            return False
+        self.n_iter += 1
+        self.loglik_curve.append(float(stats.loglik) / stats.n_rows)
+        return True
+
+    # ------------------------------------------------------------------ inference
+    def completion(self, device, corrected=True):
+        """The float64 model, stored rows (when ``corrected``), their cache and the cross-fitted weights that every
+        chunk of one inference call reads: prepared once per call (once for all chunks of
+        :func:`~sklearn_calmrl.distributed.transform_dask`)."""
+        float64 = lambda tensors: None if tensors is None else [a.to(device=device, dtype=torch.float64) for a in tensors]  # noqa: E731
+        centres = None
+        if self.centres is not None and corrected:
+            centres = (float64(self.centres[0]), self.centres[1].to(device))
+        return Completion(
+            self.params.to(dtype=torch.float64, device=device),
+            centres,
+            CentreCache() if centres is not None else None,
+            float64(self.imputation_weights),
+            float64(self.variance_scales),
+        )
+
+    def complete(self, B, observed, state, *, return_variance=False):
+        """Blocks with their missing ones imputed under ``state`` [design 2.3]: the model's conditional mean, the
+        local correction [design 2.9] and the weights [design 2.11]; with ``return_variance`` their predictive
+        variances (0 where observed, ``h (W V W^T + Psi)`` plus the neighbours' spread with the correction, scaled
+        by the cross-fitted factors). Returns the blocks, the posterior and the variances (or None)."""
+        Bhat, post = calibrated(B, observed, state.params)  # [design 2.3]
+        spread = None
+        if state.centres is not None:  # the stored rows' residuals [design 2.9]
+            correction, spread = local_corrections(
+                B, observed, state.params, *state.centres, self.local_bandwidth, cache=state.cache, return_variance=return_variance
+            )
+            Bhat = [b + c for b, c in zip(Bhat, correction)]
+        if state.weights is not None:  # imputed entries shrunk by the cross-fitted weights [design 2.11]
+            Bhat = [torch.where(observed[:, m, None], b, b * a) for m, (b, a) in enumerate(zip(Bhat, state.weights))]
+        if not return_variance:
+            return Bhat, post, None
+        variance = predictive_variance(post, state.params)
+        if spread is not None:  # h (W V W^T + Psi) plus the neighbours' spread [design 2.9]
+            variance = [self.local_bandwidth * v + s for v, s in zip(variance, spread)]
+        if state.variance_scales is not None:  # matched to held-out errors [design 2.11]
+            variance = [v * c for v, c in zip(variance, state.variance_scales)]
+        return Bhat, post, [torch.where(observed[:, m, None], 0.0, v) for m, v in enumerate(variance)]
+
+    # ------------------------------------------------------------------ copies, devices, persistence
+    def clone(self):
+        """An independent copy for an incremental step (so that a failed step changes nothing)."""
+        new = copy.copy(self)
+        new.statistics = self.statistics.copy()
+        new.loglik_curve = list(self.loglik_curve)
+        return new
+
+    def to(self, device):
+        """Move every tensor to ``device`` (after unpickling on another machine)."""
+        move = lambda tensors: None if tensors is None else [a.to(device) for a in tensors]  # noqa: E731
+        self.params = None if self.params is None else self.params.to(device)
+        self.single = None if self.single is None else self.single.to(device)
+        self.statistics = self.statistics.to(device)
+        if self.centres is not None:
+            self.centres = (move(self.centres[0]), self.centres[1].to(device))
+        self.imputation_weights, self.variance_scales = move(self.imputation_weights), move(self.variance_scales)
+        return self
+
+    def __getstate__(self):
+        """The model as plain data [design 7.3]: numpy arrays, numbers, strings, lists and dicts only."""
+        return plain(self.__dict__)
+
+    def __setstate__(self, state):
+        self.__dict__.update(unplain(state))
+
+
+# the records and parameter objects a saved model holds, by name [design 7.3]
+_RECORDS = {cls.__name__: cls for cls in (LatentParams, MixtureParams, MixturePrior, SufficientStatistics, MixtureStatistics)}
+
+
+def register_record(cls):
+    """Let :func:`plain` / :func:`unplain` carry instances of the dataclass or named tuple ``cls`` [design 7.3]."""
+    _RECORDS[cls.__name__] = cls
+    return cls
+
+
+def plain(obj):
+    """``obj`` as plain data: tensors as CPU numpy arrays (tagged), records and tuples as tagged dicts [design 7.3]."""
+    if torch.is_tensor(obj):
+        return {"__tensor__": obj.detach().cpu().numpy().copy()}
+    if isinstance(obj, RunningStatistics):
+        return {"__record__": "RunningStatistics", "fields": {"total": plain(obj.total), "parts": plain(obj.parts)}}
+    if type(obj).__name__ in _RECORDS and type(obj) is _RECORDS[type(obj).__name__]:
+        names = obj._fields if isinstance(obj, tuple) else [f.name for f in dataclasses.fields(obj)]
+        return {"__record__": type(obj).__name__, "fields": {k: plain(getattr(obj, k)) for k in names}}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [plain(v) for v in obj]}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    return obj
+
+
+def unplain(obj):
+    """Inverse of :func:`plain`."""
+    if isinstance(obj, list):
+        return [unplain(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return torch.from_numpy(np.array(obj["__tensor__"]))
+    if "__tuple__" in obj:
+        return tuple(unplain(v) for v in obj["__tuple__"])
+    if "__record__" in obj:
+        fields = {k: unplain(v) for k, v in obj["fields"].items()}
+        if obj["__record__"] == "RunningStatistics":
+            running = RunningStatistics()
+            running.total, running.parts = fields["total"], fields["parts"]
+            return running
+        return _RECORDS[obj["__record__"]](**fields)
+    return {k: unplain(v) for k, v in obj.items()}

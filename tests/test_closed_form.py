@@ -1,0 +1,128 @@
+"""The closed-form model of the blocks: cross-fitted weights and variance factors, EM warnings, random streams."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_calmrl.datasets import make_latent_modalities
+
+
+def _with_noise_columns(n=400, seed=0):
+    """Three latent-model blocks; the last gains 6 columns of pure noise, then a random half of the rows lose one block."""
+    X, mods, _ = make_latent_modalities(n_samples=n, block_sizes=(6, 5, 4), latent_dim=2, noise=0.2, random_state=seed)
+    rng = np.random.default_rng(seed)
+    X = np.hstack([X, rng.standard_normal((n, 6))])
+    mods = {name: list(cols) for name, cols in mods.items()}
+    last = list(mods)[-1]
+    mods[last] = mods[last] + list(range(X.shape[1] - 6, X.shape[1]))
+    X = X.copy()
+    for i in rng.choice(n, n // 2, replace=False):
+        X[i, mods[list(mods)[rng.integers(3)]]] = np.nan
+    return X, mods
+
+
+@pytest.mark.parametrize("local_bandwidth", [None, 0.05])
+def test_imputation_weights_keep_predictable_features_and_drop_noise(local_bandwidth):
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns()
+    est = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
+    weights = [a.numpy() for a in est._model_.imputation_weights]
+    assert [w.shape[0] for w in weights] == [len(c) for c in mods.values()]
+    assert all(((w >= 0) & (w <= 1)).all() for w in weights)
+    assert min(w.min() for w in weights[:2]) > 0.8  # features the other blocks predict keep their imputation
+    assert weights[2][:4].min() > 0.6  # (.69 to .82 over random_state 0-5: the block shares its loadings with noise)
+    assert np.median(weights[2][4:]) < 0.3  # noise columns are imputed by (nearly) their mean
+    again = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
+    for a, b in zip(weights, again._model_.imputation_weights):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_weights_scale_only_the_imputed_entries():
+    """Output with the weights = observed blocks as they are, imputed entries times a_j [design 2.11]."""
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns(seed=1)
+    est = MultiViewPPCA(mods, latent_dim=2, add_indicator=False, random_state=0).fit(X)
+    shrunk, (filled, std) = est.transform(X), est.impute(X, return_std=True)
+    weights, scales = est._model_.imputation_weights, est._model_.variance_scales
+    est._model_.imputation_weights = est._model_.variance_scales = None
+    plain, (plain_filled, plain_std) = est.transform(X), est.impute(X, return_std=True)
+    np.testing.assert_allclose(std, plain_std * np.sqrt(torch.cat(scales).numpy()), rtol=1e-10)  # std scaled by sqrt(c_j)
+    a = torch.cat(weights).numpy()
+    missing = np.isnan(X)
+    np.testing.assert_allclose(shrunk[~missing], plain[~missing])
+    np.testing.assert_allclose(shrunk[missing], (plain * a)[missing], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(filled[~missing], X[~missing])
+    mean, scale = est.feature_mean_, est.feature_scale_
+    np.testing.assert_allclose(filled[missing], (((plain_filled - mean) / scale * a) * scale + mean)[missing], rtol=1e-10, atol=1e-12)
+
+
+def test_imputation_weights_reduce_held_out_imputation_error():
+    """On rows never seen in fit, the weighted imputation errs less than the plain one on the noisy block."""
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns(n=800, seed=2)
+    train, test = X[:400], X[400:]
+    est = MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(train)
+    full = test[~np.isnan(test).any(axis=1)]
+    hidden = full.copy()
+    last = mods[list(mods)[-1]]
+    hidden[:, last] = np.nan
+    err = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
+    est._model_.imputation_weights = None
+    err_plain = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
+    assert err < err_plain
+
+
+@pytest.mark.parametrize("loader", ["load_multiple_features", "load_image_segmentation"])
+def test_predictive_std_covers_95_percent_of_held_out_errors(loader):
+    """1.96 predictive std cover 95% +- 3 points of the errors of imputed held-out blocks (issue 21, design 2.11)."""
+    from sklearn.model_selection import train_test_split
+
+    from sklearn_calmrl import MultiViewPPCA, datasets
+    from sklearn_calmrl.datasets import ampute_modalities
+
+    data = getattr(datasets, loader)()
+    train, test = train_test_split(np.arange(len(data.target)), test_size=0.3, random_state=0, stratify=data.target)
+    X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
+    est = MultiViewPPCA(data.modalities, random_state=0).fit(X[train])
+    rng = np.random.RandomState(0)
+    held, hidden = X[test].copy(), np.zeros(X[test].shape, dtype=bool)
+    for i in range(len(test)):
+        seen = [cols for cols in data.modalities.values() if not np.isnan(held[i, cols]).all()]
+        if len(seen) >= 2:
+            cols = seen[rng.randint(len(seen))]
+            held[i, cols], hidden[i, cols] = np.nan, True
+    filled, std = est.impute(held, return_std=True)
+    z = np.abs(filled - data.data[test])[hidden] / std[hidden]
+    assert 0.92 <= np.mean(z <= 1.96) <= 0.98
+
+
+def test_user_visible_em_warns_when_it_stops_at_its_cap():
+    """MultiViewPPCA's EM capped below convergence warns (ConvergenceWarning); the default fit does not (issue 18)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from sklearn_calmrl import MultiViewPPCA
+
+    X, mods = _with_noise_columns()
+    with pytest.warns(ConvergenceWarning, match=r"stopped at its cap of 2 steps.*raise max_iter"):
+        MultiViewPPCA(mods, latent_dim=2, max_iter=2, random_state=0).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(X)
+
+
+def test_random_streams_are_distinct_and_reproducible():
+    """Every named stream of a seed draws its own numbers, the same on every call (design 3.5, issue 18)."""
+    from sklearn_calmrl._closed_form import STREAMS, random_stream
+
+    draws = {(name, key): torch.rand(8, generator=random_stream(7, name, *key)) for name in STREAMS for key in ((), (1,), (2,))}
+    flat = torch.stack(list(draws.values()))
+    assert torch.unique(flat, dim=0).shape[0] == len(draws)  # no two streams (or keys) coincide
+    torch.testing.assert_close(torch.rand(8, generator=random_stream(7, "encoders")), draws["encoders", ()], rtol=0, atol=0)
+    assert not torch.equal(torch.rand(8, generator=random_stream(8, "encoders")), draws["encoders", ()])
+    with pytest.raises(ValueError):
+        random_stream(7, "no such stream")
