@@ -14,6 +14,7 @@ from sklearn_calmrl.datasets import (
     load_image_segmentation,
     load_multiple_features,
     make_latent_modalities,
+    make_nonlinear_modalities,
 )
 
 MF_BLOCKS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
@@ -377,6 +378,168 @@ def test_make_latent_then_ampute():
     assert patterns <= {p for p in itertools.product([False, True], repeat=3) if 0 < sum(p) < 3}
 
 
+# --------------------------------------------------------------------------- #
+# make_nonlinear_modalities
+# --------------------------------------------------------------------------- #
+
+
+@pytest.fixture(scope="module")
+def nonlinear():
+    return make_nonlinear_modalities(n_samples=1001, random_state=0)
+
+
+def test_make_nonlinear_modalities_fields(nonlinear):
+    d = nonlinear
+    assert d.data.shape == d.data_full.shape == (1001, 128)
+    assert d.data.dtype == d.data_full.dtype == np.float64
+    assert d.target.shape == (1001,) and d.target.dtype == np.int64
+    assert np.bincount(d.target).tolist() == [101] + [100] * 9  # balanced classes
+    assert d.latent.shape == (1001, 8) and d.latent.dtype == np.float64
+    _check_modalities_cover(d.modalities, {f"m{m}": 32 for m in range(4)}, 128)
+    assert list(d.feature_names[[0, 31, 32]]) == ["m0_0", "m0_31", "m1_0"]
+    assert list(d.target_names) == [str(c) for c in range(10)]
+    assert d.pairs == [("m0", "m1"), ("m1", "m2"), ("m2", "m3")]
+    assert d.frequent_pairs == d.pairs
+    assert d.rare_pairs == [("m0", "m2"), ("m0", "m3"), ("m1", "m3")]
+    assert d.groups.shape == d.complete.shape == (1001,) and d.observed.shape == (1001, 4)
+    assert np.isfinite(d.data_full).all() and "Nonlinear modalities" in d.DESCR
+    # standardized signal plus noise of standard deviation 0.5
+    np.testing.assert_allclose(d.data_full.var(axis=0), 1.25, rtol=0.15)
+    sizes = make_nonlinear_modalities(n_samples=20, n_modalities=3, block_sizes=[2, 5, 1], latent_dim=2, random_state=0)
+    assert sizes.data.shape == (20, 8) and sizes.latent.shape == (20, 2)
+
+
+def _check_structured_missingness(d, complete_fraction):
+    n, k = d.data.shape[0], len(d.modalities)
+    names = list(d.modalities)
+    blocks = _blocks(d.modalities, d.data.shape[1])
+    observed = observed_mask(d.data, blocks)
+    np.testing.assert_array_equal(observed, d.observed)
+    # missing modalities are whole NaN blocks; everything observed equals data_full
+    nan = np.isnan(d.data)
+    for m, (_, cols) in enumerate(blocks):
+        assert np.array_equal(nan[:, cols].any(axis=1), ~observed[:, m])
+        assert np.array_equal(nan[:, cols].all(axis=1), ~observed[:, m])
+    np.testing.assert_array_equal(d.data[~nan], d.data_full[~nan])
+    # complete rows observe everything; every other row exactly the pair of its group
+    assert d.complete.sum() == round(complete_fraction * n)
+    np.testing.assert_array_equal(d.complete, d.groups == -1)
+    assert observed[d.complete].all()
+    for g, pair in enumerate(d.pairs):
+        rows = d.groups == g
+        expected = np.isin(names, pair)
+        assert (observed[rows] == expected).all()
+        assert abs(rows.sum() - (n - d.complete.sum()) / len(d.pairs)) <= 1
+    assert set(np.unique(d.groups)) <= set(range(-1, len(d.pairs)))
+    # rare pairs co-occur only in the complete rows, frequent pairs also elsewhere
+    assert len(d.rare_pairs) + len(d.frequent_pairs) == k * (k - 1) // 2
+    for a, b in d.rare_pairs:
+        together = observed[:, names.index(a)] & observed[:, names.index(b)]
+        assert not together[~d.complete].any()
+    for a, b in d.frequent_pairs:
+        together = observed[:, names.index(a)] & observed[:, names.index(b)]
+        assert together[~d.complete].any()
+    assert observed.any(axis=0).all()
+
+
+def test_make_nonlinear_modalities_missingness(nonlinear):
+    _check_structured_missingness(nonlinear, 0.05)
+    star = make_nonlinear_modalities(
+        n_samples=500, n_modalities=6, block_sizes=4, pairs="star", complete_fraction=0.1, random_state=1)
+    assert star.pairs == [("m0", f"m{m}") for m in range(1, 6)]
+    assert ("m1", "m2") in star.rare_pairs and len(star.rare_pairs) == 10
+    _check_structured_missingness(star, 0.1)
+    # explicit groups, by name or position (normalized to sorted names), and a singleton
+    mixed = make_nonlinear_modalities(
+        n_samples=300, n_modalities=5, block_sizes=3, pairs=[("m3", "m0"), (1, 4), ("m2",)],
+        complete_fraction=0.2, random_state=2)
+    assert mixed.pairs == [("m0", "m3"), ("m1", "m4"), ("m2",)]
+    assert mixed.frequent_pairs == [("m0", "m3"), ("m1", "m4")]
+    _check_structured_missingness(mixed, 0.2)
+    # no complete rows: every modality is still observed through the chain
+    none = make_nonlinear_modalities(n_samples=200, block_sizes=3, complete_fraction=0.0, random_state=0)
+    _check_structured_missingness(none, 0.0)
+    full = make_nonlinear_modalities(n_samples=50, block_sizes=3, complete_fraction=1.0, random_state=0)
+    np.testing.assert_array_equal(full.data, full.data_full)
+
+
+def test_make_nonlinear_modalities_deterministic(nonlinear):
+    state = np.random.get_state()
+    again = make_nonlinear_modalities(n_samples=1001, random_state=0)
+    assert _same_random_state(state, np.random.get_state())  # the global RNG is not used
+    for key in ("data", "data_full", "target", "latent", "groups"):
+        np.testing.assert_array_equal(again[key], nonlinear[key])
+    other = make_nonlinear_modalities(n_samples=1001, random_state=1)
+    for key in ("data_full", "latent", "groups"):
+        assert not np.array_equal(other[key], nonlinear[key])
+    rng = np.random.RandomState(0)
+    first, second = (make_nonlinear_modalities(n_samples=100, block_sizes=2, random_state=rng) for _ in range(2))
+    assert not np.array_equal(first.data_full, second.data_full)
+
+
+def _same_random_state(a, b):
+    return a[0] == b[0] and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+def _r2(X_train, Y_train, X_test, Y_test, model):
+    return model.fit(X_train, Y_train).score(X_test, Y_test)
+
+
+def test_make_nonlinear_modalities_is_nonlinear():
+    """Without noise, a linear map of the latent misses much of each modality; a local regressor does not."""
+    from sklearn.linear_model import LinearRegression
+    from sklearn.neighbors import KNeighborsRegressor
+
+    d = make_nonlinear_modalities(n_samples=5000, noise=0.0, random_state=0)
+    split = (d.latent[:4000], d.data_full[:4000], d.latent[4000:], d.data_full[4000:])
+    linear, knn = _r2(*split, LinearRegression()), _r2(*split, KNeighborsRegressor(10))
+    assert linear < 0.8 and knn > linear + 0.1
+    control = make_nonlinear_modalities(n_samples=500, noise=0.0, hidden_layer_sizes=(), random_state=0)
+    split = (control.latent[:400], control.data_full[:400], control.latent[400:], control.data_full[400:])
+    assert _r2(*split, LinearRegression()) > 0.999
+
+
+def test_make_nonlinear_modalities_classes(nonlinear):
+    from sklearn.linear_model import LogisticRegression
+
+    d = nonlinear
+    clf = LogisticRegression(max_iter=300).fit(d.data_full[:800], d.target[:800])
+    assert clf.score(d.data_full[800:], d.target[800:]) > 0.6  # chance is 0.1
+    # the class means lie at distance class_sep from the origin
+    means = np.stack([d.latent[d.target == c].mean(axis=0) for c in range(10)])
+    np.testing.assert_allclose(np.linalg.norm(means, axis=1), 3.0, atol=0.5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"n_samples": 0}, "n_samples"),
+        ({"n_modalities": 1}, "n_modalities"),
+        ({"n_modalities": 2.0}, "n_modalities"),
+        ({"block_sizes": 0}, "block_sizes"),
+        ({"block_sizes": [3, 3]}, "block_sizes"),
+        ({"block_sizes": "32"}, "block_sizes"),
+        ({"latent_dim": 0}, "latent_dim"),
+        ({"n_classes": 0}, "n_classes"),
+        ({"class_sep": -1.0}, "class_sep"),
+        ({"class_sep": np.inf}, "class_sep"),
+        ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes"),
+        ({"hidden_layer_sizes": None}, "hidden_layer_sizes"),
+        ({"gain": 0.0}, "gain"),
+        ({"noise": -0.1}, "noise"),
+        ({"noise": [0.1, 0.2]}, "noise"),
+        ({"complete_fraction": 1.5}, "complete_fraction"),
+        ({"pairs": "ring"}, "pairs"),
+        ({"pairs": [("m0", "m7")]}, "'m7'"),
+        ({"pairs": []}, "empty"),
+        ({"pairs": [("m0", "m1")], "complete_fraction": 0.0}, r"\['m2', 'm3'\] would never be observed"),
+    ],
+)
+def test_make_nonlinear_modalities_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_nonlinear_modalities(**{"n_samples": 20, **kwargs})
+
+
 def test_digits_halves_are_the_image_columns():
     from sklearn.datasets import load_digits
 
@@ -407,6 +570,17 @@ def test_breast_cancer_views_group_the_ten_measurements():
         np.testing.assert_array_equal(data.data[names].to_numpy(), raw.data[:, [list(raw.feature_names).index(n) for n in names]])
 
 
+def test_docstring_examples_run():
+    """The Examples sections of the loaders, the amputation helpers and the generators run as doctests."""
+    import doctest
+
+    from sklearn_calmrl.datasets import _base, _synthetic
+
+    for module in (_base, _synthetic):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
 def test_datasets_import_without_torch():
     """``sklearn_calmrl.datasets`` loads and amputes without importing torch (issue 18)."""
     import subprocess
@@ -414,8 +588,9 @@ def test_datasets_import_without_torch():
 
     code = (
         "import sys\n"
-        "from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation\n"
+        "from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, make_nonlinear_modalities\n"
         "d = load_image_segmentation(); X = ampute_modalities(d.data, d.modalities, rate=0.5, random_state=0)\n"
+        "make_nonlinear_modalities(n_samples=100, random_state=0)\n"
         "import sklearn_calmrl; assert 'CalMRLTransformer' in dir(sklearn_calmrl)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(X.shape)"

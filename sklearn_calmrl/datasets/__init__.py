@@ -1,4 +1,4 @@
-"""Data sets, missing-modality simulators and a synthetic generator.
+"""Data sets, missing-modality simulators and synthetic generators.
 
 - :func:`load_multiple_features` and :func:`load_image_segmentation` load the two
   real multi-modal data sets shipped with the package (UCI, CC BY 4.0);
@@ -8,6 +8,11 @@
   modality blocks with NaN to simulate samples that miss modalities.
 - :func:`make_latent_modalities` draws data from the shared linear-Gaussian
   latent model.
+- :func:`make_nonlinear_modalities` is a controlled generator: several nonlinear
+  modalities (random tanh networks) of one class-structured latent, with the
+  paper's structured missingness (a few complete rows, the others in groups
+  that only ever observe fixed pairs, so that some pairs co-occur only in the
+  complete rows).
 """
 
 from ._base import (
@@ -19,6 +24,7 @@ from ._base import (
     load_multiple_features,
     make_latent_modalities,
 )
+from ._synthetic import make_nonlinear_modalities
 
 __all__ = [
     "load_multiple_features",
@@ -28,4 +34,5 @@ __all__ = [
     "ampute_modalities",
     "ampute_modalities_structured",
     "make_latent_modalities",
+    "make_nonlinear_modalities",
 ]

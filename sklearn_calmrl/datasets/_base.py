@@ -321,15 +321,22 @@ def _prepare(X, modalities):
     return Xt, blocks, wrap
 
 
-def _check_fraction(value, name):
+def _check_real(value, name, low=0.0, high=np.inf, *, low_open=False):
+    """``value`` as a float if it is a finite real number in [low, high] ((low, high] if ``low_open``)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not np.isfinite(value)
-        or not 0.0 <= value <= 1.0
+        or not (low < value if low_open else low <= value)
+        or not value <= high
     ):
-        raise ValueError(f"{name} must be a real number in [0, 1], got {value!r}.")
+        upper = f"{high:g}]" if np.isfinite(high) else "inf)"
+        raise ValueError(f"{name} must be a real number in {'(' if low_open else '['}{low:g}, {upper}, got {value!r}.")
     return float(value)
+
+
+def _check_fraction(value, name):
+    return _check_real(value, name, 0.0, 1.0)
 
 
 def _warn_empty_rows(Xt, blocks):
@@ -514,24 +521,72 @@ def ampute_modalities_structured(
     complete_fraction = _check_fraction(complete_fraction, "complete_fraction")
     Xt, blocks, wrap = _prepare(X, modalities)
     groups = _resolve_pairs(pairs, blocks)
-    n_samples = Xt.shape[0]
-    n_complete = int(round(complete_fraction * n_samples))
-
-    rng = check_random_state(random_state)
-    order = rng.permutation(n_samples)
-    rest = order[n_complete:]
-    for g, rows in enumerate(np.array_split(rest, len(groups))):
-        keep = set(groups[g])
-        for m, (_, cols) in enumerate(blocks):
-            if m not in keep:
-                Xt[np.ix_(rows, cols)] = np.nan
+    _mask_structured(Xt, blocks, groups, complete_fraction, check_random_state(random_state))
     _warn_empty_rows(Xt, blocks)
     return wrap(Xt)
+
+
+def _mask_structured(Xt, blocks, groups, complete_fraction, rng):
+    """NaN-mask ``Xt`` in place under structured missingness; return the group of each row and what it observes.
+
+    ``round(complete_fraction * n_samples)`` random rows are complete (group -1);
+    the others are split at random into ``len(groups)`` groups of (nearly) equal
+    size, and group ``g`` keeps only the modality positions ``groups[g]``.
+    Returns ``row_group`` (int array of shape (n_samples,)) and ``keeps``
+    (bool array of shape (n_samples, n_modalities)): the modalities each row
+    keeps.
+    """
+    n_samples = Xt.shape[0]
+    n_complete = int(round(complete_fraction * n_samples))
+    order = rng.permutation(n_samples)
+    row_group = np.full(n_samples, -1, dtype=np.int64)
+    for g, rows in enumerate(np.array_split(order[n_complete:], len(groups))):
+        row_group[rows] = g
+    # one row of kept modalities per group, and a last all-True row that index -1 (complete) picks
+    group_keeps = np.zeros((len(groups) + 1, len(blocks)), dtype=bool)
+    for g, members in enumerate(groups):
+        group_keeps[g, members] = True
+    group_keeps[-1] = True
+    keeps = group_keeps[row_group]
+    for m, (_, cols) in enumerate(blocks):
+        Xt[np.ix_(np.flatnonzero(~keeps[:, m]), cols)] = np.nan
+    return row_group, keeps
 
 
 # --------------------------------------------------------------------------- #
 # Synthetic data
 # --------------------------------------------------------------------------- #
+
+
+def _check_positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return int(value)
+
+
+def _check_int_sequence(value, name, repeat=1):
+    """Positive ints as a list: a sequence of them, or one int repeated ``repeat`` times."""
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        value = [value] * repeat
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"{name} must be an int or a sequence of ints, got {value!r}.")
+    return [_check_positive_int(v, f"{name} entries") for v in value]
+
+
+def _check_noise(noise, k):
+    """Noise standard deviations, one per modality, from one float or a sequence of ``k``."""
+    try:
+        noise_std = np.asarray(noise, dtype=np.float64)
+    except (TypeError, ValueError):
+        noise_std = np.asarray(np.nan)
+    if noise_std.ndim == 0:
+        noise_std = np.full(k, float(noise_std))
+    if noise_std.shape != (k,) or not np.all(np.isfinite(noise_std)) or np.any(noise_std < 0):
+        raise ValueError(
+            f"noise must be a non-negative float or one per modality ({k}), got {noise!r}."
+        )
+    return noise_std
 
 
 def make_latent_modalities(
@@ -579,27 +634,13 @@ def make_latent_modalities(
     >>> X.shape, [len(c) for c in mods.values()], params["latent"].shape
     ((100, 18), [8, 6, 4], (100, 3))
     """
-
-    def _positive_int(value, name):
-        if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        return int(value)
-
-    n_samples = _positive_int(n_samples, "n_samples")
-    latent_dim = _positive_int(latent_dim, "latent_dim")
-    if isinstance(block_sizes, (numbers.Integral, np.integer)):
-        block_sizes = (block_sizes,)
-    block_sizes = [_positive_int(d, "block_sizes entries") for d in block_sizes]
+    n_samples = _check_positive_int(n_samples, "n_samples")
+    latent_dim = _check_positive_int(latent_dim, "latent_dim")
+    block_sizes = _check_int_sequence(block_sizes, "block_sizes")
     if len(block_sizes) == 0:
         raise ValueError("block_sizes must hold at least one block size.")
     k = len(block_sizes)
-    noise_std = np.asarray(noise, dtype=np.float64)
-    if noise_std.ndim == 0:
-        noise_std = np.full(k, float(noise_std))
-    if noise_std.shape != (k,) or not np.all(np.isfinite(noise_std)) or np.any(noise_std < 0):
-        raise ValueError(
-            f"noise must be a non-negative float or one per modality ({k}), got {noise!r}."
-        )
+    noise_std = _check_noise(noise, k)
 
     rng = check_random_state(random_state)
     W = [rng.standard_normal((d, latent_dim)) for d in block_sizes]
