@@ -30,6 +30,7 @@ from .mixture import MixtureParams, MixturePosterior, MixturePrior, MixtureStati
 from .protocol import (
     impute,
     impute_calibrated,
+    imputation_confidence,
     log_likelihood,
     m_step,
     posterior,
@@ -47,6 +48,7 @@ __all__ = [
     "impute",
     "single_modality_maps",
     "predictive_variance",
+    "imputation_confidence",
     "variance_explained",
     "log_likelihood",
     "sufficient_statistics",
