@@ -15,6 +15,10 @@ Two objectives are provided:
 * GRAM: a contrastive loss on the volume spanned by an anchor modality of one
   sample and the other modalities of another sample.
 
+Two terms on observed modality pairs go beside them: a pairwise InfoNCE
+(``pair_infonce``) and the paper's matching loss (``matching_loss``, a learned
+head telling true pairs from in-batch hard negatives).
+
 References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
@@ -26,17 +30,21 @@ import torch.nn.functional as F
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils._param_validation import Interval
 
+from ._encoders import _reset_
 from ._latent import missingness_patterns
 
 __all__ = [
     "GRAM",
     "PMRL",
     "GRAMLoss",
+    "MatchingHead",
+    "MatchingLoss",
     "PMRLLoss",
     "gram_loss",
     "gram_volume",
     "leading_direction",
     "make_alignment_loss",
+    "matching_loss",
     "pair_infonce",
     "pmrl_loss",
     "pmrl_terms",
@@ -240,6 +248,40 @@ def pmrl_loss(Z, *, tau_intra=0.3, tau_inter=0.1, observed=None, eps=1e-6):
     return terms["intra"] + terms["inter"]  # [design 4.1] L = L_intra + L_inter
 
 
+def _co_observed_mean(Z, observed, pair_loss):
+    """Mean of ``pair_loss`` over the modality pairs observed together on at least 2 rows [design 4.6, 4.7].
+
+    For modalities ``a < b`` and the ``n_ab >= 2`` rows observing both,
+    ``pair_loss(z^a, z^b)`` gets those rows' representations; the results are
+    averaged with weights ``n_ab``. Unobserved entries are never read.
+
+    Parameters
+    ----------
+    Z : list of torch.Tensor of shape (B, d), or torch.Tensor of shape (B, k, d)
+    observed : torch.Tensor of shape (B, k), dtype bool
+    pair_loss : callable
+        ``(z^a, z^b) -> loss`` on two ``(n_ab, d)`` tensors of matched rows.
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        A zero with a ``grad_fn`` (read from no entry, so NaN fillers stay out)
+        when no pair is observed on two rows.
+    """
+    if isinstance(Z, torch.Tensor):
+        Z = Z.unbind(1)
+    total, weight = Z[0][:0].sum(), 0
+    for a in range(len(Z)):
+        for b in range(a + 1, len(Z)):
+            rows = observed[:, a] & observed[:, b]
+            n = int(rows.sum())
+            if n < 2:
+                continue
+            total = total + n * pair_loss(Z[a][rows], Z[b][rows])
+            weight += n
+    return total / max(weight, 1)
+
+
 def pair_infonce(Z, observed, *, tau=0.1):
     """Symmetric InfoNCE over every pair of modalities, on the rows that observe both [design 4.6].
 
@@ -247,11 +289,11 @@ def pair_infonce(Z, observed, *, tau=0.1):
     are ``<z_i^a, z_j^b> / tau`` and the loss is the cross-entropy towards
     ``j = i`` along rows and columns (CLIP); pairs are averaged with weights
     ``n_ab``. Only observed representations enter (the tabular stand-in for the
-    paper's matching loss on observed modalities).
+    paper's matching loss on observed modalities, which is :func:`matching_loss`).
 
     Parameters
     ----------
-    Z : list of torch.Tensor of shape (B, d)
+    Z : list of torch.Tensor of shape (B, d), or torch.Tensor of shape (B, k, d)
         Unit representations per modality (anything where unobserved).
     observed : torch.Tensor of shape (B, k), dtype bool
     tau : float, default=0.1
@@ -261,18 +303,161 @@ def pair_infonce(Z, observed, *, tau=0.1):
     loss : torch.Tensor of shape ()
         A zero with a ``grad_fn`` when no pair is observed on two rows.
     """
-    total, weight = Z[0].sum() * 0, 0
-    for a in range(len(Z)):
-        for b in range(a + 1, len(Z)):
-            rows = observed[:, a] & observed[:, b]
-            n = int(rows.sum())
-            if n < 2:
-                continue
-            logits = Z[a][rows] @ Z[b][rows].T / tau  # [design 4.6] <z_i^a, z_j^b> / tau
-            target = torch.arange(n, device=logits.device)
-            total = total + n * 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-            weight += n
-    return total / max(weight, 1)
+
+    def clip(za, zb):
+        logits = za @ zb.T / tau  # [design 4.6] <z_i^a, z_j^b> / tau
+        target = torch.arange(za.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+    return _co_observed_mean(Z, observed, clip)
+
+
+def _generator_or_default(generator):
+    """``generator``, or a CPU generator seeded with 0 when it is None (the global RNG is never drawn from)."""
+    return torch.Generator().manual_seed(0) if generator is None else generator
+
+
+def _hard_negatives(za, zb, tau, generator):
+    """In-batch hard negatives of every positive pair ``(z_i^a, z_i^b)``, in both directions [design 4.7].
+
+    ``j_b(i) ~ softmax_{j != i}(s_ij)`` (replace ``b``) and
+    ``j_a(i) ~ softmax_{j != i}(s_ji)`` (replace ``a``) with the detached
+    similarities ``s_ij = <z_i^a, z_j^b> / tau``, drawn by the Gumbel-max trick
+    with one symmetric noise matrix ``g_ij = g_ji``, so that swapping ``a`` and
+    ``b`` swaps the two directions exactly. The noise is drawn on the CPU from
+    ``generator`` and moved (the same draws on every device).
+
+    Returns
+    -------
+    j_b, j_a : torch.Tensor of int64, shape (n,)
+    """
+    n = za.shape[0]
+    with torch.no_grad():
+        s = (za @ zb.T).double() / tau  # [design 4.7] s_ij = <z_i^a, z_j^b> / tau, detached
+        gumbel = -torch.log(torch.empty(n, n, dtype=torch.float64).exponential_(generator=generator))
+        gumbel = torch.triu(gumbel, diagonal=1)
+        scores = s + (gumbel + gumbel.T).to(s.device)  # [design 4.7] g_ij = g_ji ~ Gumbel(0, 1)
+        scores.fill_diagonal_(float("-inf"))  # [design 4.7] j != i: never the positive itself
+        return scores.argmax(dim=1), scores.argmax(dim=0)
+
+
+def matching_loss(Z, observed, head, *, generator=None, tau=0.1):
+    """Binary matching loss on observed modality pairs with in-batch hard negatives [design 4.7, paper Eq. 9].
+
+    For modalities ``a < b`` and the ``n_ab >= 2`` rows observing both, the
+    head scores the true pairs ``(z_i^a, z_i^b)`` and, for every ``i``, one
+    mismatched pair per direction, ``(z_i^a, z_{j_b(i)}^b)`` and
+    ``(z_{j_a(i)}^a, z_i^b)``, whose rows ``j != i`` are drawn with probability
+    ``softmax_j(<z_i^a, z_j^b> / tau)`` (ALBEF's hard negatives; the draw is
+    detached). The loss is the binary cross-entropy with logits of the
+    ``3 n_ab`` scores (labels 1, 0, 0), averaged over pairs with weights
+    ``n_ab`` as in :func:`pair_infonce`. With a head symmetric in its two
+    inputs (:class:`MatchingHead`) and two modalities, swapping them gives the
+    same loss for the same generator state.
+
+    Parameters
+    ----------
+    Z : list of torch.Tensor of shape (B, d), or torch.Tensor of shape (B, k, d)
+        Unit representations per modality (anything, zeros or NaN, where unobserved).
+    observed : torch.Tensor of shape (B, k), dtype bool
+    head : callable
+        ``(z^a, z^b) -> logits`` on two ``(n, d)`` tensors, one logit per row
+        (a :class:`MatchingHead`, shared by every pair of modalities).
+    generator : torch.Generator, default=None
+        CPU generator of the negatives (the global RNG is not touched); None
+        uses one seeded with 0, so every call draws the same noise.
+    tau : float, default=0.1
+        Temperature of the sampling softmax (that of :func:`pair_infonce`).
+
+    Returns
+    -------
+    loss : torch.Tensor of shape ()
+        A zero with a ``grad_fn`` when no pair is observed on two rows.
+    """
+    generator = _generator_or_default(generator)
+
+    def match(za, zb):
+        j_b, j_a = _hard_negatives(za, zb, tau, generator)
+        logits = torch.cat([head(za, zb), head(za, zb[j_b]), head(za[j_a], zb)])  # [design 4.7] f(pos), f(neg_b), f(neg_a)
+        labels = torch.zeros_like(logits)
+        labels[: za.shape[0]] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)  # [design 4.7] mean over the 3 n_ab scores
+
+    return _co_observed_mean(Z, observed, match)
+
+
+class MatchingHead(torch.nn.Module):
+    """Logit that two unit representations come from the same sample [design 4.7].
+
+    ``f(x, y) = w_2^T GELU(W_1 [x * y, (x - y)^2] + c_1) + c_2``, element-wise
+    products and squares. Its inputs are the ones interaction heads of sentence
+    pairs use (``x * y`` and a difference), without ``x`` and ``y`` themselves:
+
+    - symmetric, ``f(x, y) = f(y, x)`` exactly, so one head serves every pair of
+      modalities in either order (the calibrated representations of all
+      modalities live in one coordinate system, design 7.1) and the two
+      directions of negatives of :func:`matching_loss` are scored alike;
+    - ``sum_j x_j y_j`` is the cosine, so a linear head can already match by
+      similarity; the hidden layer weighs the coordinates;
+    - squared rather than absolute differences: ``|x - y|`` has a kink at
+      ``x = y``, where the matched pairs converge.
+
+    Parameters
+    ----------
+    embed_dim : int
+        ``d`` of the representations.
+    hidden_dim : int, default=64
+        Width of the hidden layer.
+    generator : torch.Generator, default=None
+        CPU generator of the initial weights (PyTorch's default ``nn.Linear``
+        initialisation); None uses one seeded with 0. The global RNG is not touched.
+    """
+
+    def __init__(self, embed_dim, *, hidden_dim=64, generator=None):
+        super().__init__()
+        with torch.device("meta"):
+            self.mlp = torch.nn.Sequential(
+                torch.nn.Linear(2 * embed_dim, hidden_dim), torch.nn.GELU(), torch.nn.Linear(hidden_dim, 1)
+            )
+        self.to_empty(device="cpu")
+        with torch.no_grad():
+            _reset_(self, _generator_or_default(generator))  # PyTorch's nn.Linear initialisation, from the generator
+
+    def forward(self, z_a, z_b):
+        """Logits ``f(z_a[i], z_b[i])`` of shape ``(n,)`` from two ``(n, d)`` tensors."""
+        return self.mlp(torch.cat([z_a * z_b, (z_a - z_b) ** 2], dim=-1)).squeeze(-1)  # [design 4.7] f(x, y)
+
+
+class MatchingLoss(torch.nn.Module):
+    """The matching loss of :func:`matching_loss` with its :class:`MatchingHead` [design 4.7].
+
+    The trainer adds ``weight * matching`` (the paper weighs it 0.1) to the
+    alignment terms; the head's parameters train with the encoders.
+
+    Parameters
+    ----------
+    embed_dim : int
+        ``d`` of the representations.
+    hidden_dim : int, default=64
+        Width of the head's hidden layer.
+    tau : float, default=0.1
+        Temperature of the negatives' sampling softmax.
+    generator : torch.Generator, default=None
+        CPU generator of the head's initial weights.
+
+    Attributes
+    ----------
+    head : MatchingHead
+    """
+
+    def __init__(self, embed_dim, *, hidden_dim=64, tau=0.1, generator=None):
+        super().__init__()
+        self.head = MatchingHead(embed_dim, hidden_dim=hidden_dim, generator=generator)
+        self.tau = tau
+
+    def forward(self, Z, observed, generator=None):
+        """:func:`matching_loss` of ``Z`` (list of ``(B, d)`` or ``(B, k, d)``) on the ``observed`` pairs."""
+        return matching_loss(Z, observed, self.head, generator=generator, tau=self.tau)
 
 
 def _volume_from_gram(G, eps):

@@ -12,12 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ._utils import warn
 
 __all__ = [
     "resolve_modalities",
     "observed_mask",
+    "drop_modalities",
     "stack_modalities",
     "is_list_of_blocks",
     "check_fit_input",
@@ -177,6 +179,50 @@ def observed_mask(X, blocks):
     """
     nan = np.isnan(X)
     return np.stack([~nan[:, idx].all(axis=1) for _, idx in blocks], axis=1)
+
+
+def drop_modalities(observed, rate, generator):
+    """Hide observed modalities at random, never all of a row's [design 3.6].
+
+    In every row that observes at least two modalities, each observed modality
+    is hidden independently with probability ``rate``; where that would hide
+    all of them, one observed modality chosen uniformly at random is kept. A
+    modality of such a row observing ``c`` modalities therefore ends hidden with
+    probability ``rate - rate^c / c``. Rows observing one modality or none are
+    unchanged, and no unobserved modality becomes observed.
+
+    Parameters
+    ----------
+    observed : torch.Tensor or ndarray of shape (n, k), dtype bool
+        Observation mask (on any device); not modified.
+    rate : float in [0, 1)
+        Probability of hiding each observed modality.
+    generator : torch.Generator
+        CPU generator of the draws (made on the CPU and moved: the same mask on
+        every device; the global RNG is not touched).
+
+    Returns
+    -------
+    torch.Tensor or ndarray of shape (n, k), dtype bool
+        A new mask of the input's type (and device).
+
+    Raises
+    ------
+    ValueError
+        If ``rate`` is not a number in ``[0, 1)`` or ``observed`` is not a 2-D boolean mask.
+    """
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+        raise ValueError(f"rate must be a number in [0, 1); got {rate!r}.")
+    mask = observed if isinstance(observed, torch.Tensor) else torch.as_tensor(np.asarray(observed))
+    if mask.dtype != torch.bool or mask.ndim != 2:
+        raise ValueError(f"observed must be a 2-D boolean mask; got dtype {mask.dtype} and shape {tuple(mask.shape)}.")
+    u = torch.rand(2, *mask.shape, dtype=torch.float64, generator=generator).to(mask.device)
+    several = mask.sum(dim=1, keepdim=True) > 1
+    kept = mask & ~(several & (u[0] < rate))  # [design 3.6] each observed modality of a row with >= 2 hidden w.p. rate
+    pick = torch.where(mask, u[1], -1.0).argmax(dim=1, keepdim=True)  # a uniformly random observed modality per row
+    emptied = several & ~kept.any(dim=1, keepdim=True)
+    out = kept | (emptied & (torch.arange(mask.shape[1], device=mask.device) == pick))  # [design 3.6] never hide them all
+    return out if isinstance(observed, torch.Tensor) else out.cpu().numpy()
 
 
 def is_list_of_blocks(X):

@@ -7,13 +7,20 @@ import torch
 
 from sklearn_calmrl._alignment import (
     GRAMLoss,
+    MatchingHead,
+    MatchingLoss,
     PMRLLoss,
+    _hard_negatives,
     gram_loss,
     gram_volume,
     leading_direction,
     make_alignment_loss,
+    matching_loss,
+    pair_infonce,
     pmrl_loss,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small tensors: extra threads only contend for the shared cores
 
 
 def _unit(shape, seed, dtype=torch.float64):
@@ -433,3 +440,167 @@ def test_input_validation():
         pmrl_loss(_unit((2, 3, 4), seed=21), observed=torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="anchor"):
         gram_loss(_unit((2, 3, 4), seed=22), log_tau=0.0, anchor=3)
+
+
+# ----------------------------------------------------------------------------- observed pairs [design 4.6, 4.7]
+
+
+def _co_observed(observed):
+    """(a, b, rows) of every modality pair observed together on at least 2 rows, in the order a < b."""
+    k = observed.shape[1]
+    for a in range(k):
+        for b in range(a + 1, k):
+            rows = torch.nonzero(observed[:, a] & observed[:, b]).flatten()
+            if rows.numel() >= 2:
+                yield a, b, rows
+
+
+def test_pair_infonce_matches_pair_loop_reference():
+    Z = list(_unit((8, 3, 5), seed=30).unbind(1))
+    total, weight = 0.0, 0
+    for a, b, rows in _co_observed(MASK):
+        logits = Z[a][rows] @ Z[b][rows].T / 0.1
+        n = rows.numel()
+        row_ce = -torch.stack([torch.log_softmax(logits[i], 0)[i] for i in range(n)]).mean()
+        col_ce = -torch.stack([torch.log_softmax(logits[:, i], 0)[i] for i in range(n)]).mean()
+        total, weight = total + n * (row_ce + col_ce) / 2, weight + n
+    torch.testing.assert_close(pair_infonce(Z, MASK), total / weight, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(pair_infonce(torch.stack(Z, dim=1), MASK), pair_infonce(Z, MASK))
+
+
+def _softplus_reference(Z, observed, head, generator, tau=0.1):
+    """Matching loss written out: the negatives of _hard_negatives pair by pair, BCE as softplus [design 4.7]."""
+    total, weight = 0.0, 0
+    for a, b, rows in _co_observed(observed):
+        za, zb = Z[a][rows], Z[b][rows]
+        j_b, j_a = _hard_negatives(za, zb, tau, generator)
+        n = rows.numel()
+        pair = (
+            torch.nn.functional.softplus(-head(za, zb)).sum()
+            + torch.nn.functional.softplus(head(za, zb[j_b])).sum()
+            + torch.nn.functional.softplus(head(za[j_a], zb)).sum()
+        ) / (3 * n)
+        total, weight = total + n * pair, weight + n
+    return total / weight
+
+
+def test_matching_loss_matches_softplus_reference_and_takes_a_stack():
+    Z = list(_unit((8, 3, 5), seed=31).unbind(1))
+    head = MatchingHead(5, hidden_dim=7, generator=torch.Generator().manual_seed(1)).double()
+    assert head(Z[0], Z[1]).shape == (8,)
+    loss = matching_loss(Z, MASK, head, generator=torch.Generator().manual_seed(2))
+    assert loss.shape == ()
+    ref = _softplus_reference(Z, MASK, head, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(loss, ref, atol=1e-12, rtol=1e-12)
+    stacked = matching_loss(torch.stack(Z, dim=1), MASK, head, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(stacked, loss, atol=0, rtol=0)
+
+
+def test_hard_negatives_follow_the_softmax_without_the_positive():
+    za, zb = _unit((4, 3), seed=32), _unit((4, 3), seed=33)
+    s = za @ zb.T / 0.5
+    generator = torch.Generator().manual_seed(3)
+    draws = [_hard_negatives(za, zb, 0.5, generator) for _ in range(3000)]
+    for direction, scores in ((0, s), (1, s.T)):
+        picks = torch.stack([d[direction] for d in draws])  # (draws, n)
+        for i in range(4):
+            others = [j for j in range(4) if j != i]
+            counts = torch.bincount(picks[:, i], minlength=4).double() / len(draws)
+            assert counts[i] == 0  # never the positive itself
+            torch.testing.assert_close(counts[others], torch.softmax(scores[i, others], 0), atol=0.03, rtol=0)
+
+
+def _zero_fillers(Z, observed, fill):
+    """Z with ``fill`` in every unobserved entry."""
+    return [torch.where(observed[:, m, None], z, torch.full_like(z, fill)) for m, z in enumerate(Z)]
+
+
+def test_matching_loss_is_zero_without_a_qualifying_pair():
+    Z = _unit((3, 3, 4), seed=34)
+    mask = torch.tensor([[True, False, False], [False, True, True], [True, True, False]])  # each pair on < 2 rows
+    for fill in (0.0, float("nan")):
+        Zf = [z.requires_grad_(True) for z in _zero_fillers(list(Z.unbind(1)), mask, fill)]
+        loss = matching_loss(Zf, mask, MatchingHead(4).double())
+        assert loss.item() == 0 and loss.grad_fn is not None
+        loss.backward()
+        assert all(z.grad is None or torch.equal(z.grad, torch.zeros_like(z)) for z in Zf)  # no NaN filler read
+        assert pair_infonce(Zf, mask).item() == 0
+
+
+def test_matching_loss_reads_observed_entries_only():
+    Z = list(_unit((8, 3, 5), seed=35).unbind(1))
+    head = MatchingHead(5).double()
+    loss = matching_loss(Z, MASK, head, generator=torch.Generator().manual_seed(4))
+    poisoned = matching_loss(_zero_fillers(Z, MASK, float("nan")), MASK, head, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(poisoned, loss, atol=0, rtol=0)
+
+
+def test_matching_loss_is_deterministic_and_leaves_the_global_rng_alone():
+    Z = list(_unit((8, 3, 5), seed=36).unbind(1))
+    state = torch.get_rng_state()
+    loss_module = MatchingLoss(5, generator=torch.Generator().manual_seed(5)).double()
+    again = MatchingLoss(5, generator=torch.Generator().manual_seed(5)).double()
+    assert all(torch.equal(p, q) for p, q in zip(loss_module.parameters(), again.parameters()))
+    first = loss_module(Z, MASK, torch.Generator().manual_seed(6))
+    second = loss_module(Z, MASK, torch.Generator().manual_seed(6))
+    torch.testing.assert_close(first, second, atol=0, rtol=0)
+    torch.testing.assert_close(first, matching_loss(Z, MASK, loss_module.head, generator=torch.Generator().manual_seed(6)))
+    generator = torch.Generator().manual_seed(6)
+    draws = {loss_module(Z, MASK, generator).item() for _ in range(5)}
+    assert len(draws) > 1  # the same generator draws new negatives on every call
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_matching_loss_is_symmetric_in_the_two_modalities():
+    za, zb = _unit((10, 6), seed=37), _unit((10, 6), seed=38)
+    observed = torch.tensor([[True, True]] * 7 + [[True, False], [False, True], [True, True]])
+    head = MatchingHead(6).double()
+    torch.testing.assert_close(head(za, zb), head(zb, za), atol=0, rtol=0)
+    forward = matching_loss([za, zb], observed, head, generator=torch.Generator().manual_seed(7))
+    swapped = matching_loss([zb, za], observed.flip(1), head, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(forward, swapped, atol=1e-15, rtol=1e-15)
+    # the two directions of one draw are each other's after the swap
+    j_b, j_a = _hard_negatives(za, zb, 0.1, torch.Generator().manual_seed(8))
+    j_b_swapped, j_a_swapped = _hard_negatives(zb, za, 0.1, torch.Generator().manual_seed(8))
+    assert torch.equal(j_b, j_a_swapped) and torch.equal(j_a, j_b_swapped)
+
+
+def test_matching_loss_gradcheck_in_z_and_head_parameters():
+    head = MatchingHead(3, hidden_dim=4, generator=torch.Generator().manual_seed(9)).double()
+    names = [name for name, _ in head.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_(True) for p in head.parameters())
+    X = torch.randn(6, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(10)).requires_grad_(True)
+    mask = torch.tensor([[True, True, True]] * 4 + [[True, False, True], [False, True, True]])
+
+    def f(x, *weights):
+        def scored(za, zb):
+            return torch.func.functional_call(head, dict(zip(names, weights)), (za, zb))
+
+        Z = torch.nn.functional.normalize(x, dim=-1)
+        return matching_loss(Z, mask, scored, generator=torch.Generator().manual_seed(11))  # the same negatives every call
+
+    assert torch.autograd.gradcheck(f, (X,) + params)
+
+
+def test_matching_head_trained_on_aligned_pairs_tells_them_from_shuffled_ones():
+    # trained on shuffled pairs instead, the head would learn the reverse rule: there the hard negatives (most
+    # similar rows) are the true partners, so only a head trained on aligned pairs is a meaningful check
+    za = _unit((64, 8), seed=39, dtype=torch.float32)
+    noise = torch.randn(64, 8, generator=torch.Generator().manual_seed(40))
+    zb = torch.nn.functional.normalize(za + 0.3 * noise, dim=1)
+    shuffled = zb[torch.randperm(64, generator=torch.Generator().manual_seed(41))]
+    observed = torch.ones(64, 2, dtype=torch.bool)
+    loss_module = MatchingLoss(8, hidden_dim=16, generator=torch.Generator().manual_seed(12))
+    optimizer = torch.optim.Adam(loss_module.parameters(), lr=3e-2)
+    generator = torch.Generator().manual_seed(13)
+    with torch.no_grad():
+        start = loss_module([za, zb], observed, torch.Generator().manual_seed(14)).item()
+    for _ in range(40):
+        optimizer.zero_grad()
+        loss_module([za, zb], observed, generator).backward()
+        optimizer.step()
+    with torch.no_grad():
+        aligned = loss_module([za, zb], observed, torch.Generator().manual_seed(14)).item()
+        mismatched = loss_module([za, shuffled], observed, torch.Generator().manual_seed(14)).item()
+    assert aligned < 0.8 * start
+    assert aligned < 0.5 * mismatched

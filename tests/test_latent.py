@@ -475,3 +475,65 @@ def test_variance_explained_matches_a_brute_force_reconstruction():
         want = 1 - ((y - M @ est.components_[m].T) ** 2).sum() / (y**2).sum()
         np.testing.assert_allclose(est.variance_explained_total_[m], want, rtol=1e-8, atol=1e-10)
     assert est.variance_explained_total_[:3].min() > 0.5 and est.variance_explained_total_[3] < 0.1
+
+
+# ----------------------------------------------------------------------------- imputation confidence [design 2.14]
+from itertools import combinations  # noqa: E402
+
+from sklearn_calmrl._latent import imputation_confidence  # noqa: E402
+
+
+def _dense_confidence(params, obs_row, m):
+    """tr(Sigma_mO Sigma_OO^-1 Sigma_Om) / tr(W_m W_m^T): the signal variance of block m the dense conditional removes."""
+    seen = [k for k in range(len(params.W)) if obs_row[k]]
+    W_m = params.W[m].numpy()
+    if not seen:
+        return 0.0
+    W_o = np.vstack([params.W[k].numpy() for k in seen])
+    Sigma_oo = W_o @ W_o.T + np.diag(np.concatenate([params.psi[k].numpy() for k in seen]))
+    Sigma_mo = W_m @ W_o.T
+    return np.trace(Sigma_mo @ np.linalg.solve(Sigma_oo, Sigma_mo.T)) / np.trace(W_m @ W_m.T)
+
+
+@pytest.mark.parametrize("noise", ["isotropic", "diagonal"])
+def test_imputation_confidence_matches_a_dense_gaussian_conditional(noise):
+    rng = np.random.default_rng(20)
+    params = random_params(rng, noise=noise)
+    Z, observed, _ = sample(rng, params, 40, missing_rate=0.8)
+    observed[0] = False  # nothing observed: every imputation is the mean
+    w = imputation_confidence(posterior(Z, observed, params), params, observed)
+    assert w.shape == (40, 3)
+    assert torch.all(w[observed] == 1)
+    for i in range(40):
+        for m in np.flatnonzero(~observed[i].numpy()):
+            np.testing.assert_allclose(w[i, m].item(), _dense_confidence(params, observed[i].numpy(), m), atol=1e-12)
+    some = observed.any(1, keepdim=True) & ~observed
+    assert torch.all(w[some] > 0) and torch.all(w[some] < 1) and torch.all(w[0] < 1e-12)  # 0 up to rounding
+
+
+def test_imputation_confidence_grows_with_the_observed_blocks():
+    rng = np.random.default_rng(21)
+    params = random_params(rng, dims=(4, 3, 5, 2), q=3, noise="diagonal")
+    subsets = [s for r in range(4) for s in combinations(range(3), r)]  # every subset of blocks 0..2; block 3 missing
+    observed = torch.tensor([[k in s for k in range(4)] for s in subsets])
+    Z = [torch.zeros(len(subsets), d, dtype=torch.float64) for d in (4, 3, 5, 2)]
+    w = imputation_confidence(posterior(Z, observed, params), params, observed)[:, 3]
+    for a, small in enumerate(subsets):
+        for b, large in enumerate(subsets):
+            if set(small) < set(large):
+                assert w[b] > w[a], (small, large)
+
+
+def test_imputation_confidence_of_a_mixture_and_of_a_block_without_signal():
+    rng = np.random.default_rng(22)
+    params = random_params(rng, noise="diagonal")
+    Z, observed, _ = sample(rng, params, 30, missing_rate=0.8)
+    single = imputation_confidence(posterior(Z, observed, params), params, observed)
+    mix = _as_mixture(params)
+    torch.testing.assert_close(imputation_confidence(posterior(Z, observed, mix), mix, observed), single, atol=1e-12, rtol=0)
+    mix = _random_mixture(rng, K=3, noise="diagonal")
+    w = imputation_confidence(posterior(Z, observed, mix), mix, observed)
+    assert torch.all(w[observed] == 1) and torch.all((w >= 0) & (w <= 1))
+    silent = params._replace(W=[params.W[0], params.W[1], torch.zeros_like(params.W[2])])
+    w = imputation_confidence(posterior(Z, observed, silent), silent, observed)
+    assert torch.all(w[~observed[:, 2], 2] == 0)  # an imputation that can only be the mean

@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sklearn_calmrl import stack_modalities
-from sklearn_calmrl._modalities import is_list_of_blocks, observed_mask, resolve_modalities
+from sklearn_calmrl._modalities import drop_modalities, is_list_of_blocks, observed_mask, resolve_modalities
 
 NAMES = np.array([f"c{j}" for j in range(6)])
 
@@ -81,8 +84,6 @@ def test_stack_modalities_errors():
 
 @pytest.mark.parametrize("k", [1, 3, 6, 63])
 def test_missingness_patterns_equal_rowwise_unique(k):
-    import torch
-
     from sklearn_calmrl._latent import missingness_patterns
 
     observed = torch.as_tensor(np.random.RandomState(k).rand(500, k) < 0.6)
@@ -91,3 +92,66 @@ def test_missingness_patterns_equal_rowwise_unique(k):
     want_patterns, want_inverse = torch.unique(observed, dim=0, return_inverse=True)
     assert torch.equal(patterns, want_patterns) and torch.equal(inverse, want_inverse)
     assert torch.equal(patterns[inverse], observed)
+
+
+# ----------------------------------------------------------------------------- modality dropout [design 3.6]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 12),
+    k=st.integers(1, 6),
+    density=st.floats(0.0, 1.0),
+    rate=st.floats(0.0, 1.0, exclude_max=True),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_drop_modalities_hides_observed_entries_only_and_never_a_whole_row(n, k, density, rate, seed):
+    rng = np.random.default_rng(seed)
+    observed = torch.as_tensor(rng.random((n, k)) < density)
+    before = observed.clone()
+    dropped = drop_modalities(observed, rate, torch.Generator().manual_seed(seed))
+    assert torch.equal(observed, before)  # input unchanged
+    assert dropped.dtype == torch.bool and dropped.shape == observed.shape
+    assert not (dropped & ~observed).any()  # only observed entries are hidden
+    counts = observed.sum(1)
+    assert torch.equal(dropped.any(1), observed.any(1))  # a row that observed something still does
+    assert torch.equal(dropped[counts <= 1], observed[counts <= 1])  # single-modality rows untouched
+
+
+@pytest.mark.parametrize("rate", [0.3, 0.7])
+def test_drop_modalities_hide_rate(rate):
+    observed = torch.ones(4000, 10, dtype=torch.bool)
+    hidden = ~drop_modalities(observed, rate, torch.Generator().manual_seed(0))
+    assert abs(hidden.double().mean().item() - rate) < 0.01  # rate - rate^10 / 10, about rate
+    # two observed modalities: each ends hidden w.p. rate - rate^2 / 2 (both drawn hidden: one is kept)
+    pairs = torch.zeros(20000, 4, dtype=torch.bool)
+    pairs[:, [0, 2]] = True
+    hidden_pairs = ~drop_modalities(pairs, rate, torch.Generator().manual_seed(1))[:, [0, 2]]
+    assert abs(hidden_pairs.double().mean().item() - (rate - rate**2 / 2)) < 0.01
+    both = (~hidden_pairs).all(1).double().mean().item()
+    assert abs(both - (1 - rate) ** 2) < 0.01
+
+
+def test_drop_modalities_deterministic_numpy_and_zero_rate():
+    observed = np.random.default_rng(2).random((50, 4)) < 0.7
+    state = torch.get_rng_state()
+    first = drop_modalities(torch.as_tensor(observed), 0.5, torch.Generator().manual_seed(3))
+    second = drop_modalities(torch.as_tensor(observed), 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(first, second)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is not drawn from
+    as_numpy = drop_modalities(observed, 0.5, torch.Generator().manual_seed(3))
+    assert isinstance(as_numpy, np.ndarray) and as_numpy.dtype == bool
+    np.testing.assert_array_equal(as_numpy, first.numpy())
+    assert not np.array_equal(as_numpy, observed)
+    np.testing.assert_array_equal(drop_modalities(observed, 0.0, torch.Generator().manual_seed(3)), observed)
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, float("nan"), "0.5", None, True])
+def test_drop_modalities_rate_validation(rate):
+    with pytest.raises(ValueError, match="rate"):
+        drop_modalities(torch.ones(3, 2, dtype=torch.bool), rate, torch.Generator())
+
+
+def test_drop_modalities_mask_validation():
+    with pytest.raises(ValueError, match="boolean"):
+        drop_modalities(torch.ones(3, 2), 0.5, torch.Generator())

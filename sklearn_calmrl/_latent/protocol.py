@@ -24,6 +24,43 @@ def predictive_variance(post, params):
     return params.predictive_variance(post)
 
 
+def imputation_confidence(post, params, observed):
+    """Share of an imputed block's signal variance that the row's observed blocks determine [design 2.14].
+
+    With ``v_im`` the predictive variance of block ``m`` in row ``i``
+    (:func:`predictive_variance`) and ``W_m``, ``psi_m`` those of the model's
+    marginal covariance (:meth:`kernel_metric`; the model itself for one
+    linear-Gaussian model)::
+
+        w_im = (tr(W_m W_m^T) - (sum_j v_imj - sum_j psi_mj)) / tr(W_m W_m^T)     clipped to [0, 1]
+
+    For one model ``v_im = diag(W_m V_O W_m^T + Psi_m)``, so
+    ``w_im = tr(W_m (I - V_O) W_m^T) / tr(W_m W_m^T)``: 0 when the observed blocks
+    say nothing about block ``m`` (the imputation is the mean ``mu_m``), 1 when
+    they fix its latent part, and never smaller when a row observes more blocks.
+    Observed blocks get 1; a block without signal (``W_m = 0``) gets 0 where imputed.
+
+    Parameters
+    ----------
+    post : posterior of ``params`` (:func:`posterior`)
+    params : latent model (LatentParams or MixtureParams)
+    observed : bool Tensor of shape (n, k)
+
+    Returns
+    -------
+    Tensor of shape (n, k)
+    """
+    metric = params.kernel_metric()
+    weights = []
+    for m, v in enumerate(params.predictive_variance(post)):
+        signal = (metric.W[m] ** 2).sum()  # [design 2.14] tr(W_m W_m^T)
+        uncertain = v.sum(dim=1) - metric.psi[m].sum()  # [design 2.14] tr(W_m V_O W_m^T) for one model
+        share = ((signal - uncertain) / signal.clamp_min(torch.finfo(signal.dtype).tiny)).clamp(0.0, 1.0)
+        share = torch.where(signal > 0, share, torch.zeros_like(share))
+        weights.append(torch.where(observed[:, m], torch.ones_like(share), share))  # [design 2.14] 1 on observed blocks
+    return torch.stack(weights, dim=1)
+
+
 def log_likelihood(Z, observed, params, post=None):
     """Observed-data log-likelihood ``log p(z_i^O)`` of every row [design 2.5, 2.8]; a Tensor (n,)."""
     return params.log_likelihood(Z, observed, post)
