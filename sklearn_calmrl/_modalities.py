@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from ._utils import warn
 
@@ -211,6 +210,8 @@ def drop_modalities(observed, rate, generator):
     ValueError
         If ``rate`` is not a number in ``[0, 1)`` or ``observed`` is not a 2-D boolean mask.
     """
+    import torch  # here, not at the top: sklearn_calmrl.datasets imports this module without torch
+
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
         raise ValueError(f"rate must be a number in [0, 1); got {rate!r}.")
     mask = observed if isinstance(observed, torch.Tensor) else torch.as_tensor(np.asarray(observed))
