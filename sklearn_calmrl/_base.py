@@ -151,6 +151,7 @@ class Prepared(NamedTuple):
     seed: object  # the fit's seed of the named random streams [design 3.5]; None for a later partial_fit chunk
     device: str
     key: object  # the chunk's fingerprint (partial_fit), else None
+    n_linking: object = None  # the linking rows of all the data when these rows are a part of it [design 2.10]
 
 
 def latent_attributes(params):
@@ -330,7 +331,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
     @_all_or_nothing
     @_fit_context(prefer_skip_nested_validation=True)
     @_threaded
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, *, n_linking_rows=None):
         """Update the model from one chunk of rows (incremental EM) [design 3.2].
 
         The first call initialises the model from its chunk: the standardization
@@ -348,12 +349,12 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         Memory: one set of statistics per distinct chunk,
         ``k (q+1)^2 + sum_m d_m (q+2)`` floats. The parameters are read at the
         first call, and so is everything the first chunk decides: the
-        standardization, ``latent_dim='auto'`` (from the first chunk's linking
-        rows, so a small first chunk gives a small latent; pass an integer
-        ``latent_dim`` to make it independent of the chunking), the output's
-        width, the local correction's first stored rows and the cross-fitted
-        weights of the imputed blocks (design 2.11). After ``fit``, ``partial_fit`` continues from the fitted
-        model with empty running totals.
+        standardization, ``latent_dim='auto'`` (from ``n_linking_rows``, or the
+        first chunk's linking rows, so a small first chunk gives a small
+        latent), the output's width, ``n_components='auto'``, the local
+        correction's first stored rows and the cross-fitted weights of the
+        imputed blocks (design 2.11). After ``fit``, ``partial_fit`` continues
+        from the fitted model with empty running totals.
 
         Parameters
         ----------
@@ -362,6 +363,15 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
             every modality.
         y : None
             Ignored.
+        n_linking_rows : int or None, default=None
+            Only read at the first call, as a classifier's ``partial_fit`` reads
+            ``classes``: the number of rows of all the chunks to come that
+            observe at least two modalities (all rows for one modality).
+            ``latent_dim='auto'`` is then resolved from it as ``fit`` resolves
+            it on all rows [design 2.10], so the output has ``fit``'s columns
+            whatever the chunking
+            (:func:`~sklearn_calmrl.distributed.partial_fit_dask` counts it).
+            None: the first chunk's.
 
         Returns
         -------
@@ -370,6 +380,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         first = not hasattr(self, "modalities_")
         prep = self._prepare(X, first=first, caller="partial_fit")
+        if first:
+            prep = prep._replace(n_linking=n_linking_rows)
         if prep.n_rows and self._partial_fit_prepared(prep) and first:
             self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self

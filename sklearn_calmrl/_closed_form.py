@@ -386,13 +386,14 @@ class ClosedFormModel:
         self.params = params
         return stats
 
-    def partial_fit(self, X, observed, key):
+    def partial_fit(self, X, observed, key, n_linking=None):
         """One incremental step of the model of the blocks on a chunk [design 3.2]: the first chunk fits it (and
         its stored rows, weights and variance explained), later chunks add stored rows; then
-        :meth:`incremental_step`. Returns False when the M-step was not finite."""
+        :meth:`incremental_step`. ``n_linking`` (first chunk): the linking rows of all chunks [design 2.10].
+        Returns False when the M-step was not finite."""
         first = self.params is None
         if first:
-            self.fit(X, observed)
+            self.fit(X, observed, n_linking=n_linking)
         elif self.centres is not None:
             self._keep_centres(X, observed)
         if not self.incremental:  # the first chunk, or continuing a fitted model: fresh totals and curves

@@ -215,7 +215,7 @@ class MultiViewPPCA(MultimodalBase):
         """One incremental step of the closed-form model on a chunk [design 3.2], on a copy kept only when it succeeds."""
         model = self._model_.clone() if hasattr(self, "_model_") else self._model(prep.seed)
         X = [torch.as_tensor(b, dtype=torch.float64, device=prep.device) for b in prep.X]
-        if not model.partial_fit(X, prep.observed, prep.key):
+        if not model.partial_fit(X, prep.observed, prep.key, n_linking=prep.n_linking):
             return False
         seen = self.n_samples_seen_ if model.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self._model_ = model

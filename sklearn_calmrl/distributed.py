@@ -249,6 +249,12 @@ def partial_fit_dask(estimator, X, *, n_passes=1):
     full-batch EM fixed point. Choose the row chunks as ``partial_fit`` chunks:
     the first must observe every modality and sets the standardization.
 
+    With ``latent_dim='auto'`` an unfitted estimator first counts, on the
+    workers, the rows of every chunk that observe at least two modalities, and
+    the first ``partial_fit`` call resolves ``latent_dim`` from that count
+    (``n_linking_rows``), as ``fit`` does from all rows: the output has
+    ``fit``'s columns whatever the chunking [design 2.10].
+
     Parameters
     ----------
     estimator : CalMRLTransformer or MultiViewPPCA
@@ -266,9 +272,15 @@ def partial_fit_dask(estimator, X, *, n_passes=1):
     if n_passes < 1:
         raise ValueError(f"n_passes must be at least 1, got {n_passes}.")
     chunks = X.to_delayed().ravel()
-    for _ in range(n_passes):
-        for chunk in chunks:
-            estimator.partial_fit(chunk.compute())
+    n_linking = None
+    if not hasattr(estimator, "modalities_") and estimator.latent_dim == "auto":
+        summary = _tree_sum([dask.delayed(_summarize)(_broadcast(estimator), c) for c in chunks], 8).compute()
+        patterns = np.array(list(summary.patterns), dtype=bool).reshape(len(summary.patterns), -1)
+        counts = np.array(list(summary.patterns.values()), dtype=np.int64)
+        n_linking = int(counts[patterns.any(axis=1)].sum() if patterns.shape[1] == 1 else counts[patterns.sum(axis=1) >= 2].sum())
+    for p in range(n_passes):
+        for c, chunk in enumerate(chunks):
+            estimator.partial_fit(chunk.compute(), **({"n_linking_rows": n_linking} if p == c == 0 else {}))
     return estimator
 
 

@@ -177,6 +177,22 @@ def test_partial_fit_dask_equals_partial_fit_on_the_chunks(data, synchronous):
         partial_fit_dask(got, da.from_array(X, chunks=(500, -1)), n_passes=0)
 
 
+def test_partial_fit_dask_gives_the_columns_of_fit(data, synchronous):
+    """latent_dim='auto' resolved from every chunk's linking rows (issue 21): partial_fit_dask of 100-row chunks has
+    fit's output columns, where the first chunk alone would give a smaller latent."""
+    X, mods = data
+    X = X[12:]
+    kw = dict(max_epochs=1, device="cpu", random_state=0)
+    want = CalMRLTransformer(mods, **kw).fit(X)
+    got = partial_fit_dask(CalMRLTransformer(mods, **kw), da.from_array(X, chunks=(100, -1)))
+    assert got.latent_dim_ == want.latent_dim_ and list(got.get_feature_names_out()) == list(want.get_feature_names_out())
+    first_chunk_only = CalMRLTransformer(mods, **kw).partial_fit(X[:100])
+    assert first_chunk_only.latent_dim_ < want.latent_dim_  # what n_linking_rows avoids
+    observed = ~np.isnan(X[:, [cols[0] for cols in mods.values()]])
+    told = CalMRLTransformer(mods, **kw).partial_fit(X[:100], n_linking_rows=int((observed.sum(axis=1) >= 2).sum()))
+    assert told.latent_dim_ == want.latent_dim_
+
+
 def test_fit_dask_on_a_two_worker_local_cluster(data):
     """Two worker processes, X persisted across them: each runs EM tasks; the model equals the in-memory fit.
 
