@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hashlib
 import numbers
+import re
 import threading
 from typing import NamedTuple
 
@@ -40,7 +41,7 @@ from ._modalities import (
 )
 from ._utils import free_threads, warn
 
-__all__ = ["MultimodalBase"]
+__all__ = ["MultimodalBase", "shared_docs"]
 
 
 def resolve_device(device):
@@ -138,6 +139,77 @@ def _output_dtype(X):
     if is_list_of_blocks(X):
         dtype = np.result_type(*[getattr(b, "dtype", np.float64) for b in X])
     return np.float32 if dtype == np.float32 else np.float64
+
+
+# The descriptions both estimators' docstrings share, put in place of a line ``{name}`` by :func:`shared_docs`
+SHARED_DOCS = {
+    'standardize': """\
+standardize : bool, default=True
+    Standardize every feature on the training rows that observe it.""",
+    'partial_nan': """\
+partial_nan : {'mean', 'raise'}, default='mean'
+    What to do with NaNs inside an otherwise observed block: fill with the
+    feature's training mean, or raise a ValueError.""",
+    'device': """\
+device : {'auto', 'cpu', 'cuda'}, default='auto'
+    Where torch computes; 'auto' uses CUDA when available.""",
+    'n_jobs': """\
+n_jobs : int, default=None
+    Number of CPU threads torch may use while fitting and transforming.
+    ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
+    ``-1`` means all processors. Either is capped at the cores the 1-minute
+    load average leaves free (never below one): torch's threads stall
+    beside another busy process, so more threads than free cores made fits
+    several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
+    torch thread setting is restored afterwards.""",
+    'modalities_': """\
+modalities_ : dict
+    Resolved blocks, ``{name: column indices}``.""",
+    'feature_mean_': """\
+feature_mean_ : ndarray of shape (n_features,)
+    Mean of each feature over the training rows that observe its block
+    (0 when ``standardize=False``).""",
+    'feature_scale_': """\
+feature_scale_ : ndarray of shape (n_features,)
+    Standard deviation used to scale each feature (1 when
+    ``standardize=False`` or for constant features).""",
+    'weights_': """\
+weights_ : ndarray of shape (K,)
+    Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).""",
+    'variance_explained_': """\
+variance_explained_ : ndarray of shape (n_modalities, latent_dim_)
+    Share of each standardized block's variance explained by each latent
+    dimension of the closed-form model of the blocks, as MOFA+ defines it
+    (R^2 of ``W_m[:, j] m_ij`` against the block minus its mean, over the
+    training rows that observe it; at most 20,000 rows, drawn by
+    ``random_state``) [design 2.12]. ``partial_fit`` computes it on the
+    first chunk.""",
+    'variance_explained_total_': """\
+variance_explained_total_ : ndarray of shape (n_modalities,)
+    The same for all latent dimensions together.""",
+    'n_components_': """\
+n_components_ : int
+    Number of components (resolved when ``n_components='auto'``).""",
+    'latent_dim_': """\
+latent_dim_ : int
+    Latent dimension (resolved when ``latent_dim='auto'``).""",
+    'n_features_in_': """\
+n_features_in_ : int
+    Number of columns of ``X``.""",
+    'feature_names_in_': """\
+feature_names_in_ : ndarray of str
+    Defined when ``X`` has string column names.""",
+}
+
+
+def shared_docs(cls):
+    """Fill the lines ``{name}`` of ``cls``'s docstring with ``SHARED_DOCS[name]``, indented as the line."""
+
+    def fill(match):
+        return "\n".join(match.group(1) + line if line else line for line in SHARED_DOCS[match.group(2)].split("\n"))
+
+    cls.__doc__ = re.sub(r"^( *)\{(\w+)\}$", fill, cls.__doc__, flags=re.MULTILINE)
+    return cls
 
 
 class Prepared(NamedTuple):

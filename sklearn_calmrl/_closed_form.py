@@ -122,7 +122,18 @@ class Completion(NamedTuple):
     variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
 
 
-class ClosedFormModel:
+class Seeded:
+    """What a fitted object with a ``seed`` draws and prints: its named random streams [design 3.5] and progress lines."""
+
+    def random(self, name, *key):
+        """The CPU generator of the named random stream ``name`` of this object's seed (:func:`random_stream`)."""
+        return random_stream(self.seed, name, *key)
+
+    def log(self, message):
+        print(f"[CalMRL] {message}", flush=True)
+
+
+class ClosedFormModel(Seeded):
     """A latent model of a set of blocks, fitted by EM in closed form [design 2].
 
     Parameters
@@ -182,13 +193,6 @@ class ClosedFormModel:
         self.loglik_curve, self.n_iter, self.time_em = [], 0, 0.0
         self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
 
-    def random(self, name, *key):
-        """The generator of the named random stream of this model's seed (:func:`random_stream`) [design 3.5]."""
-        return random_stream(self.seed, name, *key)
-
-    def _log(self, message):
-        print(f"[CalMRL] {message}", flush=True)
-
     # ------------------------------------------------------------------ EM
     def _em(self, Z, observed, params, max_iter, label, level=1, warn_cap=False):
         """:func:`fit_em` with progress: a summary line from verbose ``level`` on (and every 10 s of a long fit),
@@ -200,7 +204,7 @@ class ClosedFormModel:
         def progress(n_iter, loglik):
             now = time.perf_counter()
             if self.verbose >= 2 or now - last[0] >= 10:
-                self._log(f"{label}: EM step {n_iter}, log-likelihood {loglik:.4f}, {now - t0:.1f}s")
+                self.log(f"{label}: EM step {n_iter}, log-likelihood {loglik:.4f}, {now - t0:.1f}s")
                 last[0] = now
 
         params, history, n_em = fit_em(
@@ -208,7 +212,7 @@ class ClosedFormModel:
         )
         self.time_em += time.perf_counter() - t0
         if self.verbose >= level:
-            self._log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
+            self.log(f"{label}: {n_em} EM steps, log-likelihood {history[0]:.4f} -> {history[-1]:.4f}, {time.perf_counter() - t0:.2f}s")
         gain = history[-1] - history[-2] if len(history) > 1 else float("inf")
         if warn_cap and n_em >= max_iter and gain >= self.tol:
             warn(
@@ -249,7 +253,7 @@ class ClosedFormModel:
             scores[k] = float(log_likelihood([x[held] for x in X], observed[held], params).mean())
         best = max(scores, key=scores.get)
         if self.verbose:
-            self._log("n_components='auto': held-out log-likelihood " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + f" -> {best}")
+            self.log("n_components='auto': held-out log-likelihood " + ", ".join(f"{k}: {v:.3f}" for k, v in scores.items()) + f" -> {best}")
         return best
 
     # ------------------------------------------------------------------ the model of the blocks

@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._alignment import ALIGNMENTS, leading_direction, resolve_alignment
-from ._base import MultimodalBase, _threaded
+from ._base import MultimodalBase, _threaded, shared_docs
 from ._closed_form import random_stream
 from ._latent import calibrated, posterior, predictive_variance
 from ._ppca import MultiViewPPCA
@@ -28,6 +28,7 @@ from ._utils import warn
 __all__ = ["CalMRLTransformer"]
 
 
+@shared_docs
 class CalMRLTransformer(MultimodalBase):
     """Calibrated multimodal representation learning with missing modalities (CalMRL).
 
@@ -128,11 +129,8 @@ class CalMRLTransformer(MultimodalBase):
         Adam learning rate of the encoders, at most 1e30 (larger steps overflow
         float32). A step that makes a weight non-finite stops training with a
         RuntimeWarning and keeps the last completed epoch.
-    standardize : bool, default=True
-        Standardize every feature on the training rows that observe it.
-    partial_nan : {'mean', 'raise'}, default='mean'
-        What to do with NaNs inside an otherwise observed block: fill with the
-        feature's training mean, or raise a ValueError.
+    {standardize}
+    {partial_nan}
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows before anything is fitted,
         monitor their cross-modal Recall@1 after every epoch and restore the
@@ -144,16 +142,8 @@ class CalMRLTransformer(MultimodalBase):
     n_iter_no_change : int, default=10
         Epochs without an improvement of the validation score before training
         stops. Only used when ``early_stopping=True``.
-    device : {'auto', 'cpu', 'cuda'}, default='auto'
-        Where torch computes; 'auto' uses CUDA when available.
-    n_jobs : int, default=None
-        Number of CPU threads torch may use while fitting and transforming.
-        ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
-        ``-1`` means all processors. Either is capped at the cores the 1-minute
-        load average leaves free (never below one): torch's threads stall
-        beside another busy process, so more threads than free cores made fits
-        several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
-        torch thread setting is restored afterwards.
+    {device}
+    {n_jobs}
     random_state : int, RandomState instance or None, default=None
         Seeds every random choice of the fit, each from its own stream
         [design 3.5]: the encoders' initial weights, the early-stopping split
@@ -172,14 +162,9 @@ class CalMRLTransformer(MultimodalBase):
     block_model_ : MultiViewPPCA
         The fitted closed-form model of the standardized blocks (the encoders'
         start, the blocks of ``output='concat'``, :meth:`impute`).
-    modalities_ : dict
-        Resolved blocks, ``{name: column indices}``.
-    feature_mean_ : ndarray of shape (n_features,)
-        Mean of each feature over the training rows that observe its block
-        (0 when ``standardize=False``).
-    feature_scale_ : ndarray of shape (n_features,)
-        Standard deviation used to scale each feature (1 when
-        ``standardize=False`` or for constant features).
+    {modalities_}
+    {feature_mean_}
+    {feature_scale_}
     components_ : list of ndarray of shape (representation_dim, latent_dim)
         ``W_m`` per modality of the latent model of the representations.
     means_ : list of ndarray of shape (representation_dim,)
@@ -189,21 +174,11 @@ class CalMRLTransformer(MultimodalBase):
     noise_variances_ : list of ndarray of shape (representation_dim,)
         Per-dimension noise variances. With ``n_components_ > 1`` these four
         attributes gain a leading component axis.
-    weights_ : ndarray of shape (K,)
-        Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).
-    variance_explained_ : ndarray of shape (n_modalities, latent_dim_)
-        Share of each standardized block's variance explained by each latent
-        dimension of the closed-form model of the blocks, as MOFA+ defines it
-        (R^2 of ``W_m[:, j] m_ij`` against the block minus its mean, over the
-        training rows that observe it; at most 20,000 rows, drawn by
-        ``random_state``) [design 2.12]. ``partial_fit`` computes it on the
-        first chunk.
-    variance_explained_total_ : ndarray of shape (n_modalities,)
-        The same for all latent dimensions together.
-    n_components_ : int
-        Number of components (resolved when ``n_components='auto'``).
-    latent_dim_ : int
-        Latent dimension (resolved when ``latent_dim='auto'``).
+    {weights_}
+    {variance_explained_}
+    {variance_explained_total_}
+    {n_components_}
+    {latent_dim_}
     encoders_ : torch.nn.ModuleList
         The fitted encoders.
     n_iter_ : int
@@ -230,10 +205,8 @@ class CalMRLTransformer(MultimodalBase):
         ``partial_fit`` calls.
     device_ : str
         Device the model computes on (re-resolved when unpickled).
-    n_features_in_ : int
-        Number of columns of ``X``.
-    feature_names_in_ : ndarray of str
-        Defined when ``X`` has string column names.
+    {n_features_in_}
+    {feature_names_in_}
 
     See Also
     --------

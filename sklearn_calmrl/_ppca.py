@@ -9,13 +9,14 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import MultimodalBase
+from ._base import MultimodalBase, shared_docs
 from ._closed_form import ClosedFormModel
 from ._latent import posterior
 
 __all__ = ["MultiViewPPCA"]
 
 
+@shared_docs
 class MultiViewPPCA(MultimodalBase):
     """Multi-view probabilistic PCA with missing modalities, fitted in closed form (EM).
 
@@ -63,25 +64,14 @@ class MultiViewPPCA(MultimodalBase):
         What :meth:`transform` returns: the standardized blocks with the
         missing ones imputed, side by side (``n_features`` columns), or the
         latent posterior mean (``latent_dim`` columns).
-    standardize : bool, default=True
-        Standardize every feature on the training rows that observe it.
-    partial_nan : {'mean', 'raise'}, default='mean'
-        What to do with NaNs inside an otherwise observed block: fill with the
-        feature's training mean, or raise a ValueError.
+    {standardize}
+    {partial_nan}
     max_iter : int, default=200
         Maximum number of EM iterations.
     tol : float, default=1e-3
         EM stops when the mean per-sample log-likelihood gains less than this.
-    device : {'auto', 'cpu', 'cuda'}, default='auto'
-        Where torch computes; 'auto' uses CUDA when available.
-    n_jobs : int, default=None
-        Number of CPU threads torch may use while fitting and transforming.
-        ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
-        ``-1`` means all processors. Either is capped at the cores the 1-minute
-        load average leaves free (never below one): torch's threads stall
-        beside another busy process, so more threads than free cores made fits
-        several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
-        torch thread setting is restored afterwards.
+    {device}
+    {n_jobs}
     random_state : int, RandomState instance or None, default=None
         Seeds every random choice of the fit, each from its own stream
         [design 3.5]: the initial loadings when there are too few complete rows
@@ -95,23 +85,11 @@ class MultiViewPPCA(MultimodalBase):
 
     Attributes
     ----------
-    variance_explained_ : ndarray of shape (n_modalities, latent_dim_)
-        Share of each standardized block's variance explained by each latent
-        dimension of the closed-form model of the blocks, as MOFA+ defines it
-        (R^2 of ``W_m[:, j] m_ij`` against the block minus its mean, over the
-        training rows that observe it; at most 20,000 rows, drawn by
-        ``random_state``) [design 2.12]. ``partial_fit`` computes it on the
-        first chunk.
-    variance_explained_total_ : ndarray of shape (n_modalities,)
-        The same for all latent dimensions together.
-    modalities_ : dict
-        Resolved blocks, ``{name: column indices}``.
-    feature_mean_ : ndarray of shape (n_features,)
-        Mean of each feature over the training rows that observe its block
-        (0 when ``standardize=False``).
-    feature_scale_ : ndarray of shape (n_features,)
-        Standard deviation used to scale each feature (1 when
-        ``standardize=False`` or for constant features).
+    {variance_explained_}
+    {variance_explained_total_}
+    {modalities_}
+    {feature_mean_}
+    {feature_scale_}
     components_ : list of ndarray of shape (block_width, latent_dim)
         ``W_m`` per modality.
     means_ : list of ndarray of shape (block_width,)
@@ -121,12 +99,9 @@ class MultiViewPPCA(MultimodalBase):
     noise_variances_ : list of ndarray of shape (block_width,)
         Per-feature noise variances. With ``n_components_ > 1`` these four
         attributes gain a leading component axis.
-    weights_ : ndarray of shape (K,)
-        Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).
-    n_components_ : int
-        Number of components (resolved when ``n_components='auto'``).
-    latent_dim_ : int
-        Latent dimension (resolved when ``latent_dim='auto'``).
+    {weights_}
+    {n_components_}
+    {latent_dim_}
     n_iter_ : int
         EM iterations run by ``fit``; ``partial_fit`` calls since the first.
     loglik_curve_ : list of float
@@ -135,10 +110,8 @@ class MultiViewPPCA(MultimodalBase):
         Rows that observe at least one modality.
     device_ : str
         Device the model computes on.
-    n_features_in_ : int
-        Number of columns of ``X``.
-    feature_names_in_ : ndarray of str
-        Defined when ``X`` has string column names.
+    {n_features_in_}
+    {feature_names_in_}
 
     See Also
     --------

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import ALIGNMENTS, pair_infonce
-from ._closed_form import CHUNK, INIT_ROWS, ClosedFormModel, finite, init_rows, plain, random_stream, register_record, unplain
+from ._closed_form import CHUNK, ClosedFormModel, Seeded, finite, init_rows, plain, register_record, unplain
 from ._encoders import make_encoder, make_encoders
 from ._latent import calibrated, posterior, single_modality_maps
 from ._utils import warn
@@ -178,7 +178,7 @@ class Progress:
         pass
 
 
-class Trainer:
+class Trainer(Seeded):
     """State and steps of the bi-step loop of the encoders [design 3].
 
     Parameters
@@ -206,13 +206,6 @@ class Trainer:
         self.encoders = self.loss_fn = self.optimizer = self.model = self.spec = None
         self.history = History()
         self.incremental = True  # False after fit: the next partial_fit starts fresh curves
-
-    def random(self, name, *key):
-        """The generator of the named random stream of this trainer's seed [design 3.5]."""
-        return random_stream(self.seed, name, *key)
-
-    def log(self, message):
-        print(f"[CalMRL] {message}", flush=True)
 
     # ------------------------------------------------------------------ set-up
     def tensors(self, Xs, dtype=torch.float64):

@@ -16,15 +16,6 @@ from sklearn.utils import Bunch, check_array, check_random_state
 
 from .._modalities import observed_mask, resolve_modalities
 
-__all__ = [
-    "load_multiple_features",
-    "load_image_segmentation",
-    "load_digits_halves",
-    "load_breast_cancer_views",
-    "ampute_modalities",
-    "ampute_modalities_structured",
-    "make_latent_modalities",
-]
 
 _DATA_MODULE = "sklearn_calmrl.datasets"
 
