@@ -55,7 +55,7 @@ CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted im
 CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
 
 # the named random streams of a fit's seed [design 3.5]; append new names at the end (the order is the spawn key)
-STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split")
+STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split", "matching head")
 
 
 def random_stream(seed, name, *key):

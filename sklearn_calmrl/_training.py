@@ -19,6 +19,7 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List
@@ -29,14 +30,15 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import ALIGNMENTS, pair_infonce
-from ._closed_form import CHUNK, ClosedFormModel, Seeded, finite, init_rows, plain, register_record, unplain
+from ._closed_form import CHUNK, INIT_ROWS, ClosedFormModel, Seeded, finite, init_rows, plain, register_record, unplain
 from ._encoders import make_encoder, make_encoders
-from ._latent import calibrated, posterior, single_modality_maps
+from ._latent import calibrated, imputation_confidence, posterior, single_modality_maps
+from ._modalities import drop_modalities
 from ._utils import warn
 
 __all__ = ["History", "Trainer", "encode", "encode_all"]
 
-STREAM_BYTES = 1 << 30  # above this, EM refreshes stream the representations instead of caching them
+EPOCH_ROWS = 2048  # rows an epoch passes over at most (drawn afresh each epoch): a budget in samples seen [design 3.1]
 EM_EVERY = 2  # epochs between refreshes of the model of the representations [design 3.1]
 EM_REFRESH_ITER = 3  # EM iterations of each refresh [design 3.1]
 REPRESENTATION_START_ITER = 20  # EM steps of the first model of the representations: the encoders move next [design 3.1]
@@ -203,7 +205,7 @@ class Trainer(Seeded):
     def __init__(self, *, device, seed):
         self.device = device
         self.seed = seed
-        self.encoders = self.loss_fn = self.optimizer = self.model = self.spec = None
+        self.encoders = self.loss_fn = self.optimizer = self.model = self.spec = self.refresh_rows = None
         self.history = History()
         self.incremental = True  # False after fit: the next partial_fit starts fresh curves
 
@@ -229,6 +231,7 @@ class Trainer(Seeded):
                 "(embed_dim=None makes them equal)."
             )
         alignment = est._alignment()
+        vars(self).pop("objective", None)  # the cached objective of an earlier spec
         self.spec = {
             "encoder": est.encoder,
             "n_features": [x.shape[1] for x in X],
@@ -247,15 +250,17 @@ class Trainer(Seeded):
             seed=self.seed, verbose=est.verbose, label="latent model of the representations",
         )
 
-    @property
-    def alignment(self):
-        """The alignment objective the loss was built from (:class:`~sklearn_calmrl.PMRL` or :class:`~sklearn_calmrl.GRAM`)."""
+    @functools.cached_property
+    def objective(self):
+        """The alignment objective and its parameters (:class:`~sklearn_calmrl.PMRL` or :class:`~sklearn_calmrl.GRAM`),
+        rebuilt from ``spec`` once (not saved: ``spec`` is)."""
         kind, params = self.spec["alignment"]
         return ALIGNMENTS[kind](**params)
 
     def new_loss(self, learning_rate):
-        """A fresh alignment loss module (GRAM learns its temperature) and a fresh optimizer."""
-        self.loss_fn = self.alignment.make_loss().to(self.device)
+        """A fresh loss module of the objective (GRAM learns its temperature, the matching head its weights) and a
+        fresh optimizer."""
+        self.loss_fn = self.objective.make_loss(self.spec["embed_dim"], self.random("matching head")).to(self.device)
         self.optimizer = self._optimizer(learning_rate)
 
     def _optimizer(self, learning_rate, state=None):
@@ -267,68 +272,74 @@ class Trainer(Seeded):
 
     # ------------------------------------------------------------------ closed-form steps on the representations
     def refresh(self, X, observed, generator, max_iter, label, level=1):
-        """Encode all rows (no grad), then EM warm-started from the model of the representations [design 3.1].
+        """Encode the refresh rows (no grad), then EM warm-started from the model of the representations [design 3.1].
 
-        The first call initialises the model on at most ``INIT_ROWS`` rows
-        [design 2.6]. Representations are cached for the EM iterations when they
-        fit in ``STREAM_BYTES``; otherwise every EM iteration re-encodes chunk by
-        chunk and sums the statistics, so they are never all in memory.
+        The refresh rows are all rows, or ``INIT_ROWS`` of them drawn at the first
+        call and kept for the fit when there are more [design 2.6]: the model of
+        the representations has ``k d (q + 2)`` parameters, which 20,000 rows
+        estimate, and a refresh then costs the same at 10^5 or 10^6 rows.
         """
-        encoders, n = self.encoders, observed.shape[0]
         t0 = time.perf_counter()
         if self.model.params is None:
-            rows = init_rows(n, generator).to(self.device)
-            self.model.initialise(encode_all(encoders, [x[rows] for x in X], observed[rows]), observed[rows], generator)
-        if n * sum(e.linear.out_features for e in encoders) * 8 <= STREAM_BYTES:
-            Z = encode_all(encoders, X, observed)
-        else:
-
-            def Z():
-                for s in range(0, n, CHUNK):
-                    yield encode_all(encoders, [x[s : s + CHUNK] for x in X], observed[s : s + CHUNK]), observed[s : s + CHUNK]
-
-        self.model.refresh(Z, observed, max_iter, label, level)
+            self.refresh_rows = init_rows(observed.shape[0], generator, INIT_ROWS).to(self.device)
+            rows = self.refresh_rows
+            self.model.initialise(encode_all(self.encoders, [x[rows] for x in X], observed[rows]), observed[rows], generator)
+        rows = self.refresh_rows
+        Z = encode_all(self.encoders, [x[rows] for x in X], observed[rows])
+        self.model.refresh(Z, observed[rows], max_iter, label, level)
         self.history.loglik_curve.append(self.model.loglik_curve[-1])
         self.history.time_em += time.perf_counter() - t0  # the refresh's encoding counts as closed-form time
 
     # ------------------------------------------------------------------ gradient steps
-    def batch_terms(self, xb, ob, calibrate):
+    def batch_terms(self, xb, ob, calibrate, generator=None):
         """Alignment loss terms of one mini-batch on observed + imputed columns [design 3.1, 4].
 
         Imputed columns are detached calibrated targets: no gradient flows through
         the imputation into the observed encoders (letting it flow cost 3 to 26
-        points of retrieval on the tuning rows, [design 7.2]).
+        points of retrieval on the tuning rows, [design 7.2]). With the
+        objective's ``modality_dropout`` (and a ``generator``) some observed
+        columns are hidden and imputed from the rest [design 3.6]; with
+        ``weight_imputations`` imputed columns are scaled by their confidence
+        [design 2.14].
         """
-        params = self.model.params
+        objective, params = self.objective, self.model.params
         Z = encode(self.encoders, xb, ob)
         source = [z.detach().double() for z in Z]
         if calibrate:
-            post = posterior(source, ob, params)  # E-step with theta fixed [design 3.1]
-            Zhat, _ = calibrated(source, ob, params, max_norm=1.0, post=post)
-            Zhat = [torch.where(ob[:, m, None], Z[m], Zhat[m].to(Z[m].dtype)) for m in range(len(Z))]  # observed keep their gradient
+            seen = ob
+            if objective.modality_dropout > 0 and generator is not None:
+                seen = drop_modalities(ob, objective.modality_dropout, generator)  # [design 3.6]
+            post = posterior(source, seen, params)  # E-step with theta fixed [design 3.1]
+            Zhat, _ = calibrated(source, seen, params, max_norm=1.0, post=post)
+            if objective.weight_imputations:  # [design 2.14]
+                confidence = imputation_confidence(post, params, seen)
+                Zhat = [z * confidence[:, m, None] for m, z in enumerate(Zhat)]
+            Zhat = [torch.where(seen[:, m, None], Z[m], Zhat[m].to(Z[m].dtype)) for m in range(len(Z))]  # observed keep their gradient
             terms = self.loss_fn.terms(torch.stack(Zhat, dim=1))
         else:
             terms = self.loss_fn.terms(torch.stack(Z, dim=1), observed=ob)  # the observed-only ablation [design 4.4]
-        pair_weight = self.spec["alignment"][1]["pair_weight"]
-        if pair_weight > 0:
-            terms["pair"] = pair_weight * pair_infonce(Z, ob)  # [design 4.6]
+        if objective.pair_weight > 0:
+            terms["pair"] = objective.pair_weight * pair_infonce(Z, ob)  # [design 4.6]
+        if objective.matching_weight > 0:
+            terms["match"] = objective.matching_weight * self.loss_fn.matching(Z, ob, generator)  # [design 4.7]
         return terms
 
-    def gradient_pass(self, X, observed, generator, batch_size, calibrate):
+    def gradient_pass(self, X, observed, generator, batch_size, calibrate, rows=None):
         """One shuffled pass of mini-batch steps of the alignment loss, latent parameters fixed [design 3.1].
 
-        Returns the per-term mean over the rows; the total is NaN when a step
-        made a weight non-finite (the pass then stops early and the caller
+        The pass covers ``rows`` rows drawn without replacement (all of them when
+        None). Returns the per-term mean over those rows; the total is NaN when a
+        step made a weight non-finite (the pass then stops early and the caller
         restores a snapshot).
         """
-        n = observed.shape[0]
         t0 = time.perf_counter()
         self.encoders.train()
-        order = torch.randperm(n, generator=generator).to(observed.device)
+        order = torch.randperm(observed.shape[0], generator=generator).to(observed.device)[:rows]
+        n = order.numel()
         sums = {}
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            terms = self.batch_terms([x[idx] for x in X], observed[idx], calibrate)
+            terms = self.batch_terms([x[idx] for x in X], observed[idx], calibrate, generator)
             loss = sum(terms.values())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -402,7 +413,7 @@ class Trainer(Seeded):
         for epoch in range(1, est.max_epochs + 1):
             if epoch > 1 and (epoch - 1) % EM_EVERY == 0:
                 self.refresh(X, observed, generator, EM_REFRESH_ITER, f"epoch {epoch} refresh", level=2)
-            terms = self.gradient_pass(X, observed, generator, est.batch_size, est.calibrate)
+            terms = self.gradient_pass(X, observed, generator, est.batch_size, est.calibrate, rows=EPOCH_ROWS)
             if guard.diverged(self, epoch, terms):
                 break
             self._record_terms(terms)
@@ -414,6 +425,7 @@ class Trainer(Seeded):
         for callback in callbacks:
             callback.on_train_end(self)
         self.encoders.eval()
+        self.refresh_rows = None  # only the fit's refreshes read them
         return self
 
     # ------------------------------------------------------------------ partial_fit
@@ -490,7 +502,7 @@ class Trainer(Seeded):
         rebuilds the torch objects. Pickle, joblib and ``skops.io`` (which loads
         no code it has not been told to trust) all read this state.
         """
-        state = {k: v for k, v in self.__dict__.items() if k not in ("encoders", "loss_fn", "optimizer", "model")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("encoders", "loss_fn", "optimizer", "model", "objective")}
         state["model"] = self.model.__getstate__()
         state["encoders"] = [dict(e.state_dict()) for e in self.encoders]
         state["loss_fn"] = dict(self.loss_fn.state_dict())

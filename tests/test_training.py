@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from sklearn_calmrl import CalMRLTransformer
+from sklearn_calmrl._alignment import ALIGNMENTS
 from sklearn_calmrl._closed_form import ClosedFormModel
 from sklearn_calmrl._encoders import LinearEncoder
-from sklearn_calmrl._latent import calibrated, init_params
+from sklearn_calmrl._latent import calibrated, init_params, posterior
 from sklearn_calmrl._training import Trainer, encode, encode_all
 from sklearn_calmrl.datasets import make_latent_modalities
 
@@ -60,7 +61,7 @@ def _trainer(encoders, params, alignment="pmrl"):
     trainer = Trainer(device="cpu", seed=0)
     trainer.encoders, trainer.model = encoders, _model()
     trainer.model.params = params
-    trainer.spec = {"alignment": [alignment, {"pmrl": {"tau_intra": 0.3, "tau_inter": 0.1, "pair_weight": 0.0}, "gram": {"pair_weight": 1.0}}[alignment]]}
+    trainer.spec = {"alignment": [alignment, ALIGNMENTS[alignment]().get_params()], "embed_dim": encoders[0].linear.out_features}
     trainer.new_loss(3e-3)
     return trainer
 
@@ -115,16 +116,100 @@ def test_pair_term_is_recorded_when_weighted():
     assert set(history.loss_terms) == {"intra", "inter", "pair"} and all(v > 0 for v in history.loss_terms["pair"])
 
 
-def test_streamed_em_refresh_equals_cached(monkeypatch):
-    """Above STREAM_BYTES the refresh re-encodes chunk by chunk instead of caching: same model."""
+def test_an_epoch_passes_over_at_most_epoch_rows(monkeypatch):
+    """A budget in samples seen (issue 19): above EPOCH_ROWS rows an epoch draws that many afresh; below, all rows."""
     import sklearn_calmrl._training as training
 
-    results = []
-    for stream_bytes in (training.STREAM_BYTES, 0):
-        monkeypatch.setattr(training, "STREAM_BYTES", stream_bytes)
-        monkeypatch.setattr(training, "CHUNK", 64)
-        results.append(_fitted_trainer(200, max_epochs=3))
-    cached, streamed = results
-    np.testing.assert_allclose(cached.history.loglik_curve, streamed.history.loglik_curve, rtol=1e-6)
-    for a, b in zip(cached.model.params.W, streamed.model.params.W):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    seen = []
+    real = training.Trainer.batch_terms
+
+    def spy(self, xb, ob, *args, **kwargs):
+        seen.append(ob.shape[0])
+        return real(self, xb, ob, *args, **kwargs)
+
+    monkeypatch.setattr(training.Trainer, "batch_terms", spy)
+    _fitted_trainer(200, max_epochs=2)
+    assert sum(seen) == 2 * 200  # every row once per epoch
+    seen.clear()
+    monkeypatch.setattr(training, "EPOCH_ROWS", 120)
+    _fitted_trainer(200, max_epochs=3)
+    assert sum(seen) == 3 * 120
+
+
+def test_refreshes_use_a_fixed_sample_of_init_rows(monkeypatch):
+    """Above INIT_ROWS rows the model of the representations is started and refreshed on one sample of them."""
+    import sklearn_calmrl._training as training
+
+    sizes = []
+    real = training.ClosedFormModel.refresh
+
+    def spy(self, Z, observed, *args, **kwargs):
+        sizes.append(observed.shape[0])
+        return real(self, Z, observed, *args, **kwargs)
+
+    monkeypatch.setattr(training.ClosedFormModel, "refresh", spy)
+    monkeypatch.setattr(training, "INIT_ROWS", 150)
+    trainer = _fitted_trainer(200, max_epochs=3)
+    assert sizes == [150, 150] and trainer.refresh_rows is None  # the start and the refresh of epoch 3
+
+
+def test_matching_loss_trains_its_head_and_survives_pickling():
+    """The paper's matching term (issue 20) is recorded, moves its head, and a pickled model continues."""
+    import pickle
+
+    from sklearn_calmrl import PMRL
+
+    trainer = _fitted_trainer(200, max_epochs=3, alignment=PMRL(matching_weight=0.1))
+    assert set(trainer.history.loss_terms) == {"intra", "inter", "match"} and all(v > 0 for v in trainer.history.loss_terms["match"])
+    fresh = PMRL(matching_weight=0.1).make_loss(4, trainer.random("matching head"))
+    moved = [not torch.equal(a, b) for a, b in zip(trainer.loss_fn.matching.parameters(), fresh.matching.parameters())]
+    assert any(moved)
+    clone = pickle.loads(pickle.dumps(trainer))
+    for a, b in zip(clone.loss_fn.parameters(), trainer.loss_fn.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_modality_dropout_hides_observed_columns_but_never_a_whole_row(monkeypatch):
+    """With modality_dropout the E-step of a batch sees fewer observed columns, never none of a row (issue 20)."""
+    import sklearn_calmrl._training as training
+    from sklearn_calmrl import PMRL
+
+    masks = []
+    real = training.posterior
+
+    def spy(Z, observed, params):
+        masks.append(observed.clone())
+        return real(Z, observed, params)
+
+    monkeypatch.setattr(training, "posterior", spy)
+    plain = _fitted_trainer(200, max_epochs=1)
+    plain_masks, masks[:] = list(masks), []
+    dropped = _fitted_trainer(200, max_epochs=1, alignment=PMRL(modality_dropout=0.5))
+    assert len(masks) == len(plain_masks) and np.isfinite(dropped.history.loss_curve).all()
+    hidden = sum(int(p.sum() - m.sum()) for p, m in zip(plain_masks, masks))
+    assert hidden > 0 and all(bool(m.any(dim=1).all()) for m in masks)
+    assert all(bool((m <= p).all()) for p, m in zip(plain_masks, masks))
+
+
+def test_weight_imputations_scales_imputed_columns_by_their_confidence(monkeypatch):
+    """weight_imputations (issue 20): what the loss sees of an imputed column is its calibrated imputation times the
+    confidence of design 2.14; observed columns are the encoder outputs."""
+    from sklearn_calmrl import PMRL
+    from sklearn_calmrl._latent import imputation_confidence
+
+    blocks, observed, encoders = _setup()
+    Z = encode_all(encoders, blocks, observed)
+    params = init_params(Z, observed, 2, generator=torch.Generator().manual_seed(0))
+    trainer = _trainer(encoders, params)
+    trainer.spec["alignment"][1] = PMRL(weight_imputations=True).get_params()
+    vars(trainer).pop("objective", None)
+    seen = []
+    monkeypatch.setattr(trainer.loss_fn, "terms", lambda Zs, observed=None: seen.append(Zs) or {"t": Zs.sum()})
+    trainer.batch_terms(blocks, observed, calibrate=True)
+    post = posterior(Z, observed, params)
+    Zhat, _ = calibrated(Z, observed, params, max_norm=1.0, post=post)
+    w = imputation_confidence(post, params, observed)
+    for m in range(3):
+        miss = ~observed[:, m]
+        torch.testing.assert_close(seen[0][miss, m].double(), (Zhat[m] * w[:, m, None])[miss], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(seen[0][~miss, m], encode(encoders, blocks, observed)[m][~miss])
