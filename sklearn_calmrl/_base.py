@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
-from ._closed_form import CHUNK
+from ._closed_form import chunk_rows
 from ._latent import NOISE_MODELS, log_likelihood
 from ._modalities import (
     check_fit_input,
@@ -466,12 +466,14 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         return self._validate_input(X, reset=False)
 
     def _standardized_chunks(self, X, blocks, observed):
-        """``(observed, blocks)`` per ``CHUNK`` rows: the mask and the standardized float64 blocks on the device, so
-        that the working set beyond the input and the output is a few chunks."""
+        """``(observed, blocks)`` per chunk of rows (:func:`~sklearn_calmrl._closed_form.chunk_rows`): the mask and the
+        standardized float64 blocks on the device, so that the working set beyond the input and the output is a
+        few chunks."""
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
-        for s in range(0, X.shape[0], CHUNK):
-            Xs = standardized_blocks(X[s : s + CHUNK], blocks, observed[s : s + CHUNK], *standardization)
-            yield torch.as_tensor(observed[s : s + CHUNK], device=self.device_), [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
+        step = chunk_rows(self.device_)
+        for s in range(0, X.shape[0], step):
+            Xs = standardized_blocks(X[s : s + step], blocks, observed[s : s + step], *standardization)
+            yield torch.as_tensor(observed[s : s + step], device=self.device_), [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]
 
     def transform(self, X):
         """Representation of every sample, as chosen by ``output``.

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import ALIGNMENTS, pair_infonce
-from ._closed_form import CHUNK, INIT_ROWS, ClosedFormModel, Seeded, finite, init_rows, plain, register_record, unplain
+from ._closed_form import INIT_ROWS, ClosedFormModel, Seeded, chunk_rows, finite, init_rows, plain, register_record, unplain
 from ._encoders import make_encoder, make_encoders
 from ._latent import calibrated, imputation_confidence, posterior, single_modality_maps
 from ._modalities import drop_modalities
@@ -74,8 +74,9 @@ def encode(encoders, X, observed):
 
 
 @torch.no_grad()
-def encode_all(encoders, X, observed, *, chunk_size=CHUNK, dtype=torch.float64):
-    """Encode every row without gradients, in chunks (bounded working set)."""
+def encode_all(encoders, X, observed, *, dtype=torch.float64):
+    """Encode every row without gradients, in chunks (bounded working set, :func:`~sklearn_calmrl._closed_form.chunk_rows`)."""
+    chunk_size = chunk_rows(observed.device)
     parts = [
         encode(encoders, [x[s : s + chunk_size] for x in X], observed[s : s + chunk_size])
         for s in range(0, observed.shape[0], chunk_size)
