@@ -177,9 +177,10 @@ feature_scale_ : ndarray of shape (n_features,)
 weights_ : ndarray of shape (K,)
     Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).""",
     'variance_explained_': """\
-variance_explained_ : ndarray of shape (n_modalities, latent_dim_)
-    Share of each standardized block's variance explained by each latent
-    dimension of the closed-form model of the blocks, as MOFA+ defines it
+variance_explained_ : ndarray of shape (n_modalities, q)
+    Share of each standardized block's variance explained by each of the
+    ``q = latent_dim_`` latent dimensions of the closed-form model of the
+    blocks, as MOFA+ defines it
     (R^2 of ``W_m[:, j] m_ij`` against the block minus its mean, over the
     training rows that observe it; at most 20,000 rows, drawn by
     ``random_state``) [design 2.12]. ``partial_fit`` computes it on the
