@@ -21,6 +21,7 @@ from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
     pytest.mark.filterwarnings("ignore:encoder='identity' is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:output='(anchor|mean)' is deprecated:FutureWarning"),
 ]
 
 FAST = dict(latent_dim=4, embed_dim=8, max_epochs=2, add_indicator=False, random_state=0)
