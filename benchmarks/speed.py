@@ -4,17 +4,19 @@ Synthetic data from the latent model (``make_latent_modalities``: 6 modalities o
 factors, noise sd 0.5), 30% of the rows losing a random non-empty proper subset of modalities
 (``ampute_modalities``). For each n it measures, on one device:
 
-- the linear-encoder fit (``--epochs`` epochs, PMRL, latent_dim 8, embed_dim 16, batch 256) with ``em_every=1``
-  (re-encode every row and refresh EM each epoch) and ``em_every=0`` (streaming EM: one M-step per epoch from
-  the mini-batch statistics): time per epoch, the initial closed-form fit (encode + init + EM to convergence,
-  before epoch 1), and the share of the epochs' time spent in closed-form steps (EM refreshes, M-steps, and
-  the per-batch E-step / statistics inside the gradient loop);
-- transform throughput (rows/s) of that model, of the identity model and of the identity model without the local
+- the linear-encoder fit (``--epochs`` epochs, PMRL, latent_dim 8, embed_dim 16, batch 256): total time, the
+  closed-form share (``fit_time_em_``: the model of the blocks, the start and refreshes of the model of the
+  representations) and the gradient steps (``fit_time_gradient_``);
+- transform throughput (rows/s) of that model, of ``MultiViewPPCA`` and of ``MultiViewPPCA`` without the local
   correction (``local_bandwidth=None``);
-- the identity model's fit time (closed-form multi-view PPCA by EM);
+- ``MultiViewPPCA``'s fit time (closed-form multi-view PPCA by EM);
 - ``StandardScaler + IterativeImputer(max_iter=5) + PCA(8)`` fit time on the same data, and MOFA+ (mofapy2,
   8 factors, at most ``--mofa-iter`` iterations) where it imports;
 - log-log slopes of time against n (the cost exponent; 1 = linear).
+
+``--fit-ratio`` instead times the two estimators with their defaults side by side on ``--ratio-rows`` rows of 3
+blocks of 50 features (issue 19's target: ``CalMRLTransformer`` within 3x ``MultiViewPPCA``), alternating, median
+of ``--repeats`` runs.
 
 ``--busy`` instead measures the "busy neighbour" slowdown (issue 12): the default ``CalMRLTransformer`` fit on
 Multiple Features (half of the rows missing modalities) and ``transform`` of 300,000 rows (6 blocks of 20
@@ -26,9 +28,10 @@ settings alone: run it without ``OMP_NUM_THREADS`` to measure what a user gets.
 count inside the loky workers. ``--memory`` instead measures the peak memory of ``transform`` on ``--memory-rows`` rows (default 10^6) in a
 fresh subprocess per model (identity and linear), from ``ru_maxrss`` minus the resident size before the call.
 
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --fit-ratio      # default fits side by side, 1e5 rows x 3 x 50
     OMP_NUM_THREADS=1 python benchmarks/speed.py --quick          # n in 1e3, 1e4; about a minute
     OMP_NUM_THREADS=1 python benchmarks/speed.py                  # n in 1e3, 1e4, 1e5
-    OMP_NUM_THREADS=1 python benchmarks/speed.py --large          # adds n = 1e6 (CalMRL only above 1e5)
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --large          # adds n = 1e6
     OMP_NUM_THREADS=1 python benchmarks/speed.py --memory         # transform peak memory on 1e6 rows
     python benchmarks/speed.py --grid                             # GridSearchCV n_jobs=1 vs 2
     env -u OMP_NUM_THREADS python benchmarks/speed.py --busy      # quiet vs one busy neighbour, default threads
@@ -39,7 +42,6 @@ Prints Markdown tables.
 
 import argparse
 import contextlib
-import functools
 import multiprocessing
 import os
 import pickle
@@ -58,7 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA, _training  # noqa: E402
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA  # noqa: E402
 from sklearn_calmrl.datasets import ampute_modalities, load_multiple_features, make_latent_modalities  # noqa: E402
 
 K, WIDTH, TRUE_Q = 6, 10, 8
@@ -75,77 +77,17 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-# ----------------------------------------------------------------------------- closed-form timing
-class _ClosedFormClock:
-    """Times the closed-form functions the training loop calls, by wrapping them in ``_training``'s namespace.
-
-    The first ``encode_all`` + ``init_params`` + ``fit_em`` calls are the initial fit (before epoch 1);
-    later ``encode_all`` / ``fit_em`` calls are EM refreshes; ``posterior`` / ``sufficient_statistics`` /
-    ``m_step`` run per mini-batch or per epoch. Host clocks: on CUDA each wrapper synchronizes, which adds a
-    little overhead to the measured run only.
-    """
-
-    NAMES = ("encode_all", "init_params", "fit_em", "posterior", "sufficient_statistics", "m_step")
-
-    def __init__(self, device):
-        self.device = device
-        self.calls = []
-
-    def _wrap(self, name, fn):
-        @functools.wraps(fn)
-        def timed(*args, **kwargs):
-            _sync(self.device)
-            t0 = time.perf_counter()
-            out = fn(*args, **kwargs)
-            _sync(self.device)
-            self.calls.append((name, time.perf_counter() - t0))
-            return out
-
-        return timed
-
-    @contextlib.contextmanager
-    def installed(self):
-        saved = {name: getattr(_training, name) for name in self.NAMES if hasattr(_training, name)}
-        try:
-            for name, fn in saved.items():
-                setattr(_training, name, self._wrap(name, fn))
-            yield self
-        finally:
-            for name, fn in saved.items():
-                setattr(_training, name, fn)
-
-    def split(self):
-        """(initial closed-form fit, closed-form time inside the epochs)."""
-        init, seen, inside = 0.0, set(), 0.0
-        for name, dt in self.calls:
-            if name in ("encode_all", "init_params", "fit_em") and name not in seen:
-                seen.add(name)
-                init += dt
-            else:
-                inside += dt
-        return init, inside
-
-
-def time_calmrl(X, mods, device, epochs, em_every):
-    est = CalMRLTransformer(mods, encoder="linear", max_epochs=epochs, em_every=em_every, device=device, random_state=0, **MODEL)
-    clock = _ClosedFormClock(device)
-    with warnings.catch_warnings(), clock.installed():
+# ----------------------------------------------------------------------------- fits
+def time_calmrl(X, mods, device, epochs):
+    est = CalMRLTransformer(mods, encoder="linear", max_epochs=epochs, device=device, random_state=0, **MODEL)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _sync(device)
         t0 = time.perf_counter()
         est.fit(X)
         _sync(device)
         total = time.perf_counter() - t0
-    init, inside = clock.split()
-    epoch_time = est.fit_time_em_ + est.fit_time_gradient_ - init
-    return {
-        "est": est,
-        "total": total,
-        "init": init,
-        "epoch": epoch_time / max(est.n_iter_, 1),
-        "share": inside / epoch_time if epoch_time > 0 else float("nan"),
-        "share_attr": (est.fit_time_em_ - init) / epoch_time if epoch_time > 0 else float("nan"),
-    }
+    return {"est": est, "total": total, "em": est.fit_time_em_, "gradient": est.fit_time_gradient_}
 
 
 def time_transform(est, X, device):
@@ -157,8 +99,8 @@ def time_transform(est, X, device):
     return X.shape[0] / (time.perf_counter() - t0)
 
 
-def time_identity(X, mods, device, **params):
-    est = CalMRLTransformer(mods, encoder="identity", latent_dim=MODEL["latent_dim"], device=device, random_state=0, **params)
+def time_ppca(X, mods, device, **params):
+    est = MultiViewPPCA(mods, latent_dim=MODEL["latent_dim"], device=device, random_state=0, **params)
     t0 = time.perf_counter()
     est.fit(X)
     _sync(device)
@@ -215,18 +157,15 @@ def run_speed(args):
         f"features, 30% rows amputed; linear encoder {MODEL}, {args.epochs} epochs\n"
     )
     X, mods = make_data(500)
-    time_calmrl(X, mods, device, 1, 1)  # warm-up: first-call costs (lazy imports, allocator) stay out of the table
+    time_calmrl(X, mods, device, 1)  # warm-up: first-call costs (lazy imports, allocator) stay out of the table
     rows = []
     for n in args.n:
         X, mods = make_data(n)
-        r = {"n": n}
-        for em_every in (1, 0):
-            res = time_calmrl(X, mods, device, args.epochs, em_every)
-            r[em_every] = res
-        r["tput_linear"] = time_transform(r[1]["est"], X, device)
-        ident, r["identity_fit"] = time_identity(X, mods, device)
-        r["tput_identity"] = time_transform(ident, X, device)
-        r["tput_plain"] = time_transform(time_identity(X, mods, device, local_bandwidth=None)[0], X, device)
+        r = {"n": n, "fit": time_calmrl(X, mods, device, args.epochs)}
+        r["tput_linear"] = time_transform(r["fit"]["est"], X, device)
+        ppca, r["ppca_fit"] = time_ppca(X, mods, device)
+        r["tput_ppca"] = time_transform(ppca, X, device)
+        r["tput_plain"] = time_transform(time_ppca(X, mods, device, local_bandwidth=None)[0], X, device)
         if n <= args.baseline_max:
             r["iterative"] = time_iterative_pca(X)
             r["mofa"], note = time_mofa(X, mods, args.mofa_iter) if n <= args.mofa_max else (None, "skipped (n)")
@@ -236,25 +175,21 @@ def run_speed(args):
         rows.append(r)
         print(f"  n={n}: done", file=sys.stderr, flush=True)
 
-    print("| n | em_every | fit total (s) | initial closed-form fit (s) | time / epoch (s) | closed-form share of epochs | fit_time_em_ share of epochs |")
-    print("|---|---|---|---|---|---|---|")
+    print("| n | linear fit total (s) | closed-form (fit_time_em_, s) | gradient steps (fit_time_gradient_, s) |")
+    print("|---|---|---|---|")
     for r in rows:
-        for em_every in (1, 0):
-            x = r[em_every]
-            print(
-                f"| {r['n']} | {em_every} | {_fmt(x['total'])} | {_fmt(x['init'])} | {_fmt(x['epoch'])} | "
-                f"{100 * x['share']:.1f}% | {100 * x['share_attr']:.1f}% |"
-            )
+        x = r["fit"]
+        print(f"| {r['n']} | {_fmt(x['total'])} | {_fmt(x['em'])} | {_fmt(x['gradient'])} |")
     print()
     print(
-        "| n | transform linear (rows/s) | transform identity (rows/s) | transform identity, no local correction (rows/s) "
-        "| identity fit (s) | IterativeImputer+PCA fit (s) | MOFA+ fit (s) |"
+        "| n | transform linear (rows/s) | transform MultiViewPPCA (rows/s) | transform MultiViewPPCA, no local correction (rows/s) "
+        "| MultiViewPPCA fit (s) | IterativeImputer+PCA fit (s) | MOFA+ fit (s) |"
     )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         mofa = _fmt(r["mofa"]) if r["mofa"] is not None else r["mofa_note"]
         print(
-            f"| {r['n']} | {r['tput_linear']:.3g} | {r['tput_identity']:.3g} | {r['tput_plain']:.3g} | {_fmt(r['identity_fit'])} | "
+            f"| {r['n']} | {r['tput_linear']:.3g} | {r['tput_ppca']:.3g} | {r['tput_plain']:.3g} | {_fmt(r['ppca_fit'])} | "
             f"{_fmt(r['iterative'])} | {mofa} |"
         )
     print()
@@ -263,15 +198,38 @@ def run_speed(args):
     print("| quantity | exponent, all n | exponent, two largest n |")
     print("|---|---|---|")
     for label, ts in [
-        ("linear fit, time / epoch, em_every=1", [r[1]["epoch"] for r in rows]),
-        ("linear fit, time / epoch, em_every=0", [r[0]["epoch"] for r in rows]),
-        ("linear fit, total, em_every=1", [r[1]["total"] for r in rows]),
+        ("linear fit, total", [r["fit"]["total"] for r in rows]),
         ("transform, linear", [r["n"] / r["tput_linear"] for r in rows]),
-        ("identity fit", [r["identity_fit"] for r in rows]),
+        ("MultiViewPPCA fit", [r["ppca_fit"] for r in rows]),
         ("IterativeImputer+PCA fit", [r["iterative"] if r["iterative"] is not None else np.nan for r in rows]),
         ("MOFA+ fit", [r["mofa"] if r["mofa"] is not None else np.nan for r in rows]),
     ]:
         print(f"| {label} | {_fmt(slope(ns, ts), 3)} | {_fmt(slope(ns[-2:], ts[-2:]), 3)} |")
+
+
+def run_fit_ratio(args):
+    """The two estimators with their defaults, fitted side by side (alternating) on the same rows (issue 19)."""
+    X, mods, _ = make_latent_modalities(args.ratio_rows, block_sizes=(50, 50, 50), latent_dim=TRUE_Q, noise=0.5, random_state=0)
+    X = ampute_modalities(X, mods, rate=0.3, random_state=0)
+    times = {"MultiViewPPCA": [], "CalMRLTransformer": []}
+    load_before = os.getloadavg()
+    for _ in range(args.repeats):
+        for name, cls in (("MultiViewPPCA", MultiViewPPCA), ("CalMRLTransformer", CalMRLTransformer)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                cls(mods, random_state=0).fit(X)
+                times[name].append(time.perf_counter() - t0)
+            print(f"  {name}: {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    ppca, calmrl = (float(np.median(times[k])) for k in ("MultiViewPPCA", "CalMRLTransformer"))
+    print(f"Default fits on {args.ratio_rows:,} rows x 3 blocks of 50 (30% of the rows missing blocks), torch threads "
+          f"{torch.get_num_threads()}, median of {args.repeats} alternating runs\n")
+    print("| estimator | fit (s), median | runs (s) |")
+    print("|---|---|---|")
+    for name, value in (("MultiViewPPCA", ppca), ("CalMRLTransformer", calmrl)):
+        print(f"| {name} | {value:.1f} | {', '.join(f'{t:.1f}' for t in times[name])} |")
+    print(f"\nCalMRLTransformer / MultiViewPPCA: {calmrl / ppca:.2f}x. Load average before "
+          f"{'/'.join(f'{x:.2f}' for x in load_before)}, after {'/'.join(f'{x:.2f}' for x in os.getloadavg())}.")
 
 
 # ----------------------------------------------------------------------------- transform memory
@@ -315,7 +273,7 @@ def run_memory(args):
         fit_rows = X[: min(n, 10_000)]
         del X
         models = {
-            "identity": CalMRLTransformer(mods, encoder="identity", latent_dim=MODEL["latent_dim"], device="cpu", random_state=0),
+            "MultiViewPPCA": MultiViewPPCA(mods, latent_dim=MODEL["latent_dim"], device="cpu", random_state=0),
             "linear": CalMRLTransformer(mods, encoder="linear", max_epochs=1, device="cpu", random_state=0, **MODEL),
         }
         print(
@@ -500,6 +458,8 @@ def main(argv=None):
     parser.add_argument("--memory", action="store_true", help="measure transform peak memory instead")
     parser.add_argument("--memory-rows", type=int, default=1_000_000)
     parser.add_argument("--memory-outputs", nargs="+", default=["concat", "latent"])
+    parser.add_argument("--fit-ratio", action="store_true", help="time the default fits side by side instead")
+    parser.add_argument("--ratio-rows", type=int, default=100_000, help="rows of the --fit-ratio fits")
     parser.add_argument("--busy", action="store_true", help="measure quiet vs beside one busy process instead")
     parser.add_argument("--busy-rows", type=int, default=300_000, help="rows of the --busy transform")
     parser.add_argument("--repeats", type=int, default=3, help="--busy: most runs per measurement")
@@ -515,6 +475,8 @@ def main(argv=None):
         run_memory(args)
     elif args.busy:
         run_busy(args)
+    elif args.fit_ratio:
+        run_fit_ratio(args)
     else:
         run_speed(args)
 

@@ -1,7 +1,6 @@
 """The bi-step loop: calibration, gradient routing, EM refreshes."""
 
 import numpy as np
-import pytest
 import torch
 
 from sklearn_calmrl import CalMRLTransformer
@@ -182,7 +181,7 @@ def test_modality_dropout_hides_observed_columns_but_never_a_whole_row(monkeypat
         return real(Z, observed, params)
 
     monkeypatch.setattr(training, "posterior", spy)
-    plain = _fitted_trainer(200, max_epochs=1)
+    _fitted_trainer(200, max_epochs=1)
     plain_masks, masks[:] = list(masks), []
     dropped = _fitted_trainer(200, max_epochs=1, alignment=PMRL(modality_dropout=0.5))
     assert len(masks) == len(plain_masks) and np.isfinite(dropped.history.loss_curve).all()

@@ -29,9 +29,9 @@ from .local import CentreCache, local_corrections
 from .mixture import MixtureParams, MixturePosterior, MixturePrior, MixtureStatistics, init_mixture
 from .protocol import (
     calibrated,
+    imputation_confidence,
     impute,
     impute_calibrated,
-    imputation_confidence,
     log_likelihood,
     m_step,
     posterior,

@@ -16,7 +16,6 @@ from sklearn.utils import Bunch, check_array, check_random_state
 
 from .._modalities import observed_mask, resolve_modalities
 
-
 _DATA_MODULE = "sklearn_calmrl.datasets"
 
 _MULTIPLE_FEATURES_BLOCKS = ("fou", "fac", "kar", "pix", "zer", "mor")
