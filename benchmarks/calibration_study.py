@@ -110,6 +110,10 @@ METHODS = {
                               dict(latent_dim=8, alignment=("pmrl", dict(matching_weight=0.1, weight_imputations=True)))),
     "mlp-cal-drop0.3": ("encoder='mlp', calibrate=True, PMRL(modality_dropout=0.3)",
                         dict(encoder="mlp", alignment=("pmrl", dict(modality_dropout=0.3)))),
+    # where calibration starts to help: other latent sizes (a check of a calibrate rule by latent size)
+    **{f"{kind}-q{q}": (f"linear, calibrate={kind == 'lin-cal'}, latent_dim={q}", dict(latent_dim=q, **({} if kind == "lin-cal" else {"calibrate": False})))
+       for q in (4, 12, 16) for kind in ("lin-cal", "lin-uncal")},
+    **{f"start-q{q}": (f"CalMRLTransformer(max_epochs=0, latent_dim={q})", dict(max_epochs=0, latent_dim=q)) for q in (4, 12, 16)},
 }
 CORE = ["ppca", "start", "lin-cal", "lin-uncal", "mlp-cal", "mlp-uncal"]
 VARIANTS = ["lin-cal-match", "lin-uncal-match", "lin-cal-drop0.3", "lin-cal-drop0.5", "lin-cal-wimp"]
@@ -134,6 +138,7 @@ COMPARISONS = [
     ("lin-cal-q8-drop0.3", "lin-cal-q8"), ("lin-cal-q8-drop0.3", "lin-uncal-q8"),
     ("lin-cal-q8-match-wimp", "lin-cal-q8"), ("lin-cal-q8-match-wimp", "lin-uncal-q8"),
     ("mlp-cal-drop0.3", "mlp-cal"), ("mlp-cal-drop0.3", "mlp-uncal"),
+    *[pair for q in (4, 12, 16) for pair in ((f"lin-cal-q{q}", f"lin-uncal-q{q}"), (f"lin-cal-q{q}", f"start-q{q}"))],
 ]
 
 META = ["study", "epoch_rows", "complete_fraction", "seed", "fold", "method", "n_train", "n_test", "n_retrieval",

@@ -69,15 +69,10 @@ def in_memory(args):
 
     X = np.concatenate([make_chunk(i, r) for i, r in enumerate(chunk_sizes(args.rows, args.chunk))])
     rss_data, _ = rss_mb()
+    from benchmarks.speed import fit_and_transform_seconds
+
     est = model(args.tol)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        est.fit(X)
-        fit = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        est.transform(X)
-        transform = time.perf_counter() - t0
+    fit, transform = fit_and_transform_seconds(est, X)
     np.save(args.in_memory, np.concatenate(est.components_))
     _, peak = rss_mb()
     print(json.dumps({"fit": fit, "transform": transform, "n_iter": est.n_iter_, "loglik": est.loglik_curve_[-1], "rss_data": rss_data, "peak": peak, "threads": torch.get_num_threads()}))

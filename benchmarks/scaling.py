@@ -20,8 +20,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
-import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -55,19 +53,11 @@ def make_method(name, mods):
 def run_one(name, n):
     """Fit and transform one method on n rows in this process; print a JSON line."""
     sys.path.insert(0, str(HERE.parent))
-    from benchmarks.speed import make_data
+    from benchmarks.speed import fit_and_transform_seconds, make_data
 
     X, mods = make_data(n)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    est = make_method(name, mods)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        t0 = time.perf_counter()
-        est.fit(X)
-        fit = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        est.transform(X)
-        transform = time.perf_counter() - t0
+    fit, transform = fit_and_transform_seconds(make_method(name, mods), X)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"method": name, "n": n, "fit_s": fit, "transform_s": transform, "peak_mb": peak, "before_mb": before, "data_mb": X.nbytes / 2**20}))
 
