@@ -649,9 +649,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         return [f"observed_{name}" for name in self.modalities_]  # "indicator"
 
     # ------------------------------------------------------------------ persistence
+    def _place(self, device):
+        """Compute on ``device`` from now on: move the fitted model there."""
+        self.device_ = device
+        self._to_device(device)
+
     def __setstate__(self, state):
         """Re-resolve the device: a model fitted on a GPU loads and computes on a machine without one."""
         super().__setstate__(state)
         if "device_" in state:
-            self.device_ = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-            self._to_device(self.device_)
+            self._place("cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")

@@ -226,8 +226,7 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         if hasattr(estimator, name):
             setattr(target, name, getattr(estimator, name))
     target._fit_prepared(prep, n_linking=int(linking), fit_single=fit_single)
-    target._model_.to(device)
-    target.device_ = device
+    target._place(device)  # fitted on the client's CPU, computing where the estimator asks
     if target is not estimator:
         estimator.block_model_, estimator._trainer_ = target, None
         estimator._set_fitted(prep._replace(device=device), n - n_empty)

@@ -216,3 +216,16 @@ def test_fit_dask_on_a_two_worker_local_cluster(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         np.testing.assert_allclose(Y, want.transform(X), rtol=1e-8, atol=1e-10)
+
+
+def test_fit_dask_of_the_deprecated_identity_encoder_is_multiviewppca(data, synchronous):
+    """encoder='identity' (deprecated, a FutureWarning) still fits on dask arrays: as its model of the blocks."""
+    X, mods = data
+    Xd = da.from_array(X, chunks=(500, -1))
+    want = _dask_fit(MultiViewPPCA(mods, latent_dim=3, random_state=0), Xd)
+    with pytest.warns(FutureWarning, match="encoder='identity' is deprecated"):
+        got = _dask_fit(CalMRLTransformer(mods, encoder="identity", latent_dim=3, random_state=0), Xd)
+    assert isinstance(got.block_model_, MultiViewPPCA) and got.encoders_ is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        np.testing.assert_array_equal(got.transform(X), want.transform(X))
