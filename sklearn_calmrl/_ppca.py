@@ -27,8 +27,8 @@ class MultiViewPPCA(MultimodalBase):
     ``b ~ N(0, I_q)`` [design 2.1]. For each sample, whatever modalities it has,
     the posterior of ``b`` is computed in closed form [design 2.2] and its missing
     blocks are imputed as ``W_m E[b | observed] + mu_m`` [design 2.3]. Fast (no
-    gradient steps), deterministic, and the same model as
-    ``CalMRLTransformer(encoder='identity')`` with only the parameters that act on it.
+    gradient steps), deterministic, and the closed-form model of the blocks that
+    :class:`CalMRLTransformer` holds (``block_model_``) [design 2.13].
 
     Parameters
     ----------
@@ -57,9 +57,10 @@ class MultiViewPPCA(MultimodalBase):
     add_indicator : bool, default=True
         Append one column per modality, 1 where the row observes it, to the
         output of :meth:`transform`.
-    noise : {'isotropic', 'diagonal', 'shared'}, default='isotropic'
-        ``s_m^2 I`` per modality, a diagonal per modality (factor analysis), or
-        one ``s^2`` for all [design 2.4].
+    noise : {'isotropic', 'diagonal'}, default='isotropic'
+        ``s_m^2 I`` per modality or a diagonal per modality (factor analysis)
+        [design 2.4]. ``'shared'`` (one ``s^2`` for all) is deprecated since 0.2
+        and will be removed in 0.3.
     output : {'concat', 'latent'}, default='concat'
         What :meth:`transform` returns: the standardized blocks with the
         missing ones imputed, side by side (``n_features`` columns), or the
@@ -103,7 +104,9 @@ class MultiViewPPCA(MultimodalBase):
     {n_components_}
     {latent_dim_}
     n_iter_ : int
-        EM iterations run by ``fit``; ``partial_fit`` calls since the first.
+        E-steps run by ``fit`` (passes over the rows; an extrapolation that
+        SQUAREM rejects counts as one) [design 2.7]; ``partial_fit`` calls
+        since the first.
     loglik_curve_ : list of float
         Mean observed-data log-likelihood before each M-step (non-decreasing).
     n_samples_seen_ : int
