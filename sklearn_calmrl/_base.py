@@ -218,12 +218,14 @@ class Prepared(NamedTuple):
 
     blocks: list  # (name, column indices) per modality
     standardization: tuple  # per-feature (mean, scale, fill) [design 1.3]
-    X: list  # standardized float64 blocks (numpy), zeros where a modality is missing
+    X: list  # standardized float64 blocks as tensors on the device (converted once per fit), zeros where missing
     observed: torch.Tensor  # their mask (n_rows, k), on the device
     n_rows: int
     seed: object  # the fit's seed of the named random streams [design 3.5]; None for a later partial_fit chunk
     device: str
     key: object  # the chunk's fingerprint (partial_fit), else None
+    n_features_in: int  # the input's width and column names, for every estimator these rows fit
+    feature_names_in: object  # ndarray of str, or None
     n_linking: object = None  # the linking rows of all the data when these rows are a part of it [design 2.10]
 
 
@@ -355,12 +357,18 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         else:
             standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
         device = resolve_device(self.device) if first else self.device_
-        Xs = [b[keep] for b in standardized_blocks(X, blocks, observed, *standardization)]
+        Xs = [torch.as_tensor(b[keep], device=device) for b in standardized_blocks(X, blocks, observed, *standardization)]
         key = _chunk_key(X) if caller == "partial_fit" else None
-        return Prepared(blocks, standardization, Xs, torch.as_tensor(observed[keep], device=device), int(keep.sum()), seed, device, key)
+        return Prepared(
+            blocks, standardization, Xs, torch.as_tensor(observed[keep], device=device), int(keep.sum()), seed, device, key,
+            self.n_features_in_, getattr(self, "feature_names_in_", None),
+        )
 
     def _set_input_state(self, prep):
-        """The fitted attributes of the input: blocks, standardization, device."""
+        """The fitted attributes of the input: width and column names, blocks, standardization, device."""
+        self.n_features_in_ = prep.n_features_in
+        if prep.feature_names_in is not None:
+            self.feature_names_in_ = prep.feature_names_in
         self.modalities_ = {name: idx.tolist() for name, idx in prep.blocks}
         self.feature_mean_, self.feature_scale_, self._feature_fill_ = prep.standardization
         self.device_ = prep.device

@@ -351,32 +351,23 @@ class CalMRLTransformer(MultimodalBase):
             n_val = max(1, int(round(self.validation_fraction * n)))
             if n - n_val < 2:
                 raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
-            perm = torch.randperm(n, generator=random_stream(prep.seed, "validation split")).numpy()
-            rows, held = torch.as_tensor(perm[n_val:]), torch.as_tensor(perm[:n_val])
-            validation = ([torch.as_tensor(b[held.numpy()], dtype=torch.float32, device=prep.device) for b in prep.X], prep.observed[held.to(prep.device)])
-            train = prep._replace(X=[b[rows.numpy()] for b in prep.X], observed=prep.observed[rows.to(prep.device)], n_rows=n - n_val)
-        self.block_model_ = self._fitted_block_model(train, self._block_estimator()._fit_prepared)
+            perm = torch.randperm(n, generator=random_stream(prep.seed, "validation split")).to(prep.device)
+            rows, held = perm[n_val:], perm[:n_val]
+            validation = ([b[held].float() for b in prep.X], prep.observed[held])
+            train = prep._replace(X=[b[rows] for b in prep.X], observed=prep.observed[rows], n_rows=n - n_val)
+        self.block_model_ = self._block_estimator()
+        self.block_model_._fit_prepared(train)
         self._trainer_ = None
         if self.encoder != "identity":
             self._trainer_ = Trainer(device=prep.device, seed=prep.seed).fit(self, train.X, train.observed, self.block_model_._model_, validation)
         self._set_fitted(prep, prep.n_rows)
-
-    def _fitted_block_model(self, prep, fit):
-        """``fit(prep)`` of the block estimator ``fit`` is bound to, with this estimator's input attributes."""
-        block = fit.__self__
-        block.n_features_in_ = self.n_features_in_
-        if hasattr(self, "feature_names_in_"):
-            block.feature_names_in_ = self.feature_names_in_
-        if fit(prep) is False:
-            return None
-        return block
 
     def _partial_fit_prepared(self, prep):
         """One incremental step of the model of the blocks, then of the encoders, on copies kept only when both
         succeed [design 3.2]."""
         first = not hasattr(self, "block_model_")
         block = self._block_estimator() if first else _shallow_copy(self.block_model_)
-        if self._fitted_block_model(prep, block._partial_fit_prepared) is None:
+        if not block._partial_fit_prepared(prep):
             return False
         trainer = None
         if self.encoder != "identity":

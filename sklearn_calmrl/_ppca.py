@@ -183,15 +183,13 @@ class MultiViewPPCA(MultimodalBase):
     def _fit_prepared(self, prep, **sample):
         """Fit the closed-form model on the prepared rows [design 2]; ``sample`` passes ``n_linking`` and
         ``fit_single`` when the rows are a sample (:func:`~sklearn_calmrl.distributed.fit_dask`)."""
-        X = [torch.as_tensor(b, dtype=torch.float64, device=prep.device) for b in prep.X]
-        self._model_ = self._model(prep.seed).fit(X, prep.observed, warn_cap=True, **sample)
+        self._model_ = self._model(prep.seed).fit(prep.X, prep.observed, warn_cap=True, **sample)
         self._set_fitted(prep, prep.n_rows)
 
     def _partial_fit_prepared(self, prep):
         """One incremental step of the closed-form model on a chunk [design 3.2], on a copy kept only when it succeeds."""
         model = self._model_.clone() if hasattr(self, "_model_") else self._model(prep.seed)
-        X = [torch.as_tensor(b, dtype=torch.float64, device=prep.device) for b in prep.X]
-        if not model.partial_fit(X, prep.observed, prep.key, n_linking=prep.n_linking):
+        if not model.partial_fit(prep.X, prep.observed, prep.key, n_linking=prep.n_linking):
             return False
         seen = self.n_samples_seen_ if model.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self._model_ = model

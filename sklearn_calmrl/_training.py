@@ -211,17 +211,15 @@ class Trainer(Seeded):
         self.incremental = True  # False after fit: the next partial_fit starts fresh curves
 
     # ------------------------------------------------------------------ set-up
-    def tensors(self, Xs, dtype=torch.float64):
-        """The standardized numpy blocks as tensors on the device."""
-        return [torch.as_tensor(b, dtype=dtype, device=self.device) for b in Xs]
-
-    def start(self, est, X, observed, block):
-        """Encoders started from the closed-form model of the blocks ``block`` [design 7.1], a loss and an optimizer.
+    def start(self, est, X, observed, block, generator):
+        """Encoders started from the closed-form model of the blocks ``block`` [design 7.1], a loss, an optimizer,
+        and the model of the representations (at most ``REPRESENTATION_START_ITER`` EM steps) [design 3.1].
 
         Encoder m's first ``latent_dim`` outputs start as the posterior-mean map
         ``x^m -> E[b | x^m]`` of the single model of the blocks, so all modalities
         start in one latent coordinate system (outputs beyond ``latent_dim``
-        project on the block's principal axes).
+        project on the block's principal axes). ``X`` are the float32 blocks the
+        encoders train on.
         """
         latent_dim = block.latent_dim_
         embed_dim = latent_dim if est.embed_dim is None else est.embed_dim
@@ -242,7 +240,7 @@ class Trainer(Seeded):
         }
         maps = [(A.float(), c.float()) for A, c in single_modality_maps(block.single)]
         self.encoders = make_encoders(
-            est.encoder, [x.float() for x in X], observed, embed_dim, self.spec["hidden_layer_sizes"], shared_maps=maps,
+            est.encoder, X, observed, embed_dim, self.spec["hidden_layer_sizes"], shared_maps=maps,
             generator=self.random("encoders"), device=self.device,
         )
         self.new_loss(est.learning_rate)
@@ -250,6 +248,7 @@ class Trainer(Seeded):
             latent_dim=latent_dim, n_components=block.n_components_, noise=block.noise, max_iter=block.max_iter, tol=block.tol,
             seed=self.seed, verbose=est.verbose, label="latent model of the representations",
         )
+        self.refresh(X, observed, generator, REPRESENTATION_START_ITER, "latent model of the representations")
 
     @functools.cached_property
     def objective(self):
@@ -281,12 +280,13 @@ class Trainer(Seeded):
         estimate, and a refresh then costs the same at 10^5 or 10^6 rows.
         """
         t0 = time.perf_counter()
-        if self.model.params is None:
+        first = self.model.params is None
+        if first:
             self.refresh_rows = init_rows(observed.shape[0], generator, INIT_ROWS).to(self.device)
-            rows = self.refresh_rows
-            self.model.initialise(encode_all(self.encoders, [x[rows] for x in X], observed[rows]), observed[rows], generator)
         rows = self.refresh_rows
         Z = encode_all(self.encoders, [x[rows] for x in X], observed[rows])
+        if first:
+            self.model.initialise(Z, observed[rows], generator)
         self.model.refresh(Z, observed[rows], max_iter, label, level)
         self.history.loglik_curve.append(self.model.loglik_curve[-1])
         self.history.time_em += time.perf_counter() - t0  # the refresh's encoding counts as closed-form time
@@ -386,8 +386,8 @@ class Trainer(Seeded):
         ----------
         est : CalMRLTransformer
             Whose parameters drive the loop.
-        Xs : list of ndarray (n, d_in_m)
-            Standardized blocks, zeros where a modality is missing.
+        Xs : list of Tensor (n, d_in_m)
+            Standardized float64 blocks on the device, zeros where a modality is missing.
         observed : bool Tensor (n, k)
         block : ClosedFormModel
             The fitted closed-form model of the blocks.
@@ -399,11 +399,8 @@ class Trainer(Seeded):
         """
         generator = self.random("training")
         self.incremental = False
-        X64 = self.tensors(Xs)
-        self.start(est, X64, observed, block)
-        X = [x.float() for x in X64]
-        del X64
-        self.refresh(X, observed, generator, REPRESENTATION_START_ITER, "latent model of the representations")
+        X = [x.float() for x in Xs]
+        self.start(est, X, observed, block, generator)
 
         guard = DivergenceGuard(self, est.learning_rate)
         callbacks = []
@@ -442,12 +439,10 @@ class Trainer(Seeded):
         if not self.incremental:  # continuing a fitted model: fresh curves
             self.history, self.incremental = History(), True
         generator = self.random("partial_fit", self.history.n_iter)
-        X64 = self.tensors(Xs)
-        X = [x.float() for x in X64]
+        X = [x.float() for x in Xs]
         first = self.encoders is None
         if first:
-            self.start(est, X64, observed, block)
-            self.refresh(X, observed, generator, REPRESENTATION_START_ITER, "latent model of the representations")
+            self.start(est, X, observed, block, generator)
             self.history.loglik_curve, self.history.n_iter = [], 0
         snap = self.snapshot()
         terms = self.gradient_pass(X, observed, generator, est.batch_size, est.calibrate)

@@ -221,10 +221,10 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
 
     # the start, the stored rows [design 2.9], the cross-fitted weights [design 2.11] and the variance explained
     # [design 2.12] from the sample; the EM on every chunk
-    prep = Prepared(blocks, standardization, [z.numpy() for z in Z_sample], observed_sample, n - n_empty, seed, "cpu", None)
-    for name in ("n_features_in_", "feature_names_in_"):
-        if hasattr(estimator, name):
-            setattr(target, name, getattr(estimator, name))
+    prep = Prepared(
+        blocks, standardization, Z_sample, observed_sample, n - n_empty, seed, "cpu", None,
+        estimator.n_features_in_, getattr(estimator, "feature_names_in_", None),
+    )
     target._fit_prepared(prep, n_linking=int(linking), fit_single=fit_single)
     target._place(device)  # fitted on the client's CPU, computing where the estimator asks
     if target is not estimator:

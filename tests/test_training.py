@@ -93,8 +93,8 @@ def _fitted_trainer(n, **params):
     rng = np.random.default_rng(0)
     observed = torch.tensor(rng.random((n, 3)) < 0.7)
     observed[observed.sum(1) == 0, 0] = True
-    blocks = [np.where(observed[:, [m]].numpy(), b, 0.0) for m, b in enumerate(blocks)]
-    block = _model().fit([torch.as_tensor(b) for b in blocks], observed)
+    blocks = [torch.as_tensor(np.where(observed[:, [m]].numpy(), b, 0.0)) for m, b in enumerate(blocks)]
+    block = _model().fit(blocks, observed)
     est = CalMRLTransformer(latent_dim=2, embed_dim=4, batch_size=50, **params)
     return Trainer(device="cpu", seed=0).fit(est, blocks, observed, block)
 
