@@ -122,6 +122,13 @@ def _all_or_nothing(fit):
     return wrapper
 
 
+def _shallow_copy(estimator):
+    """A copy of a fitted estimator sharing its fitted objects (no ``__setstate__``, so nothing moves)."""
+    new = object.__new__(type(estimator))
+    new.__dict__.update(estimator.__dict__)
+    return new
+
+
 def _chunk_key(X):
     """Fingerprint of a validated ``partial_fit`` chunk: its shape, dtype and bytes."""
     h = hashlib.blake2b(digest_size=16)
@@ -143,6 +150,85 @@ def _output_dtype(X):
 
 # The descriptions both estimators' docstrings share, put in place of a line ``{name}`` by :func:`shared_docs`
 SHARED_DOCS = {
+    'random_state': """\
+random_state : int, RandomState instance or None, default=None
+    Seeds every random choice of the fit, each from its own stream
+    [design 3.5]: the latent models' start (random loadings where too few rows
+    are complete for the PCA start), the mixture's start and component
+    selection, the stored rows of the local correction, the cross-fitting of
+    the imputation weights [design 2.11], the rows of ``variance_explained_``,
+    and for :class:`CalMRLTransformer` the encoders' initial weights, the
+    early-stopping split and the epochs' shuffles. The caller's global torch
+    and numpy RNG states are left unchanged.""",
+    'verbose': """\
+verbose : int, default=0
+    1 prints a line per closed-form fit (EM steps, log-likelihood, time; and
+    every 10 s of a long one) and, for :class:`CalMRLTransformer`, one per
+    epoch; 2 adds every EM step and the refresh of every epoch.""",
+    'components_': """\
+components_ : list of ndarray of shape (d_m, latent_dim)
+    ``W_m`` per modality of the latent model (of the standardized blocks for
+    :class:`MultiViewPPCA`, of the representations for
+    :class:`CalMRLTransformer`; ``d_m`` the block's or representation's width).""",
+    'means_': """\
+means_ : list of ndarray of shape (d_m,)
+    ``mu_m`` per modality.""",
+    'noise_variance_': """\
+noise_variance_ : ndarray of shape (n_modalities,)
+    ``s_m^2`` per modality (mean over dimensions for ``noise='diagonal'``).""",
+    'noise_variances_': """\
+noise_variances_ : list of ndarray of shape (d_m,)
+    Per-dimension noise variances. With ``n_components_ > 1`` these four
+    attributes gain a leading component axis.""",
+    'n_samples_seen_': """\
+n_samples_seen_ : int
+    Rows that observe at least one modality, in ``fit`` or summed over the
+    ``partial_fit`` calls.""",
+    'device_': """\
+device_ : str
+    Device the model computes on (re-resolved when unpickled).""",
+    'modalities': """\
+modalities : None, list, 1-D ndarray or dict, default=None
+    How the columns of ``X`` split into modalities: a list (or 1-D array) of
+    block sizes (``[76, 216, 64]``), a list of column-index lists, slices or
+    (for DataFrames) column-name lists, or a dict ``{name: columns}``. ``None``
+    means one block of all columns. A list of per-modality arrays passed to
+    ``fit`` sets the blocks itself (leave ``modalities=None``).""",
+    'latent_dim': """\
+latent_dim : int or 'auto', default='auto'
+    Dimension ``q`` of the shared latent ``b``. A block may be narrower.
+    ``'auto'``: ``clip(n_linking // 8, 4, 32)``, below the total width, where
+    ``n_linking`` counts the training rows that observe at least two
+    modalities (what estimates the cross-modality structure) [design 2.10].""",
+    'n_components': """\
+n_components : int or 'auto', default=1
+    Number of components of the mixture of latent models [design 2.8] (of the
+    blocks, and for :class:`CalMRLTransformer` of the representations).
+    ``'auto'``: the best of 1, 2, 4, 8, 16 by held-out log-likelihood. More
+    than one helps on data whose modalities are linked through discrete
+    structure (clusters, classes); see doc/benchmarks.md.""",
+    'local_bandwidth': """\
+local_bandwidth : float or None, default=0.05
+    Bandwidth ``h`` of the local correction of the imputed blocks [design 2.9]:
+    the model's imputation plus the kernel-weighted residuals of the training
+    rows nearest in the observed blocks (the limit of a mixture with one
+    component per row). None switches it off (the model alone). With
+    ``n_components > 1`` it corrects the mixture's imputations, under the
+    mixture's marginal covariance. Applies to the calibrated blocks of the
+    output and to :meth:`impute`. The fitted model stores those training rows
+    (standardized; up to 4096 of them) for the correction, so a pickle of it
+    carries them: fit with ``local_bandwidth=None`` to share a model without
+    them.""",
+    'add_indicator': """\
+add_indicator : bool, default=True
+    Append one column per modality, 1 where the row observes it, to the
+    output (as :class:`~sklearn.impute.SimpleImputer`'s ``add_indicator``):
+    a downstream linear model can then weigh imputed rows differently.""",
+    'noise': """\
+noise : {'isotropic', 'diagonal'}, default='isotropic'
+    Noise model of the latent models: ``s_m^2 I`` per modality or a diagonal
+    per modality (factor analysis) [design 2.4]. ``'shared'`` (one ``s^2`` for
+    all) is deprecated since 0.2 and will be removed in 0.3.""",
     'standardize': """\
 standardize : bool, default=True
     Standardize every feature on the training rows that observe it.""",
@@ -320,11 +406,16 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                     )
         return X, blocks, observed
 
+    # the values deprecated in 0.2 (design 7.2), by parameter, with what to use instead; subclasses add theirs
+    _deprecated_values: dict = {"noise": {"shared": "use 'isotropic' (one variance per modality)"}}
+
     def _check_parameters(self, blocks):
-        """Checks that the parameter constraints cannot express (against the resolved ``blocks``), and the
-        deprecations of design 7.2 (FutureWarning)."""
-        if self.noise == "shared":
-            warn("noise='shared' is deprecated and will be removed in 0.3: use 'isotropic' (one variance per modality).", FutureWarning)
+        """Checks that the parameter constraints cannot express (against the resolved ``blocks``), and a
+        FutureWarning for every value of ``_deprecated_values`` (design 7.2)."""
+        for name, values in self._deprecated_values.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and value in values:
+                warn(f"{name}={value!r} is deprecated since 0.2 and will be removed in 0.3: {values[value]}.", FutureWarning)
 
     def _checked_standardization(self, blocks, patterns, n_rows, moments, where):
         """The checks of the rows a fit sees and the standardization they give [design 1.2, 1.3]: shared by ``fit``,
@@ -518,17 +609,20 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                 start += out.shape[0]
         return result
 
+    def _by_modality(self, X, blocks, observed, compute):
+        """``compute(B, observed) -> (values, variances)``, per-modality lists for a chunk of standardized blocks,
+        over every chunk of validated ``X``, as two lists of per-modality arrays."""
+        parts = []
+        with torch.no_grad():
+            for obs, B in self._standardized_chunks(X, blocks, observed):
+                parts.append([[t.cpu().numpy() for t in group] for group in compute(B, obs)])
+        return tuple([np.concatenate([p[g][m] for p in parts]) for m in range(len(blocks))] for g in range(2))
+
     def _completed_blocks(self, X, blocks, observed, model):
         """Standardized blocks of validated ``X`` completed by the closed-form ``model`` [design 2.3, 2.9, 2.11], and
         their predictive variances (0 where observed), as per-modality arrays."""
         state = model.completion(self.device_)
-        reps, variances = [], []
-        with torch.no_grad():
-            for obs, B in self._standardized_chunks(X, blocks, observed):
-                Bhat, _, var = model.complete(B, obs, state, return_variance=True)
-                reps.append([b.cpu().numpy() for b in Bhat])
-                variances.append([v.cpu().numpy() for v in var])
-        return [np.concatenate([r[m] for r in reps]) for m in range(len(blocks))], [np.concatenate([v[m] for v in variances]) for m in range(len(blocks))]
+        return self._by_modality(X, blocks, observed, lambda B, obs: model.complete(B, obs, state, return_variance=True)[::2])
 
     @_threaded
     def impute(self, X, *, return_std=False):

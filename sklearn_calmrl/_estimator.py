@@ -8,22 +8,18 @@ closed-form model of the blocks is a :class:`~sklearn_calmrl.MultiViewPPCA`
 ``doc/design.rst``.
 """
 
-import copy
 import numbers
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._alignment import ALIGNMENTS, leading_direction, resolve_alignment
-from ._base import MultimodalBase, _threaded, shared_docs
-from ._closed_form import random_stream
-from ._latent import calibrated, posterior, predictive_variance
+from ._base import MultimodalBase, _shallow_copy, _threaded, shared_docs
+from ._latent import predictive_variance
 from ._ppca import MultiViewPPCA
-from ._training import Trainer, encode
-from ._utils import warn
+from ._training import Trainer, encode, hold_out, represent
 
 __all__ = ["CalMRLTransformer"]
 
@@ -51,12 +47,7 @@ class CalMRLTransformer(MultimodalBase):
 
     Parameters
     ----------
-    modalities : None, list, 1-D ndarray or dict, default=None
-        How the columns of ``X`` split into modalities: a list (or 1-D array) of block sizes
-        (``[76, 216, 64]``), a list of column-index lists, slices or (for
-        DataFrames) column-name lists, or a dict ``{name: columns}``. ``None``
-        means one block of all columns. A list of per-modality arrays passed to
-        ``fit`` sets the blocks itself (leave ``modalities=None``).
+    {modalities}
     encoder : {'linear', 'mlp'}, default='linear'
         Per-modality encoder. Both start from the closed-form model of the
         blocks (``block_model_``): encoder m's outputs start as the
@@ -65,31 +56,10 @@ class CalMRLTransformer(MultimodalBase):
         residual branch). ``'identity'`` (no encoder: the closed-form model
         alone) is deprecated since 0.2 and will be removed in 0.3: use
         :class:`MultiViewPPCA`, which is that model.
-    latent_dim : int or 'auto', default='auto'
-        Dimension ``q`` of the shared latent ``b``. A block may be narrower.
-        ``'auto'``: ``clip(n_linking // 8, 4, 32)``, below the total width, where
-        ``n_linking`` counts the training rows that observe at least two
-        modalities (what estimates the cross-modality structure) [design 2.10].
-    n_components : int or 'auto', default=1
-        Number of components of the mixture of latent models [design 2.8], the
-        model of the blocks and of the representations. ``'auto'``: the best of
-        1, 2, 4, 8, 16 by held-out log-likelihood. More than one helps on data
-        whose modalities are linked through discrete structure (clusters,
-        classes); see doc/benchmarks.md.
-    local_bandwidth : float or None, default=0.05
-        Bandwidth ``h`` of the local correction of the imputed blocks [design 2.9]:
-        the model's imputation plus the kernel-weighted residuals of the
-        training rows nearest in the observed blocks (the limit of a mixture with
-        one component per row). None switches it off (the model alone). With
-        ``n_components > 1`` it corrects the mixture's imputations. Applies to
-        the blocks of ``output='concat'`` and to :meth:`impute`.
-        The fitted model stores those training rows (standardized; up to
-        4096 of them) for the correction, so a pickle of it carries them:
-        fit with ``local_bandwidth=None`` to share a model without them.
-    add_indicator : bool, default=True
-        Append one column per modality, 1 where the row observes it, to the
-        output (as :class:`~sklearn.impute.SimpleImputer`'s ``add_indicator``):
-        a downstream linear model can then weigh imputed rows differently.
+    {latent_dim}
+    {n_components}
+    {local_bandwidth}
+    {add_indicator}
     embed_dim : int or None, default=None
         Dimension ``d`` of each modality's representation (torch encoders).
         None means ``latent_dim``: every output is a shared latent coordinate.
@@ -117,12 +87,12 @@ class CalMRLTransformer(MultimodalBase):
         left singular vector and the normalized mean of the calibrated
         representations) are deprecated since 0.2 and will be removed in 0.3;
         :func:`~sklearn_calmrl.diagnostics.anchor_shift` computes the anchor.
-    noise : {'isotropic', 'diagonal'}, default='isotropic'
-        Noise model of the latent models: ``s_m^2 I`` per modality or a
-        diagonal per modality (factor analysis) [design 2.4]. ``'shared'``
-        (one ``s^2`` for all) is deprecated since 0.2 and will be removed in 0.3.
+    {noise}
     max_epochs : int, default=30
-        Number of training epochs (the maximum with ``early_stopping``).
+        Number of training epochs (the maximum with ``early_stopping``). An
+        epoch passes over the training rows, or over 2048 of them drawn afresh
+        when there are more, so training is a budget of samples seen whatever
+        the rows [design 3.1].
     batch_size : int, default=128
         Mini-batch size of the gradient steps.
     learning_rate : float, default=3e-3
@@ -144,18 +114,8 @@ class CalMRLTransformer(MultimodalBase):
         stops. Only used when ``early_stopping=True``.
     {device}
     {n_jobs}
-    random_state : int, RandomState instance or None, default=None
-        Seeds every random choice of the fit, each from its own stream
-        [design 3.5]: the encoders' initial weights, the early-stopping split
-        and the epochs' shuffles, the latent models' initialisation, the
-        mixture's start and component selection, the stored rows of the local
-        correction, the cross-fitting of the imputation weights [design 2.11]
-        and the rows of ``variance_explained_``. The caller's global torch and
-        numpy RNG states are left unchanged.
-    verbose : int, default=0
-        1 prints a line per closed-form fit (EM steps, log-likelihood, time;
-        and every 10 s of a long one) and one per epoch; 2 adds every EM step
-        and the refresh of every epoch.
+    {random_state}
+    {verbose}
 
     Attributes
     ----------
@@ -165,15 +125,10 @@ class CalMRLTransformer(MultimodalBase):
     {modalities_}
     {feature_mean_}
     {feature_scale_}
-    components_ : list of ndarray of shape (representation_dim, latent_dim)
-        ``W_m`` per modality of the latent model of the representations.
-    means_ : list of ndarray of shape (representation_dim,)
-        ``mu_m`` per modality.
-    noise_variance_ : ndarray of shape (n_modalities,)
-        ``s_m^2`` per modality (mean over dimensions for ``noise='diagonal'``).
-    noise_variances_ : list of ndarray of shape (representation_dim,)
-        Per-dimension noise variances. With ``n_components_ > 1`` these four
-        attributes gain a leading component axis.
+    {components_}
+    {means_}
+    {noise_variance_}
+    {noise_variances_}
     {weights_}
     {variance_explained_}
     {variance_explained_total_}
@@ -188,7 +143,8 @@ class CalMRLTransformer(MultimodalBase):
         ``encoder='identity'``.
     loss_terms_curve_ : dict of str to list of float
         The same, term by term: ``'intra'`` and ``'inter'`` (PMRL) or ``'gram'``,
-        and ``'pair'`` when the objective's ``pair_weight > 0``.
+        ``'pair'`` when the objective's ``pair_weight > 0`` and ``'match'`` when
+        its ``matching_weight > 0``.
     validation_scores_ : list of float
         Cross-modal Recall@1 of the held-out rows after every epoch (higher is
         better) when ``early_stopping``, else empty.
@@ -200,11 +156,8 @@ class CalMRLTransformer(MultimodalBase):
         Seconds spent in the closed-form steps (EM) of the fit.
     fit_time_gradient_ : float
         Seconds spent in gradient steps.
-    n_samples_seen_ : int
-        Rows that observe at least one modality, in ``fit`` or summed over the
-        ``partial_fit`` calls.
-    device_ : str
-        Device the model computes on (re-resolved when unpickled).
+    {n_samples_seen_}
+    {device_}
     {n_features_in_}
     {feature_names_in_}
 
@@ -294,21 +247,19 @@ class CalMRLTransformer(MultimodalBase):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
+    _deprecated_values: dict = {
+        **MultimodalBase._deprecated_values,
+        "encoder": {
+            "identity": "it fits the closed-form model alone, which is MultiViewPPCA (with the same modalities, latent_dim, "
+            "n_components, local_bandwidth, noise, output and add_indicator)"
+        },
+        "output": dict.fromkeys(
+            ("anchor", "mean"), "use 'concat', 'embeddings' or 'latent' (sklearn_calmrl.diagnostics.anchor_shift computes the anchor)"
+        ),
+    }
+
     def _check_parameters(self, blocks):
         super()._check_parameters(blocks)
-        if self.encoder == "identity":
-            warn(
-                "encoder='identity' is deprecated since 0.2 and will be removed in 0.3: it fits the closed-form model "
-                "alone, which is MultiViewPPCA (with the same modalities, latent_dim, n_components, local_bandwidth, "
-                "noise, output and add_indicator).",
-                FutureWarning,
-            )
-        if self.output in ("anchor", "mean"):
-            warn(
-                f"output={self.output!r} is deprecated since 0.2 and will be removed in 0.3: use 'concat', 'embeddings' "
-                "or 'latent' (sklearn_calmrl.diagnostics.anchor_shift computes the anchor).",
-                FutureWarning,
-            )
         self._check_output([len(idx) for _, idx in blocks], self.encoder == "identity")
         hidden = tuple(self.hidden_layer_sizes)
         if self.encoder == "mlp" and not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
@@ -347,14 +298,7 @@ class CalMRLTransformer(MultimodalBase):
         """
         train, validation = prep, None
         if self.encoder != "identity" and self.early_stopping:
-            n = prep.n_rows
-            n_val = max(1, int(round(self.validation_fraction * n)))
-            if n - n_val < 2:
-                raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
-            perm = torch.randperm(n, generator=random_stream(prep.seed, "validation split")).to(prep.device)
-            rows, held = perm[n_val:], perm[:n_val]
-            validation = ([b[held].float() for b in prep.X], prep.observed[held])
-            train = prep._replace(X=[b[rows] for b in prep.X], observed=prep.observed[rows], n_rows=n - n_val)
+            train, validation = hold_out(prep, self.validation_fraction)
         self.block_model_ = self._block_estimator()
         self.block_model_._fit_prepared(train)
         self._trainer_ = None
@@ -426,25 +370,21 @@ class CalMRLTransformer(MultimodalBase):
         blocks = self.block_model_._model_.completion(self.device_, corrected=needs_blocks)
         if self._identity:
             return _State(blocks, blocks.params, None)
-        encoders = copy.deepcopy(self._trainer_.encoders).to(device=self.device_, dtype=torch.float64)
-        return _State(blocks, self._trainer_.model.params.to(dtype=torch.float64, device=self.device_), encoders)
+        return _State(blocks, *self._trainer_.inference_state(self.device_))
 
     def _representations(self, B, observed, state, done):
-        """The calibrated representations of a chunk and their posterior, computed once per chunk [design 2.3]."""
+        """The calibrated representations of a chunk and their posterior, computed once per chunk [design 2.3]; for
+        the deprecated ``encoder='identity'`` the completed blocks and their posterior."""
         if "representations" not in done:
             if self._identity:
                 done["representations"] = self.block_model_._model_.complete(B, observed, state.blocks)[:2]
             else:
-                done["representations"] = calibrated(encode(state.encoders, B, observed), observed, state.params, max_norm=1.0)
+                done["representations"] = represent(B, observed, state.params, state.encoders)
         return done["representations"]
 
     def _output_piece(self, part, B, observed, state, done):
         if part == "blocks":
-            if self._identity:
-                return torch.cat(self._representations(B, observed, state, done)[0], dim=1)
             return torch.cat(self.block_model_._model_.complete(B, observed, state.blocks)[0], dim=1)  # [design 2.3, 2.9, 2.11]
-        if part == "latent" and self._identity:
-            return posterior(B, observed, state.params).mean
         Zhat, post = self._representations(B, observed, state, done)
         if part == "latent":
             return post.mean
@@ -494,14 +434,13 @@ class CalMRLTransformer(MultimodalBase):
         if self._identity:
             reps, variances = self._completed_blocks(X, blocks, observed, self.block_model_._model_)
         else:
-            state, parts = self._inference_state(["embeddings"]), []
-            with torch.no_grad():
-                for obs, B in self._standardized_chunks(X, blocks, observed):
-                    Zhat, post = self._representations(B, obs, state, {})
-                    var = predictive_variance(post, state.params)
-                    parts.append(([z.cpu().numpy() for z in Zhat], [torch.where(obs[:, m, None], 0.0, v).cpu().numpy() for m, v in enumerate(var)]))
-            reps = [np.concatenate([p[0][m] for p in parts]) for m in range(len(blocks))]
-            variances = [np.concatenate([p[1][m] for p in parts]) for m in range(len(blocks))]
+            state = self._inference_state(["embeddings"])
+
+            def compute(B, obs):
+                Zhat, post = self._representations(B, obs, state, {})
+                return Zhat, [torch.where(obs[:, m, None], 0.0, v) for m, v in enumerate(predictive_variance(post, state.params))]
+
+            reps, variances = self._by_modality(X, blocks, observed, compute)
         reps = dict(zip(self.modalities_, reps))
         return (reps, dict(zip(self.modalities_, variances))) if return_variance else reps
 
@@ -518,9 +457,3 @@ class _State(NamedTuple):
     params: object  # the float64 latent model of the representations (of the blocks for encoder='identity')
     encoders: object  # a float64 copy of the encoders, or None
 
-
-def _shallow_copy(estimator):
-    """A copy of a fitted estimator sharing its fitted objects (no ``__setstate__``, so nothing moves)."""
-    new = object.__new__(type(estimator))
-    new.__dict__.update(estimator.__dict__)
-    return new

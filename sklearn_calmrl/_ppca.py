@@ -32,35 +32,12 @@ class MultiViewPPCA(MultimodalBase):
 
     Parameters
     ----------
-    modalities : None, list, 1-D ndarray or dict, default=None
-        How the columns of ``X`` split into modalities: a list (or 1-D array) of block sizes,
-        a list of column-index lists, slices or (for DataFrames) column-name
-        lists, or a dict ``{name: columns}``. ``None`` means one block.
-    latent_dim : int or 'auto', default='auto'
-        Dimension ``q`` of the shared latent. ``'auto'``:
-        ``clip(n_linking // 8, 4, 32)``, below the total width, where
-        ``n_linking`` counts the training rows that observe at least two
-        modalities [design 2.10].
-    n_components : int or 'auto', default=1
-        Number of components of the mixture of such models [design 2.8].
-        ``'auto'``: the best of 1, 2, 4, 8, 16 by held-out log-likelihood.
-    local_bandwidth : float or None, default=0.05
-        Bandwidth ``h`` of the local correction of the imputations [design 2.9]:
-        the model's conditional mean plus the kernel-weighted residuals of the
-        training rows nearest in the observed blocks (the limit of a mixture
-        with one component per row; the training rows, at most 4096, are
-        kept). None: the model alone. With ``n_components > 1`` it corrects
-        the mixture's imputations, under the mixture's marginal covariance.
-        The fitted model stores those training rows (standardized; up to
-        4096 of them) for the correction, so a pickle of it carries them:
-        fit with ``local_bandwidth=None`` to share a model without them.
-    add_indicator : bool, default=True
-        Append one column per modality, 1 where the row observes it, to the
-        output of :meth:`transform`.
-    noise : {'isotropic', 'diagonal'}, default='isotropic'
-        ``s_m^2 I`` per modality or a diagonal per modality (factor analysis)
-        [design 2.4]. ``'shared'`` (one ``s^2`` for all) is deprecated since 0.2
-        and will be removed in 0.3.
+    {modalities}
+    {latent_dim}
+    {n_components}
+    {local_bandwidth}
+    {add_indicator}
+    {noise}
     output : {'concat', 'latent'}, default='concat'
         What :meth:`transform` returns: the standardized blocks with the
         missing ones imputed, side by side (``n_features`` columns), or the
@@ -73,16 +50,8 @@ class MultiViewPPCA(MultimodalBase):
         EM stops when the mean per-sample log-likelihood gains less than this.
     {device}
     {n_jobs}
-    random_state : int, RandomState instance or None, default=None
-        Seeds every random choice of the fit, each from its own stream
-        [design 3.5]: the initial loadings when there are too few complete rows
-        for the PCA start [design 2.6], the mixture's start and component
-        selection, the stored rows of the local correction, the cross-fitting
-        of the imputation weights [design 2.11] and the rows of
-        ``variance_explained_``.
-    verbose : int, default=0
-        1 prints a line per fit (EM steps, log-likelihood, time; and every
-        10 s of a long one); 2 prints every EM step.
+    {random_state}
+    {verbose}
 
     Attributes
     ----------
@@ -91,15 +60,10 @@ class MultiViewPPCA(MultimodalBase):
     {modalities_}
     {feature_mean_}
     {feature_scale_}
-    components_ : list of ndarray of shape (block_width, latent_dim)
-        ``W_m`` per modality.
-    means_ : list of ndarray of shape (block_width,)
-        ``mu_m`` per modality.
-    noise_variance_ : ndarray of shape (n_modalities,)
-        ``s_m^2`` per modality (mean over features for ``noise='diagonal'``).
-    noise_variances_ : list of ndarray of shape (block_width,)
-        Per-feature noise variances. With ``n_components_ > 1`` these four
-        attributes gain a leading component axis.
+    {components_}
+    {means_}
+    {noise_variance_}
+    {noise_variances_}
     {weights_}
     {n_components_}
     {latent_dim_}
@@ -109,10 +73,8 @@ class MultiViewPPCA(MultimodalBase):
         since the first.
     loglik_curve_ : list of float
         Mean observed-data log-likelihood before each M-step (non-decreasing).
-    n_samples_seen_ : int
-        Rows that observe at least one modality.
-    device_ : str
-        Device the model computes on.
+    {n_samples_seen_}
+    {device_}
     {n_features_in_}
     {feature_names_in_}
 

@@ -30,13 +30,24 @@ import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
 from ._alignment import ALIGNMENTS, pair_infonce
-from ._closed_form import INIT_ROWS, ClosedFormModel, Seeded, chunk_rows, finite, init_rows, plain, register_record, unplain
+from ._closed_form import (
+    INIT_ROWS,
+    ClosedFormModel,
+    Seeded,
+    chunk_rows,
+    finite,
+    init_rows,
+    plain,
+    random_stream,
+    register_record,
+    unplain,
+)
 from ._encoders import make_encoder, make_encoders
 from ._latent import calibrated, imputation_confidence, posterior, single_modality_maps
 from ._modalities import drop_modalities
 from ._utils import warn
 
-__all__ = ["History", "Trainer", "encode", "encode_all"]
+__all__ = ["History", "Trainer", "encode", "encode_all", "represent", "hold_out"]
 
 EPOCH_ROWS = 2048  # rows an epoch passes over at most (drawn afresh each epoch): a budget in samples seen [design 3.1]
 EM_EVERY = 2  # epochs between refreshes of the model of the representations [design 3.1]
@@ -82,6 +93,24 @@ def encode_all(encoders, X, observed, *, dtype=torch.float64):
         for s in range(0, observed.shape[0], chunk_size)
     ]
     return [torch.cat([p[m] for p in parts]).to(dtype) for m in range(len(X))]
+
+
+def represent(B, observed, params, encoders):
+    """Calibrated representations of standardized blocks and their posterior under ``params`` [design 2.3]."""
+    return calibrated(encode(encoders, B, observed), observed, params, max_norm=1.0)
+
+
+def hold_out(prep, fraction):
+    """Early stopping's held-out rows, drawn before anything is fitted [design 3.3]: the prepared rows left to train
+    on, and the held-out float32 blocks and mask."""
+    n = prep.n_rows
+    n_val = max(1, int(round(fraction * n)))
+    if n - n_val < 2:
+        raise ValueError(f"early_stopping needs more rows: {n} rows leave {n - n_val} for training.")
+    perm = torch.randperm(n, generator=random_stream(prep.seed, "validation split")).to(prep.device)
+    rows, held = perm[n_val:], perm[:n_val]
+    train = prep._replace(X=[b[rows] for b in prep.X], observed=prep.observed[rows], n_rows=n - n_val)
+    return train, ([b[held].float() for b in prep.X], prep.observed[held])
 
 
 def alignment_score(Z, observed, min_rows=3):
@@ -470,6 +499,12 @@ class Trainer(Seeded):
         self.history.n_iter += 1
         self.history.loglik_curve.append(float(stats.loglik) / stats.n_rows)
         return True
+
+    # ------------------------------------------------------------------ inference
+    def inference_state(self, device):
+        """The float64 model of the representations and a float64 copy of the encoders, which every chunk of one
+        inference call reads (a row's output then does not depend on the rows batched with it)."""
+        return self.model.params.to(dtype=torch.float64, device=device), copy.deepcopy(self.encoders).to(device=device, dtype=torch.float64)
 
     # ------------------------------------------------------------------ copies, devices, persistence
     def clone(self):
