@@ -8,18 +8,6 @@ import pytest
 from benchmarks import calibration_study as study
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 def _rows(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

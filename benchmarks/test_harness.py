@@ -9,19 +9,6 @@ from benchmarks import harness
 from benchmarks.baselines import GeneralizedCCA
 
 
-@pytest.fixture
-def one_thread():
-    """Torch and BLAS on one thread for the test (oversubscribed threads are very slow on shared CI cores)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
-
-
 def test_retrieval_recall_identity_and_chance():
     rng = np.random.RandomState(0)
     Q = rng.randn(50, 8)

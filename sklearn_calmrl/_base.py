@@ -289,6 +289,13 @@ feature_names_in_ : ndarray of str
 }
 
 
+# the attributes of the fitted model and its input, which both estimators list first
+SHARED_DOCS["fitted_model"] = "\n".join(SHARED_DOCS[name] for name in (
+    "modalities_", "feature_mean_", "feature_scale_", "components_", "means_", "noise_variance_", "noise_variances_",
+    "weights_", "variance_explained_", "variance_explained_total_", "n_components_", "latent_dim_",
+))
+
+
 def shared_docs(cls):
     """Fill the lines ``{name}`` of ``cls``'s docstring with ``SHARED_DOCS[name]``, indented as the line."""
 

@@ -119,21 +119,10 @@ class CalMRLTransformer(MultimodalBase):
 
     Attributes
     ----------
+    {fitted_model}
     block_model_ : MultiViewPPCA
         The fitted closed-form model of the standardized blocks (the encoders'
         start, the blocks of ``output='concat'``, :meth:`impute`).
-    {modalities_}
-    {feature_mean_}
-    {feature_scale_}
-    {components_}
-    {means_}
-    {noise_variance_}
-    {noise_variances_}
-    {weights_}
-    {variance_explained_}
-    {variance_explained_total_}
-    {n_components_}
-    {latent_dim_}
     encoders_ : torch.nn.ModuleList
         The fitted encoders.
     n_iter_ : int

@@ -55,18 +55,7 @@ class MultiViewPPCA(MultimodalBase):
 
     Attributes
     ----------
-    {variance_explained_}
-    {variance_explained_total_}
-    {modalities_}
-    {feature_mean_}
-    {feature_scale_}
-    {components_}
-    {means_}
-    {noise_variance_}
-    {noise_variances_}
-    {weights_}
-    {n_components_}
-    {latent_dim_}
+    {fitted_model}
     n_iter_ : int
         E-steps run by ``fit`` (passes over the rows; an extrapolation that
         SQUAREM rejects counts as one) [design 2.7]; ``partial_fit`` calls

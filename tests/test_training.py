@@ -115,18 +115,24 @@ def test_pair_term_is_recorded_when_weighted():
     assert set(history.loss_terms) == {"intra", "inter", "pair"} and all(v > 0 for v in history.loss_terms["pair"])
 
 
+def _rows_seen_by(monkeypatch, cls, method):
+    """Record the row count of the mask (second argument after self) of every call of ``cls.method``."""
+    seen = []
+    real = getattr(cls, method)
+
+    def spy(self, Z, observed, *args, **kwargs):
+        seen.append(observed.shape[0])
+        return real(self, Z, observed, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, spy)
+    return seen
+
+
 def test_an_epoch_passes_over_at_most_epoch_rows(monkeypatch):
     """A budget in samples seen (issue 19): above EPOCH_ROWS rows an epoch draws that many afresh; below, all rows."""
     import sklearn_calmrl._training as training
 
-    seen = []
-    real = training.Trainer.batch_terms
-
-    def spy(self, xb, ob, *args, **kwargs):
-        seen.append(ob.shape[0])
-        return real(self, xb, ob, *args, **kwargs)
-
-    monkeypatch.setattr(training.Trainer, "batch_terms", spy)
+    seen = _rows_seen_by(monkeypatch, training.Trainer, "batch_terms")
     _fitted_trainer(200, max_epochs=2)
     assert sum(seen) == 2 * 200  # every row once per epoch
     seen.clear()
@@ -139,14 +145,7 @@ def test_refreshes_use_a_fixed_sample_of_init_rows(monkeypatch):
     """Above INIT_ROWS rows the model of the representations is started and refreshed on one sample of them."""
     import sklearn_calmrl._training as training
 
-    sizes = []
-    real = training.ClosedFormModel.refresh
-
-    def spy(self, Z, observed, *args, **kwargs):
-        sizes.append(observed.shape[0])
-        return real(self, Z, observed, *args, **kwargs)
-
-    monkeypatch.setattr(training.ClosedFormModel, "refresh", spy)
+    sizes = _rows_seen_by(monkeypatch, training.ClosedFormModel, "refresh")
     monkeypatch.setattr(training, "INIT_ROWS", 150)
     trainer = _fitted_trainer(200, max_epochs=3)
     assert sizes == [150, 150] and trainer.refresh_rows is None  # the start and the refresh of epoch 3
