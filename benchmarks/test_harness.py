@@ -106,14 +106,14 @@ def test_sweep_widening_stays_inside_blocks_and_cells_merge():
 
     X = np.arange(12.0).reshape(3, 4)
     mods = {"a": [0, 1], "b": [2, 3]}
-    Xw, wide = sweep.widen(X, mods, 1, seed=0)
+    Xw, wide = harness.widen(X, mods, 1, seed=0)
     assert Xw.shape == (3, 8) and wide == {"a": [0, 1, 2, 3], "b": [4, 5, 6, 7]}
     np.testing.assert_array_equal(Xw[:, [0, 1, 4, 5]], X)  # the original columns lead their block
-    assert sweep.widen(X, mods, 0, seed=0)[0] is X
-    A, y, pair = sweep.digits_pair()
+    assert harness.widen(X, mods, 0, seed=0)[0] is X
+    A, y, pair = harness.digits_pair()
     assert A.shape == (1797, 1568) and list(pair) == ["a", "b"] and len(pair["b"]) == 784
     rec = dict(dataset="d", widen="0", setting="0.5", seed=0)
     records = [dict(rec, n_train="600", n_used=265, method=m, fold=0, acc=a) for m, a in (("mean", 0.8), ("ppca", 0.85))]
     records += [dict(rec, n_train="all", n_used=265, method=m, fold=0, acc=a) for m, a in (("mean", 0.8), ("ppca", 0.85))]
-    text = sweep.summarize(records, sweep.BASELINES + ["ppca"])
-    assert text.count("| d n=all w=0 0.5 |") == 1 and "| ppca | +5.0 | +5.0 | 1 |" in text
+    text = sweep.summarize(records)
+    assert text.count("| d n=all w=0 0.5 |") == 1 and "| ppca | +5.0 | +5.00 | 0 | 1 |" in text

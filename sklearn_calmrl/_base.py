@@ -208,17 +208,27 @@ n_components : int or 'auto', default=1
     than one helps on data whose modalities are linked through discrete
     structure (clusters, classes); see doc/benchmarks.md.""",
     'local_bandwidth': """\
-local_bandwidth : float or None, default=0.05
+local_bandwidth : float or None, default=0.3
     Bandwidth ``h`` of the local correction of the imputed blocks [design 2.9]:
     the model's imputation plus the kernel-weighted residuals of the training
-    rows nearest in the observed blocks (the limit of a mixture with one
-    component per row). None switches it off (the model alone). With
-    ``n_components > 1`` it corrects the mixture's imputations, under the
-    mixture's marginal covariance. Applies to the calibrated blocks of the
+    rows nearest in the observed blocks, each block's distance in units of its
+    noise variance. None switches it off (the model alone). With
+    ``n_components > 1`` it corrects the mixture's imputations, with the
+    mixture's noise variances. Applies to the calibrated blocks of the
     output and to :meth:`impute`. The fitted model stores those training rows
     (standardized; up to 4096 of them) for the correction, so a pickle of it
     carries them: fit with ``local_bandwidth=None`` to share a model without
     them.""",
+    'max_block_width': """\
+max_block_width : int or None, default=96
+    The widest a block enters the output [design 5.1]: a block with more
+    columns enters as its calibrated standardized columns projected on its
+    ``max_block_width`` leading principal axes (computed at fit from the
+    training rows that observe it; columns ``<modality>_pc<j>``), a narrower
+    block enters whole. So the output stays compact on wide blocks (a
+    20,000-gene block gives 96 columns, not 20,000) and keeps every column of
+    narrow ones. None keeps every block whole (the input's width).
+    :meth:`impute` always returns every column.""",
     'add_indicator': """\
 add_indicator : bool, default=True
     Append one column per modality, 1 where the row observes it, to the
@@ -348,6 +358,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         "latent_dim": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_components": [Interval(numbers.Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "local_bandwidth": [None, Interval(numbers.Real, 0, None, closed="neither")],
+        "max_block_width": [None, Interval(numbers.Integral, 1, None, closed="left")],
         "add_indicator": ["boolean"],
         "noise": [StrOptions(set(NOISE_MODELS))],
         "standardize": ["boolean"],
@@ -751,8 +762,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
 
     def _part_names(self, part, inputs):
         """Output column names of the parts both estimators have."""
-        if part == "blocks":  # the calibrated blocks
-            return [inputs[j] for idx in self.modalities_.values() for j in idx]
+        if part == "blocks":  # the calibrated blocks, a wide one as its principal scores [design 5.1]
+            axes = self._block_model().axes or [None] * len(self.modalities_)
+            return [
+                n
+                for (name, idx), a in zip(self.modalities_.items(), axes)
+                for n in ([inputs[j] for j in idx] if a is None else [f"{name}_pc{j}" for j in range(a.shape[1])])
+            ]
         if part == "latent":
             return [f"latent{j}" for j in range(self.latent_dim_ * self.n_components_)]
         return [f"observed_{name}" for name in self.modalities_]  # "indicator"

@@ -45,7 +45,7 @@ from ._latent import (
 )
 from ._utils import warn
 
-__all__ = ["ClosedFormModel", "random_stream", "init_rows", "chunk_rows", "plain", "unplain", "CHUNK", "INIT_ROWS"]
+__all__ = ["ClosedFormModel", "random_stream", "init_rows", "chunk_rows", "principal_axes", "plain", "unplain", "CHUNK", "INIT_ROWS"]
 
 CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform) on the CPU: bounds the working set
 DEVICE_CHUNK = 1 << 17  # the same on an accelerator: fewer, larger kernels and host synchronisations [design 3.7]
@@ -54,9 +54,10 @@ MAX_CENTRES = 4096  # stored rows of the local correction: bounds its cost per i
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
 CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted imputation weights [design 2.11]
 CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
+EXACT_SVD_WIDTH = 1024  # principal axes of a block by an exact SVD up to this many rows or columns, else randomized [design 5.1]
 
 # the named random streams of a fit's seed [design 3.5]; append new names at the end (the order is the spawn key)
-STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split", "matching head")
+STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split", "matching head", "block axes")
 
 
 def random_stream(seed, name, *key):
@@ -101,6 +102,37 @@ def resolve_latent_dim(latent_dim, n_linking, width):
     return int(max(1, min(max(4, n_linking // 8), 32, width - 1)))
 
 
+def principal_axes(B, width, generator, exact_below=EXACT_SVD_WIDTH):
+    """The ``width`` leading principal axes ``(d, width)`` of the rows ``B`` (n, d) of one standardized block, or None
+    when the block has at most ``width`` columns (or ``width`` is None) [design 5.1].
+
+    The rows are centred on their mean. An exact SVD up to ``exact_below`` rows or columns, else a randomized
+    one (Halko, Martinsson & Tropp 2011: a Gaussian test matrix from ``generator``, 4 power iterations, 16 extra
+    columns). Each axis's sign makes its largest loading positive, so that the axes do not depend on the LAPACK
+    build. Axes beyond the rank of the centred rows (fewer rows than ``width``) are zero.
+    """
+    n, d = B.shape
+    if width is None or d <= width:
+        return None
+    A = B - B.mean(dim=0)
+    if min(n, d) <= exact_below:
+        _, S, Vh = torch.linalg.svd(A, full_matrices=False)
+        V = Vh.T
+    else:
+        Q = A.T @ torch.randn(n, width + 16, generator=generator, dtype=A.dtype).to(A.device)  # range of A^T
+        for _ in range(4):
+            Q = A.T @ (A @ torch.linalg.qr(Q).Q)
+        Q = torch.linalg.qr(Q).Q  # (d, width + 16), an orthonormal basis of the dominant row space
+        _, S, Vh = torch.linalg.svd(A @ Q, full_matrices=False)
+        V = Q @ Vh.T
+    rank = int((S > S[:1] * max(n, d) * torch.finfo(A.dtype).eps).sum()) if S.numel() else 0
+    V = V[:, : min(width, rank)]
+    if V.shape[1] < width:  # fewer rows (or a lower rank) than axes: the rest are zero
+        V = torch.cat([V, V.new_zeros(d, width - V.shape[1])], dim=1)
+    signs = torch.sign(V.gather(0, V.abs().argmax(dim=0, keepdim=True)))
+    return V * torch.where(signs == 0, 1.0, signs)
+
+
 def linking_rows(observed):
     """Rows that observe at least two modalities, or all rows of a single-modality model [design 2.10]."""
     return int(observed.shape[0]) if observed.shape[1] == 1 else int((observed.sum(dim=1) >= 2).sum())
@@ -127,6 +159,7 @@ class Completion(NamedTuple):
     cache: object  # CentreCache of those stored rows, or None
     weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
     variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
+    axes: object  # per block, its leading principal axes (d_m, max_block_width) or None: the output's width [design 5.1]
 
 
 class Seeded:
@@ -154,6 +187,9 @@ class ClosedFormModel(Seeded):
         EM stops when the mean per-row log-likelihood gains less than this.
     local_bandwidth : float or None
         ``h`` of the local correction [design 2.9]; None keeps no stored rows.
+    max_block_width : int or None
+        A block wider than this is given (:meth:`compact`) as its scores on this
+        many leading principal axes [design 5.1]; None keeps every block whole.
     seed : int
         Seed of the named random streams [design 3.5].
     verbose : int
@@ -171,6 +207,9 @@ class ClosedFormModel(Seeded):
         Stored rows of the local correction and their mask [design 2.9].
     imputation_weights, variance_scales : list of Tensor or None
         Cross-fitted weights and variance factors of the imputations [design 2.11].
+    axes : list of (Tensor or None) or None
+        Per block, its leading principal axes ``(d_m, max_block_width)`` when it
+        is wider than ``max_block_width``, else None [design 5.1].
     variance_explained : (Tensor, Tensor) or None
         R^2 per modality and latent dimension, and per modality [design 2.12].
     statistics : RunningStatistics
@@ -184,18 +223,19 @@ class ClosedFormModel(Seeded):
         False after :meth:`fit`: the next :meth:`partial_fit` starts fresh totals and curves.
     """
 
-    def __init__(self, *, latent_dim, n_components, noise, max_iter, tol, local_bandwidth=None, seed, verbose=0, label):
+    def __init__(self, *, latent_dim, n_components, noise, max_iter, tol, local_bandwidth=None, max_block_width=None, seed, verbose=0, label):
         self.latent_dim = latent_dim
         self.n_components = n_components
         self.noise = noise
         self.max_iter = max_iter
         self.tol = tol
         self.local_bandwidth = local_bandwidth
+        self.max_block_width = max_block_width
         self.seed = seed
         self.verbose = verbose
         self.label = label
         self.params = self.single = None
-        self.centres = self.imputation_weights = self.variance_scales = self.variance_explained = None
+        self.centres = self.imputation_weights = self.variance_scales = self.variance_explained = self.axes = None
         self.statistics = RunningStatistics()
         self.loglik_curve, self.n_iter, self.time_em = [], 0, 0.0
         self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
@@ -296,11 +336,21 @@ class ClosedFormModel(Seeded):
             self.centres = ([], observed[:0])
             self._keep_centres(X, observed)
         self._cross_fit(X, observed)
+        self.axes = [self._block_axes(x[observed[:, m]], m) for m, x in enumerate(X)]
         rows = init_rows(observed.shape[0], self.random("variance explained")).to(observed.device)
         r2, total = variance_explained([x[rows] for x in X], observed[rows], self.params)
         self.variance_explained = (r2.cpu(), total.cpu())
         self.statistics, self.incremental = RunningStatistics(), False
         return self
+
+    def _block_axes(self, B, m):
+        """Block ``m``'s leading principal axes from its observed rows ``B`` (at most ``INIT_ROWS`` of them, drawn from
+        the "block axes" stream), or None for a block no wider than ``max_block_width`` [design 5.1]."""
+        if self.max_block_width is None or B.shape[1] <= self.max_block_width:
+            return None
+        generator = self.random("block axes", m)
+        rows = init_rows(B.shape[0], generator).to(B.device)
+        return principal_axes(B[rows], self.max_block_width, generator)
 
     def _keep_centres(self, X, observed):
         """Add rows to the stored rows of the local correction, up to ``MAX_CENTRES`` [design 2.9]."""
@@ -349,7 +399,7 @@ class ClosedFormModel(Seeded):
             rows, hidden_block = held[pairs[:, 0]], pairs[:, 1]
             Z, hidden = [x[rows] for x in X], observed[rows].clone()
             hidden[torch.arange(rows.numel(), device=rows.device), hidden_block] = False
-            state = Completion(model, ([x[centres] for x in X_fit], o_fit[centres]) if self.local_bandwidth is not None else None, None, None, None)
+            state = Completion(model, ([x[centres] for x in X_fit], o_fit[centres]) if self.local_bandwidth is not None else None, None, None, None, None)
             guess, _, variance = self.complete(Z, hidden, state, return_variance=True)
             for m in range(k):
                 sel = hidden_block == m
@@ -434,6 +484,7 @@ class ClosedFormModel(Seeded):
             CentreCache() if centres is not None else None,
             float64(self.imputation_weights),
             float64(self.variance_scales),
+            None if self.axes is None else [None if a is None else a.to(device=device, dtype=torch.float64) for a in self.axes],
         )
 
     def complete(self, B, observed, state, *, return_variance=False):
@@ -459,6 +510,13 @@ class ClosedFormModel(Seeded):
             variance = [v * c for v, c in zip(variance, state.variance_scales)]
         return Bhat, post, [torch.where(observed[:, m, None], 0.0, v) for m, v in enumerate(variance)]
 
+    @staticmethod
+    def compact(blocks, state):
+        """The blocks as the output gives them [design 5.1]: a block with principal axes as its scores on them
+        (``B_m A_m``), the others whole."""
+        axes = state.axes or [None] * len(blocks)
+        return [b if a is None else b @ a for b, a in zip(blocks, axes)]
+
     # ------------------------------------------------------------------ copies, devices, persistence
     def clone(self):
         """An independent copy for an incremental step (so that a failed step changes nothing)."""
@@ -476,6 +534,8 @@ class ClosedFormModel(Seeded):
         if self.centres is not None:
             self.centres = (move(self.centres[0]), self.centres[1].to(device))
         self.imputation_weights, self.variance_scales = move(self.imputation_weights), move(self.variance_scales)
+        if self.axes is not None:
+            self.axes = [None if a is None else a.to(device) for a in self.axes]
         return self
 
     def __getstate__(self):

@@ -40,7 +40,7 @@ class CalMRLTransformer(MultimodalBase):
 
     The closed-form model of the blocks is a fitted :class:`MultiViewPPCA`
     (``block_model_``, with this estimator's ``modalities``, ``latent_dim``,
-    ``n_components``, ``local_bandwidth``, ``noise``, ``standardize``,
+    ``n_components``, ``local_bandwidth``, ``max_block_width``, ``noise``, ``standardize``,
     ``partial_nan``, ``device``, ``n_jobs``, ``random_state`` and ``verbose``):
     the encoders start from it, the output's calibrated blocks and
     :meth:`impute` come from it. For that model alone use :class:`MultiViewPPCA`.
@@ -59,6 +59,7 @@ class CalMRLTransformer(MultimodalBase):
     {latent_dim}
     {n_components}
     {local_bandwidth}
+    {max_block_width}
     {add_indicator}
     embed_dim : int or None, default=None
         Dimension ``d`` of each modality's representation (torch encoders).
@@ -189,7 +190,8 @@ class CalMRLTransformer(MultimodalBase):
         encoder="linear",
         latent_dim="auto",
         n_components=1,
-        local_bandwidth=0.05,
+        local_bandwidth=0.3,
+        max_block_width=96,
         add_indicator=True,
         embed_dim=None,
         hidden_layer_sizes=(128,),
@@ -215,6 +217,7 @@ class CalMRLTransformer(MultimodalBase):
         self.latent_dim = latent_dim
         self.n_components = n_components
         self.local_bandwidth = local_bandwidth
+        self.max_block_width = max_block_width
         self.add_indicator = add_indicator
         self.embed_dim = embed_dim
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -271,7 +274,7 @@ class CalMRLTransformer(MultimodalBase):
         """The unfitted :class:`MultiViewPPCA` of the blocks, with this estimator's shared parameters."""
         return MultiViewPPCA(
             self.modalities, latent_dim=self.latent_dim, n_components=self.n_components, local_bandwidth=self.local_bandwidth,
-            add_indicator=False, noise=self.noise, standardize=self.standardize, partial_nan=self.partial_nan,
+            max_block_width=self.max_block_width, add_indicator=False, noise=self.noise, standardize=self.standardize, partial_nan=self.partial_nan,
             device=self.device, n_jobs=self.n_jobs, random_state=self.random_state, verbose=self.verbose,
         )
 
@@ -373,7 +376,8 @@ class CalMRLTransformer(MultimodalBase):
 
     def _output_piece(self, part, B, observed, state, done):
         if part == "blocks":
-            return torch.cat(self.block_model_._model_.complete(B, observed, state.blocks)[0], dim=1)  # [design 2.3, 2.9, 2.11]
+            model = self.block_model_._model_
+            return torch.cat(model.compact(model.complete(B, observed, state.blocks)[0], state.blocks), dim=1)  # [design 2.3, 2.9, 2.11, 5.1]
         Zhat, post = self._representations(B, observed, state, done)
         if part == "latent":
             return post.mean

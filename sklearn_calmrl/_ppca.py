@@ -36,12 +36,14 @@ class MultiViewPPCA(MultimodalBase):
     {latent_dim}
     {n_components}
     {local_bandwidth}
+    {max_block_width}
     {add_indicator}
     {noise}
     output : {'concat', 'latent'}, default='concat'
         What :meth:`transform` returns: the standardized blocks with the
-        missing ones imputed, side by side (``n_features`` columns), or the
-        latent posterior mean (``latent_dim`` columns).
+        missing ones imputed, side by side (a block wider than
+        ``max_block_width`` as its principal scores), or the latent posterior
+        mean (``latent_dim`` columns).
     {standardize}
     {partial_nan}
     max_iter : int, default=200
@@ -79,7 +81,7 @@ class MultiViewPPCA(MultimodalBase):
     >>> data = load_multiple_features()
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
     >>> MultiViewPPCA(data.modalities, latent_dim=8, random_state=0).fit_transform(X).shape
-    (2000, 649)
+    (2000, 391)
     """
 
     _parameter_constraints: dict = {
@@ -95,7 +97,8 @@ class MultiViewPPCA(MultimodalBase):
         *,
         latent_dim="auto",
         n_components=1,
-        local_bandwidth=0.05,
+        local_bandwidth=0.3,
+        max_block_width=96,
         add_indicator=True,
         noise="isotropic",
         output="concat",
@@ -112,6 +115,7 @@ class MultiViewPPCA(MultimodalBase):
         self.latent_dim = latent_dim
         self.n_components = n_components
         self.local_bandwidth = local_bandwidth
+        self.max_block_width = max_block_width
         self.add_indicator = add_indicator
         self.noise = noise
         self.output = output
@@ -128,7 +132,7 @@ class MultiViewPPCA(MultimodalBase):
         """An unfitted :class:`~sklearn_calmrl._closed_form.ClosedFormModel` with this estimator's parameters."""
         return ClosedFormModel(
             latent_dim=self.latent_dim, n_components=self.n_components, noise=self.noise, max_iter=self.max_iter, tol=self.tol,
-            local_bandwidth=self.local_bandwidth, seed=seed, verbose=self.verbose, label="closed-form model of the blocks",
+            local_bandwidth=self.local_bandwidth, max_block_width=self.max_block_width, seed=seed, verbose=self.verbose, label="closed-form model of the blocks",
         )
 
     def _fit_prepared(self, prep, **sample):
@@ -163,7 +167,7 @@ class MultiViewPPCA(MultimodalBase):
 
     def _output_piece(self, part, B, observed, state, done):
         if part == "blocks":
-            return torch.cat(self._model_.complete(B, observed, state)[0], dim=1)  # [design 2.3, 2.9, 2.11]
+            return torch.cat(self._model_.compact(self._model_.complete(B, observed, state)[0], state), dim=1)  # [design 2.3, 2.9, 2.11, 5.1]
         return posterior(B, observed, state.params).mean  # "latent" [design 2.2]
 
     def _block_model(self):

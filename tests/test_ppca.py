@@ -114,7 +114,7 @@ def test_mixture_composes_with_the_default_local_correction():
         warnings.simplefilter("error")
         mixed = MultiViewPPCA(data.modalities, n_components="auto", random_state=0).fit(X)
     plain = MultiViewPPCA(data.modalities, n_components=mixed.n_components_, local_bandwidth=None, random_state=0).fit(X)
-    assert mixed.local_bandwidth == 0.05 and mixed._model_.centres is not None
+    assert mixed.local_bandwidth == 0.3 and mixed._model_.centres is not None
     filled, bare = mixed.impute(X), plain.impute(X)
     observed = ~np.isnan(X)
     np.testing.assert_array_equal(filled[observed], X[observed])

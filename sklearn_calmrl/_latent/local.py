@@ -1,8 +1,8 @@
 """Local correction of a latent model's imputations by stored rows (the ``K -> n`` limit of the mixture) [design 2.9].
 
 It wraps any kind of latent model through the protocol (design 2.13): the model's
-imputations of the query and of the stored rows, and the Mahalanobis metric of
-its marginal covariance (:meth:`kernel_metric`).
+imputations of the query and of the stored rows, and the noise variances of its
+marginal covariance (:meth:`kernel_metric`), which scale the kernel's distance.
 """
 
 import threading
@@ -45,33 +45,28 @@ class CentreCache:
         return terms
 
 
-def _whitened_blocks(blocks, params, which):
-    """Per block ``m`` in ``which``: ``Psi_m^-1/2 (z^m - mu_m)`` and ``(z^m - mu_m)^T Psi_m^-1 W_m`` [design 2.9]."""
-    centred = [blocks[m] - params.mu[m] for m in which]
-    return [c / params.psi[m].sqrt() for c, m in zip(centred, which)], [(c / params.psi[m]) @ params.W[m] for c, m in zip(centred, which)]
+def _scaled_blocks(blocks, psi, which):
+    """Per block ``m`` in ``which``: ``Psi_m^-1/2 z^m``, the coordinates in which the kernel is Euclidean [design 2.9]."""
+    return [blocks[m] / psi[m].sqrt() for m in which]
 
 
 def _stored_terms(params, centres, centres_observed):
-    """The stored rows' terms that no pattern changes: the kernel's metric (:meth:`kernel_metric`), the rows as the
-    model completes them, whitened and projected under that metric [design 2.9]."""
-    metric = params.kernel_metric()
+    """The stored rows' terms that no pattern changes: the kernel's noise scales (:meth:`kernel_metric`), the rows as
+    the model completes them, scaled, and their squared norms per block [design 2.9]."""
+    psi = params.kernel_metric().psi
     filled = impute_calibrated(centres, centres_observed, params)
-    whitened, projected = _whitened_blocks(filled, metric, range(len(filled)))
-    return metric, filled, whitened, projected, torch.stack([(w**2).sum(1) for w in whitened], 1)
+    scaled = _scaled_blocks(filled, psi, range(len(filled)))
+    return psi, filled, scaled, torch.stack([(s**2).sum(1) for s in scaled], 1)
 
 
 def _centre_terms(pattern, params, stored, centres_observed, bandwidth, return_variance):
     """Everything the kernel of one missingness pattern needs from the stored rows [design 2.9]."""
-    metric, filled, whitened, projected, square_norms = stored
+    _, filled, scaled, square_norms = stored
     seen = [m for m, o in enumerate(pattern) if o]
-    eye = torch.eye(metric.latent_dim, dtype=metric.W[0].dtype, device=metric.W[0].device)
-    # Cholesky of I + sum_{m in O} W_m^T Psi_m^-1 W_m under the metric [design 2.2, 2.9]
-    L = torch.linalg.cholesky(eye + sum(metric.W[m].T @ (metric.W[m] / metric.psi[m][:, None]) for m in seen))
-    g_c = torch.linalg.solve_triangular(L, sum(projected[m] for m in seen).T, upper=False)
-    # ||z - x||^2_{C_OO^-1} = ||Psi^-1/2 (z - x)||^2 - ||L^-1 W^T Psi^-1 (z - x)||^2 (Woodbury); its part that
-    # depends on the query alone cancels in the softmax, the rest is one product with [s_c, -g_c]
-    centre_terms = torch.cat([whitened[m] for m in seen] + [-g_c.T], dim=1)
-    centre_norms = square_norms[:, seen].sum(1) - (g_c**2).sum(0)
+    # ||z^O - x^O||^2_{Psi_O^-1}: its part that depends on the query alone cancels in the softmax, the rest is one
+    # product with the stored rows' scaled blocks
+    centre_terms = torch.cat([scaled[m] for m in seen], dim=1)
+    centre_norms = square_norms[:, seen].sum(1)
     scale = 1.0 / (2 * bandwidth * sum(filled[m].shape[1] for m in seen))
     # the model's imputations of the stored rows from their blocks in O alone [design 2.3]
     alone = params.impute(params.posterior(filled, torch.tensor(pattern, device=centres_observed.device).expand_as(centres_observed)))
@@ -85,28 +80,26 @@ def _centre_terms(pattern, params, stored, centres_observed, bandwidth, return_v
             r = (filled[m] - alone[m]) * mask
             columns += [r, mask, r**2] if return_variance else [r, mask]
             layout.append(m)
-    return L, centre_terms, centre_norms, scale, layout, torch.cat(columns, dim=1) if columns else None
+    return centre_terms, centre_norms, scale, layout, torch.cat(columns, dim=1) if columns else None
 
 
 def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512, cache=None, return_variance=True):
     """Kernel correction of the imputations by the stored rows' residuals (the ``K -> n`` limit of the mixture) [design 2.9].
 
     Every stored row ``j`` (a "centre", completed by the model where it misses a
-    block) is a mixture component with the model's covariance scaled by ``h``:
-    ``z | j ~ N(x_j, h (W W^T + Psi))``. A query with observed blocks ``O`` then
-    imputes block ``m`` as the model's conditional mean plus the responsibility-
-    weighted residuals of the centres that observe ``m``::
+    block) weighs a query by a Gaussian kernel in the observed blocks, each
+    block's distance measured in units of its noise variance. A query with
+    observed blocks ``O`` then imputes block ``m`` as the model's conditional
+    mean plus the kernel-weighted residuals of the centres that observe ``m``::
 
         zhat^m = zhat^m(z_i^O) + sum_j r_ij (x_j^m - zhat^m(x_j^O)),
-        r_ij  ~ exp(-||z_i^O - x_j^O||^2_{C_OO^-1} / (2 h d_O)),   d_O = sum_{m in O} d_m,
+        r_ij  ~ exp(-||z_i^O - x_j^O||^2_{Psi_O^-1} / (2 h d_O)),   d_O = sum_{m in O} d_m,
 
     where ``zhat^m(.)`` is the model's imputation from the blocks in ``O``
     (``W_m m^(O) + mu_m`` for one linear-Gaussian model, the responsibility-
-    weighted one for a mixture) and the Mahalanobis distance is under the
-    model's marginal covariance ``C_OO = W_O W_O^T + Psi_O`` of
-    :meth:`kernel_metric`, by the Woodbury identity (``Q x Q`` work per
-    pattern, ``Q`` the metric's columns). ``h = inf`` is the model itself;
-    small ``h`` approaches the nearest stored neighbour.
+    weighted one for a mixture) and ``Psi`` the noise variances of the model's
+    marginal covariance (:meth:`kernel_metric`). ``h = inf`` is the model
+    itself; small ``h`` approaches the nearest stored neighbour.
 
     Parameters
     ----------
@@ -148,16 +141,15 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
         terms = cache.patterns.get((pattern, return_variance))
         if terms is None:
             terms = cache.keep((pattern, return_variance), _centre_terms(pattern, params, cache.stored, centres_observed, bandwidth, return_variance))
-        L, centre_terms, centre_norms, scale, layout, columns = terms
+        centre_terms, centre_norms, scale, layout, columns = terms
         if not layout:
             continue
         seen = [m for m, o in enumerate(pattern) if o]
         rows_all = torch.nonzero(inverse == p).flatten()
         for start in range(0, rows_all.numel(), chunk_size):
             rows = rows_all[start : start + chunk_size]
-            s_q, proj_q = _whitened_blocks([z[rows] for z in Z], cache.stored[0], seen)
-            g_q = torch.linalg.solve_triangular(L, sum(proj_q).T, upper=False).T
-            logits = (2 * torch.cat(s_q + [g_q], dim=1) @ centre_terms.T - centre_norms) * scale
+            query = torch.cat(_scaled_blocks([z[rows] for z in Z], cache.stored[0], seen), dim=1)
+            logits = (2 * query @ centre_terms.T - centre_norms) * scale
             logits = logits - logits.amax(dim=1, keepdim=True)
             sums = torch.exp(logits) @ columns  # one exponential and one product for every missing block
             offset = 0
