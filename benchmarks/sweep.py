@@ -53,9 +53,31 @@ def _method(name):
     return harness.Method(name, "calmrl", name, lambda ctx: cls(ctx.modalities, random_state=ctx.seed, **params))
 
 
-def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log):
-    """One cell: every method and probe on every fold. Returns one record per (fold, method, probe)."""
+def heldout_blocks(observed, rng):
+    """Rows (indices) that observe at least two modalities and, per such row, one of its blocks to hide."""
+    rows = np.flatnonzero(observed.sum(axis=1) >= 2)
+    return rows, np.array([rng.choice(np.flatnonzero(observed[r])) for r in rows], dtype=int)
+
+
+def imputation_error(pipe, X, rows, hidden, mods, scale):
+    """Mean squared error of the hidden blocks imputed by a fitted user pipeline's estimator (``impute``), in the
+    units of ``scale`` (a ``StandardScaler`` of the cell's data): the hidden entries only, averaged per row."""
+    Xm = X[rows].copy()
+    blocks = list(mods.values())
+    for m, idx in enumerate(blocks):
+        Xm[np.ix_(hidden == m, idx)] = np.nan
+    scale_in, est = pipe.named_steps["scale_in"], pipe.named_steps["rep"]
+    filled = scale_in.inverse_transform(est.impute(scale_in.transform(Xm)))
+    errors = (scale.transform(filled) - scale.transform(X[rows])) ** 2
+    return float(np.mean([errors[i, blocks[m]].mean() for i, m in enumerate(hidden)]))
+
+
+def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log, imputation=False):
+    """One cell: every method and probe on every fold. Returns one record per (fold, method, probe); with
+    ``imputation`` the estimators' records also hold ``imp_mse`` (:func:`imputation_error` of one block hidden in
+    every test row that observes two or more, the same blocks for every method)."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
+    from sklearn.preprocessing import StandardScaler
 
     from benchmarks import harness
     from sklearn_calmrl.datasets import ampute_modalities, ampute_modalities_structured
@@ -69,12 +91,15 @@ def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log)
         else:
             Xa = ampute_modalities(X, mods, rate=float(setting), random_state=seed)
     n_classes = len(np.unique(y))
+    observed = np.stack([~np.isnan(Xa[:, idx]).all(axis=1) for idx in mods.values()], axis=1)
+    scale = StandardScaler().fit(X)
     rows = []
     for fold, (train, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(Xa, y)):
         subsampled = n_train != "all" and int(n_train) < len(train) - n_classes
         if subsampled:
             train, _ = train_test_split(train, train_size=int(n_train), stratify=y[train], random_state=seed + fold)
         Xtr, Xte, ytr, yte = Xa[train], Xa[test], y[train], y[test]
+        held, hidden = heldout_blocks(observed[test], np.random.RandomState(10007 * seed + 101 * fold + 7))
         for name in methods:
             method = _method(name)
             wanted = [p for p in probes if method.family != "raw" or p == "hgb"]
@@ -89,10 +114,13 @@ def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log)
                 fit_s = time.perf_counter() - t0
                 Zte = rep.transform(Xte)
             warned = "; ".join(sorted({str(w.message)[:80] for w in caught if issubclass(w.category, UserWarning)}))
+            imp = math.nan
+            if imputation and method.family == "calmrl" and held.size:
+                imp = imputation_error(rep, Xa[test], held, hidden, mods, scale)
             for probe in wanted:
                 clf = harness.make_probe(probe, seed).fit(Ztr, ytr)
                 acc = float((clf.predict(Zte) == yte).mean())
-                rows.append(dict(method=name, probe=probe, fold=fold, n_used=len(train), subsampled=subsampled, acc=acc, fit_s=fit_s, width=Ztr.shape[1], warnings=warned))
+                rows.append(dict(method=name, probe=probe, fold=fold, n_used=len(train), subsampled=subsampled, acc=acc, imp_mse=imp, fit_s=fit_s, width=Ztr.shape[1], warnings=warned))
             log(f"    fold {fold} {name:<15} " + " ".join(f"{r['probe']}={r['acc']:.3f}" for r in rows[-len(wanted):]) + f" fit {fit_s:.1f}s width {Ztr.shape[1]}")
     return rows
 
@@ -168,6 +196,7 @@ def main(argv=None):
     p.add_argument("--folds", type=int, default=3)
     p.add_argument("--methods", nargs="+", default=BASELINES + DEFAULTS)
     p.add_argument("--hgb", action="store_true", help="also the HistGradientBoosting probe (and HGB on the NaN data)")
+    p.add_argument("--imputation", action="store_true", help="also the estimators' error on a held-out block of every test row (imp_mse)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--tag", default="")
@@ -202,7 +231,7 @@ def main(argv=None):
                     for setting in args.settings:
                         log(f"{ds} n={n} w={w:g} {setting} seed {seed} ({X.shape[1]} features, {len(y0)} rows)")
                         for r in run_cell(X, y0, mods, setting=setting, n_train=n, seed=seed, folds=args.folds,
-                                          methods=methods, probes=probes, log=log):
+                                          methods=methods, probes=probes, log=log, imputation=args.imputation):
                             records.append(dict(dataset=ds, n_train=n, widen=w, widen_kind=args.widen_kind, setting=setting, seed=seed, **r))
     if not records:
         log("nothing ran")

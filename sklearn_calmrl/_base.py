@@ -588,7 +588,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         standardized float64 blocks on the device, so that the working set beyond the input and the output is a
         few chunks."""
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
-        step = chunk_rows(self.device_)
+        step = chunk_rows(self.device_, X.shape[1])
         for s in range(0, X.shape[0], step):
             Xs = standardized_blocks(X[s : s + step], blocks, observed[s : s + step], *standardization)
             yield torch.as_tensor(observed[s : s + step], device=self.device_), [torch.as_tensor(b, dtype=torch.float64, device=self.device_) for b in Xs]

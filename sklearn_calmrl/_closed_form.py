@@ -39,6 +39,7 @@ from ._latent import (
     init_params,
     local_corrections,
     log_likelihood,
+    representatives,
     m_step,
     predictive_variance,
     variance_explained,
@@ -47,10 +48,12 @@ from ._utils import warn
 
 __all__ = ["ClosedFormModel", "random_stream", "init_rows", "chunk_rows", "principal_axes", "plain", "unplain", "CHUNK", "INIT_ROWS"]
 
-CHUNK = 4096  # rows per chunk of every no-grad pass (EM, transform) on the CPU: bounds the working set
+CHUNK = 4096  # rows per chunk of the EM and encoding passes on the CPU: bounds the working set
+INFERENCE_BYTES = 32 << 20  # the standardized float64 rows one chunk of an inference call holds on the CPU [design 3.7]
 DEVICE_CHUNK = 1 << 17  # the same on an accelerator: fewer, larger kernels and host synchronisations [design 3.7]
 INIT_ROWS = 20000  # rows that initialise a latent model of representations, or estimate the variance explained [design 2.6]
-MAX_CENTRES = 4096  # stored rows of the local correction: bounds its cost per imputed row [design 2.9]
+CENTRE_POOL = 4096  # training rows (and rows of each partial_fit chunk) the stored rows are chosen from [design 2.9]
+MAX_CENTRES = 256  # weighted stored rows of the local correction: bounds its cost per imputed row [design 2.9]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
 CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted imputation weights [design 2.11]
 CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
@@ -80,10 +83,14 @@ def init_rows(n, generator, size=INIT_ROWS):
     return torch.randperm(n, generator=generator)[:size].sort().values if n > size else torch.arange(n)
 
 
-def chunk_rows(device):
-    """Rows per chunk of a no-grad pass on ``device`` (a ``torch.device`` or its name): ``CHUNK`` on the CPU,
-    ``DEVICE_CHUNK`` elsewhere [design 3.7]."""
-    return CHUNK if torch.device(device).type == "cpu" else DEVICE_CHUNK
+def chunk_rows(device, width=None):
+    """Rows per chunk of a no-grad pass on ``device`` (a ``torch.device`` or its name) [design 3.7]: ``DEVICE_CHUNK``
+    on an accelerator; on the CPU ``CHUNK``, or for an inference call over ``width`` columns as many rows as
+    ``INFERENCE_BYTES`` of float64 hold (256 to ``DEVICE_CHUNK``), so that narrow data is imputed in few, large
+    batches and wide data in a bounded working set."""
+    if torch.device(device).type != "cpu":
+        return DEVICE_CHUNK
+    return CHUNK if width is None else int(min(DEVICE_CHUNK, max(256, INFERENCE_BYTES // (8 * max(width, 1)))))
 
 
 def resolve_latent_dim(latent_dim, n_linking, width):
@@ -155,7 +162,7 @@ class Completion(NamedTuple):
     """What every chunk of one inference call reads from a model of the blocks (:meth:`ClosedFormModel.completion`)."""
 
     params: object  # the latent model, float64 on the device
-    centres: object  # (stored blocks, their mask) of the local correction [design 2.9], or None
+    centres: object  # (stored blocks, their mask, their weights) of the local correction [design 2.9], or None
     cache: object  # CentreCache of those stored rows, or None
     weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
     variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
@@ -203,8 +210,9 @@ class ClosedFormModel(Seeded):
     single : LatentParams
         The single model a mixture started from (``params`` itself for one component).
     latent_dim_, n_components_ : int
-    centres : (list of Tensor, bool Tensor) or None
-        Stored rows of the local correction and their mask [design 2.9].
+    centres : (list of Tensor, bool Tensor, Tensor) or None
+        Stored rows of the local correction, their mask and the weight each
+        carries (how many training rows it stands for) [design 2.9].
     imputation_weights, variance_scales : list of Tensor or None
         Cross-fitted weights and variance factors of the imputations [design 2.11].
     axes : list of (Tensor or None) or None
@@ -332,11 +340,11 @@ class ClosedFormModel(Seeded):
             self.params, self.loglik_curve, self.n_iter = fit_single(self._initial_params(X, observed))
             self.single = self.params
             self.time_em += time.perf_counter() - t0
+        self.axes = [self._block_axes(x[observed[:, m]], m) for m, x in enumerate(X)]
         if self.local_bandwidth is not None:
-            self.centres = ([], observed[:0])
+            self.centres = None
             self._keep_centres(X, observed)
         self._cross_fit(X, observed)
-        self.axes = [self._block_axes(x[observed[:, m]], m) for m, x in enumerate(X)]
         rows = init_rows(observed.shape[0], self.random("variance explained")).to(observed.device)
         r2, total = variance_explained([x[rows] for x in X], observed[rows], self.params)
         self.variance_explained = (r2.cpu(), total.cpu())
@@ -353,14 +361,20 @@ class ClosedFormModel(Seeded):
         return principal_axes(B[rows], self.max_block_width, generator)
 
     def _keep_centres(self, X, observed):
-        """Add rows to the stored rows of the local correction, up to ``MAX_CENTRES`` [design 2.9]."""
-        kept, kept_observed = self.centres
-        room = MAX_CENTRES - kept_observed.shape[0]
-        if room <= 0:
-            return
-        rows = init_rows(observed.shape[0], self.random("stored rows", kept_observed.shape[0]), room).to(observed.device)
-        new = [x[rows] for x in X]
-        self.centres = (new if not kept else [torch.cat([a, b]) for a, b in zip(kept, new)], torch.cat([kept_observed, observed[rows]]))
+        """Choose the stored rows of the local correction [design 2.9]: at most ``MAX_CENTRES`` weighted
+        representatives (:func:`~sklearn_calmrl._latent.representatives`) of the stored rows so far and of at most
+        ``CENTRE_POOL`` rows of ``X`` (drawn from the "stored rows" stream, keyed by the weight stored so far)."""
+        seen = 0 if self.centres is None else int(round(float(self.centres[2].sum())))
+        generator = self.random("stored rows", seen)
+        rows = init_rows(observed.shape[0], generator, CENTRE_POOL).to(observed.device)
+        blocks, mask = [x[rows] for x in X], observed[rows]
+        weights = torch.full((rows.numel(),), observed.shape[0] / max(rows.numel(), 1), dtype=X[0].dtype, device=X[0].device)
+        if self.centres is not None:
+            kept, kept_mask, kept_weights = self.centres
+            blocks = [torch.cat([a, b]) for a, b in zip(kept, blocks)]
+            mask, weights = torch.cat([kept_mask, mask]), torch.cat([kept_weights.to(weights.dtype), weights])
+        chosen, carried = representatives(blocks, mask, self.params, MAX_CENTRES, generator, weights=weights, axes=self.axes)
+        self.centres = ([b[chosen] for b in blocks], mask[chosen], carried)
 
     def _cross_fit(self, X, observed):
         """Set ``imputation_weights`` and ``variance_scales`` by 2-fold cross-fitting [design 2.11].
@@ -388,7 +402,11 @@ class ClosedFormModel(Seeded):
             if k < 2 or held.numel() == 0 or not bool(o_fit.any(dim=0).all()):
                 continue  # a modality unseen in this half: no honest imputation of it
             model = self._fit_model(X_fit, o_fit, self._initial_params(X_fit, o_fit), self.n_components_, "cross-fitted imputation weights", level=2, max_iter=CROSS_FIT_ITER)[0]
-            centres = init_rows(rest.numel(), generator, MAX_CENTRES).to(observed.device)
+            centres = None
+            if self.local_bandwidth is not None:  # this half's stored rows, chosen as the fit chooses them
+                pool = init_rows(rest.numel(), generator, CENTRE_POOL).to(observed.device)
+                chosen, carried = representatives([x[pool] for x in X_fit], o_fit[pool], model, MAX_CENTRES, generator, axes=self.axes)
+                centres = ([x[pool[chosen]] for x in X_fit], o_fit[pool[chosen]], carried * (rest.numel() / pool.numel()))
             # one query per (held-out row, block it observes beside another modality), that block hidden
             o_held = observed[held]
             pairs = (o_held & (o_held.sum(dim=1, keepdim=True) >= 2)).nonzero()
@@ -399,7 +417,7 @@ class ClosedFormModel(Seeded):
             rows, hidden_block = held[pairs[:, 0]], pairs[:, 1]
             Z, hidden = [x[rows] for x in X], observed[rows].clone()
             hidden[torch.arange(rows.numel(), device=rows.device), hidden_block] = False
-            state = Completion(model, ([x[centres] for x in X_fit], o_fit[centres]) if self.local_bandwidth is not None else None, None, None, None, None)
+            state = Completion(model, centres, None, None, None, None)
             guess, _, variance = self.complete(Z, hidden, state, return_variance=True)
             for m in range(k):
                 sel = hidden_block == m
@@ -477,7 +495,7 @@ class ClosedFormModel(Seeded):
         float64 = lambda tensors: None if tensors is None else [a.to(device=device, dtype=torch.float64) for a in tensors]  # noqa: E731
         centres = None
         if self.centres is not None and corrected:
-            centres = (float64(self.centres[0]), self.centres[1].to(device))
+            centres = (float64(self.centres[0]), self.centres[1].to(device), self.centres[2].to(device=device, dtype=torch.float64))
         return Completion(
             self.params.to(dtype=torch.float64, device=device),
             centres,
@@ -495,8 +513,9 @@ class ClosedFormModel(Seeded):
         Bhat, post = calibrated(B, observed, state.params)  # [design 2.3]
         spread = None
         if state.centres is not None:  # the stored rows' residuals [design 2.9]
+            blocks, mask, weights = state.centres
             correction, spread = local_corrections(
-                B, observed, state.params, *state.centres, self.local_bandwidth, cache=state.cache, return_variance=return_variance
+                B, observed, state.params, blocks, mask, self.local_bandwidth, weights=weights, cache=state.cache, return_variance=return_variance
             )
             Bhat = [b + c for b, c in zip(Bhat, correction)]
         if state.weights is not None:  # imputed entries shrunk by the cross-fitted weights [design 2.11]
@@ -532,7 +551,7 @@ class ClosedFormModel(Seeded):
         self.single = None if self.single is None else self.single.to(device)
         self.statistics = self.statistics.to(device)
         if self.centres is not None:
-            self.centres = (move(self.centres[0]), self.centres[1].to(device))
+            self.centres = (move(self.centres[0]), self.centres[1].to(device), self.centres[2].to(device))
         self.imputation_weights, self.variance_scales = move(self.imputation_weights), move(self.variance_scales)
         if self.axes is not None:
             self.axes = [None if a is None else a.to(device) for a in self.axes]

@@ -533,3 +533,40 @@ def test_imputation_confidence_of_a_mixture_and_of_a_block_without_signal():
     silent = params._replace(W=[params.W[0], params.W[1], torch.zeros_like(params.W[2])])
     w = imputation_confidence(posterior(Z, observed, silent), silent, observed)
     assert torch.all(w[~observed[:, 2], 2] == 0)  # an imputation that can only be the mean
+
+
+def test_weighted_stored_rows_equal_repeated_ones():
+    """A stored row of weight w counts as w copies of it (design 2.9): the correction with integer weights equals the
+    correction with every row repeated that many times."""
+    rng = np.random.default_rng(21)
+    params = random_params(rng, noise="diagonal")
+    Zc, oc, _ = sample(rng, params, 30, missing_rate=0.5)
+    Zq, oq, _ = sample(rng, params, 40, missing_rate=0.8)
+    counts = torch.as_tensor(rng.integers(1, 4, size=30))
+    weighted = local_corrections(Zq, oq, params, Zc, oc, 0.3, weights=counts.double())
+    repeated = local_corrections(Zq, oq, params, [z.repeat_interleave(counts, dim=0) for z in Zc], oc.repeat_interleave(counts, dim=0), 0.3)
+    for a, b in zip(weighted[0] + weighted[1], repeated[0] + repeated[1]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_representatives_of_repeated_rows_are_the_distinct_rows():
+    """D^2 sampling never draws a row at distance 0 from a drawn one, so representatives of rows repeated 3 times are
+    the distinct rows, each of weight 3, and the correction they give is the one of every row (design 2.9)."""
+    from sklearn_calmrl._latent import representatives
+
+    rng = np.random.default_rng(22)
+    params = random_params(rng)
+    Zc, oc, _ = sample(rng, params, 20, missing_rate=0.4)
+    Zr, orep = [z.repeat(3, 1) for z in Zc], oc.repeat(3, 1)
+    chosen, weights = representatives(Zr, orep, params, 20, torch.Generator().manual_seed(0))
+    assert sorted((chosen % 20).tolist()) == list(range(20)) and torch.all(weights == 3)
+    Zq, oq, _ = sample(rng, params, 15, missing_rate=0.8)
+    full = local_corrections(Zq, oq, params, Zr, orep, 0.3)
+    kept = local_corrections(Zq, oq, params, [z[chosen] for z in Zr], orep[chosen], 0.3, weights=weights)
+    for a, b in zip(full[0] + full[1], kept[0] + kept[1]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    few, every = representatives(Zc, oc, params, 50, None)  # no more rows than asked: every row stands for itself
+    assert torch.equal(few, torch.arange(20)) and torch.all(every == 1)
+    again = representatives(Zr, orep, params, 7, torch.Generator().manual_seed(1))
+    other = representatives(Zr, orep, params, 7, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], other[0]) and float(again[1].sum()) == 60.0 and again[0].unique().numel() == 7

@@ -398,5 +398,5 @@ def test_model_without_local_correction_carries_no_training_rows(frame):
     mods = {"shape": shape_cols, "color": color_cols}
     default = MultiViewPPCA(mods, random_state=0).fit(df)
     bare = MultiViewPPCA(mods, local_bandwidth=None, random_state=0).fit(df)
-    assert default._model_.centres[0][0].shape[0] == min(len(df), 4096) and bare._model_.centres is None
-    assert len(pickle.dumps(bare)) < 0.2 * len(pickle.dumps(default))
+    assert default._model_.centres[0][0].shape[0] == min(len(df), 256) and bare._model_.centres is None
+    assert len(pickle.dumps(bare)) < 0.3 * len(pickle.dumps(default))  # the 256 stored rows are most of the pickle

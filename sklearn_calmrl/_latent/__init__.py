@@ -25,7 +25,7 @@ from .gaussian import (
     missingness_patterns,
     single_modality_maps,
 )
-from .local import CentreCache, local_corrections
+from .local import CentreCache, local_corrections, representatives
 from .mixture import MixtureParams, MixturePosterior, MixturePrior, MixtureStatistics, init_mixture
 from .protocol import (
     calibrated,
@@ -64,6 +64,7 @@ __all__ = [
     "impute_calibrated",
     "calibrated",
     "local_corrections",
+    "representatives",
     "CentreCache",
     "m_step",
     "init_params",

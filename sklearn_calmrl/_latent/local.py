@@ -11,6 +11,7 @@ import torch
 
 from .gaussian import missingness_patterns
 from .protocol import impute_calibrated
+from .seeding import seed_rows
 
 
 class CentreCache:
@@ -50,26 +51,37 @@ def _scaled_blocks(blocks, psi, which):
     return [blocks[m] / psi[m].sqrt() for m in which]
 
 
-def _stored_terms(params, centres, centres_observed):
+def _stored_terms(params, centres, centres_observed, weights):
     """The stored rows' terms that no pattern changes: the kernel's noise scales (:meth:`kernel_metric`), the rows as
-    the model completes them, scaled, and their squared norms per block [design 2.9]."""
+    the model completes them, scaled, their squared norms per block and their log-weights [design 2.9]."""
     psi = params.kernel_metric().psi
     filled = impute_calibrated(centres, centres_observed, params)
     scaled = _scaled_blocks(filled, psi, range(len(filled)))
-    return psi, filled, scaled, torch.stack([(s**2).sum(1) for s in scaled], 1)
+    log_weights = 0.0 if weights is None else torch.log(weights.to(filled[0].dtype))
+    return psi, filled, scaled, torch.stack([(s**2).sum(1) for s in scaled], 1), log_weights
 
 
-def _centre_terms(pattern, params, stored, centres_observed, bandwidth, return_variance):
-    """Everything the kernel of one missingness pattern needs from the stored rows [design 2.9]."""
-    _, filled, scaled, square_norms = stored
+def _imputed_from(patterns, params, filled):
+    """Per pattern ``O``, the model's imputations of the stored rows ``filled`` from their blocks in ``O`` alone
+    [design 2.3]: one posterior for every pattern together (the stored rows repeated once per pattern)."""
+    n_c = filled[0].shape[0]
+    masks = torch.tensor(patterns, dtype=torch.bool, device=filled[0].device).repeat_interleave(n_c, dim=0)
+    imputed = params.impute(params.posterior([f.repeat(len(patterns), 1) for f in filled], masks))
+    return [[b[i * n_c : (i + 1) * n_c] for b in imputed] for i in range(len(patterns))]
+
+
+def _centre_terms(pattern, alone, stored, centres_observed, bandwidth, return_variance):
+    """Everything the kernel of one missingness pattern needs from the stored rows [design 2.9]; ``alone`` are the
+    model's imputations of the stored rows from their blocks in the pattern (:func:`_imputed_from`)."""
+    _, filled, scaled, square_norms, log_weights = stored
     seen = [m for m, o in enumerate(pattern) if o]
     # ||z^O - x^O||^2_{Psi_O^-1}: its part that depends on the query alone cancels in the softmax, the rest is one
-    # product with the stored rows' scaled blocks
-    centre_terms = torch.cat([scaled[m] for m in seen], dim=1)
-    centre_norms = square_norms[:, seen].sum(1)
+    # product with the stored rows' scaled blocks; a stored row's weight w_j enters as log w_j
     scale = 1.0 / (2 * bandwidth * sum(filled[m].shape[1] for m in seen))
-    # the model's imputations of the stored rows from their blocks in O alone [design 2.3]
-    alone = params.impute(params.posterior(filled, torch.tensor(pattern, device=centres_observed.device).expand_as(centres_observed)))
+    # logits = query @ centre_terms.T - centre_bias, the query in Psi^-1/2 units (query_scale)
+    centre_terms = 2 * scale * torch.cat([scaled[m] for m in seen], dim=1)
+    centre_bias = scale * square_norms[:, seen].sum(1) - log_weights
+    query_scale = torch.cat([stored[0][m].rsqrt().expand(filled[m].shape[1]) for m in seen])
     # per missing block m that some stored row observes, the residuals r = x^m - zhat^m(x^O) and a column of
     # ones (and r^2 for the spread), zero in the rows that miss m: one product with the kernel gives every
     # weighted sum
@@ -80,10 +92,34 @@ def _centre_terms(pattern, params, stored, centres_observed, bandwidth, return_v
             r = (filled[m] - alone[m]) * mask
             columns += [r, mask, r**2] if return_variance else [r, mask]
             layout.append(m)
-    return centre_terms, centre_norms, scale, layout, torch.cat(columns, dim=1) if columns else None
+    return query_scale, centre_terms, centre_bias, layout, torch.cat(columns, dim=1) if columns else None
 
 
-def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, chunk_size=512, cache=None, return_variance=True):
+def representatives(Z, observed, params, size, generator, *, weights=None, axes=None):
+    """At most ``size`` weighted rows that stand for the rows ``Z`` in the kernel of :func:`local_corrections`
+    [design 2.9].
+
+    The rows are completed by the model and scaled as the kernel measures them (every block in units of its noise,
+    a block with principal ``axes`` as its scores on them); ``size`` of them are drawn by D^2 sampling (k-means++
+    seeding, weighted by ``weights``) and every row's weight goes to the drawn row nearest to it. With at most
+    ``size`` rows every row stands for itself.
+
+    Returns the indices of the drawn rows and the weights they carry (summing to the rows' total weight).
+    """
+    n = observed.shape[0]
+    w = torch.ones(n, dtype=Z[0].dtype, device=Z[0].device) if weights is None else weights
+    if n <= size:
+        return torch.arange(n, device=observed.device), w
+    psi = params.kernel_metric().psi
+    scaled = _scaled_blocks(impute_calibrated(Z, observed, params), psi, range(len(Z)))
+    axes = axes or [None] * len(Z)
+    X = torch.cat([s if a is None else s @ a.to(s.dtype) for s, a in zip(scaled, axes)], dim=1)
+    chosen, _ = seed_rows(X, size, generator, weights=w)
+    nearest = torch.cdist(X, X[chosen]).argmin(dim=1)
+    return chosen, torch.zeros(size, dtype=w.dtype, device=w.device).index_add_(0, nearest, w)
+
+
+def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, weights=None, chunk_size=2048, cache=None, return_variance=True):
     """Kernel correction of the imputations by the stored rows' residuals (the ``K -> n`` limit of the mixture) [design 2.9].
 
     Every stored row ``j`` (a "centre", completed by the model where it misses a
@@ -93,7 +129,7 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     mean plus the kernel-weighted residuals of the centres that observe ``m``::
 
         zhat^m = zhat^m(z_i^O) + sum_j r_ij (x_j^m - zhat^m(x_j^O)),
-        r_ij  ~ exp(-||z_i^O - x_j^O||^2_{Psi_O^-1} / (2 h d_O)),   d_O = sum_{m in O} d_m,
+        r_ij  ~ w_j exp(-||z_i^O - x_j^O||^2_{Psi_O^-1} / (2 h d_O)),   d_O = sum_{m in O} d_m,
 
     where ``zhat^m(.)`` is the model's imputation from the blocks in ``O``
     (``W_m m^(O) + mu_m`` for one linear-Gaussian model, the responsibility-
@@ -111,6 +147,8 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     centres_observed : bool Tensor (n_c, k)
     bandwidth : float
         ``h`` (> 0).
+    weights : Tensor (n_c,) or None
+        ``w_j``, how many rows each centre stands for (:func:`representatives`); None: one each.
     chunk_size : int
         Query rows per kernel matrix (memory ``chunk_size x n_c``).
     cache : CentreCache or None
@@ -131,40 +169,48 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     if cache.stored is None:
         with cache.lock:  # chunks in other threads wait for the one that prepares them
             if cache.stored is None:
-                cache.stored = _stored_terms(params, centres, centres_observed)
+                cache.stored = _stored_terms(params, centres, centres_observed, weights)
     corrections = [torch.zeros_like(z) for z in Z]
     variances = [torch.zeros_like(z) for z in Z] if return_variance else None
     patterns, inverse = missingness_patterns(observed)
-    for p, pattern in enumerate(map(tuple, patterns.tolist())):
-        if all(pattern) or not any(pattern):
+    patterns = [tuple(p) for p in patterns.tolist()]
+    partial = [p for p in patterns if any(p) and not all(p)]
+    new = [p for p in partial if (p, return_variance) not in cache.patterns]
+    fresh = {}
+    if new:  # the stored rows' terms of the patterns this call meets first, prepared together
+        for pattern, alone in zip(new, _imputed_from(new, params, cache.stored[1])):
+            terms = _centre_terms(pattern, alone, cache.stored, centres_observed, bandwidth, return_variance)
+            fresh[pattern] = cache.keep((pattern, return_variance), terms)
+    for p, pattern in enumerate(patterns):
+        if pattern not in partial:
             continue
-        terms = cache.patterns.get((pattern, return_variance))
-        if terms is None:
-            terms = cache.keep((pattern, return_variance), _centre_terms(pattern, params, cache.stored, centres_observed, bandwidth, return_variance))
-        centre_terms, centre_norms, scale, layout, columns = terms
+        terms = fresh.get(pattern) or cache.patterns[(pattern, return_variance)]
+        query_scale, centre_terms, centre_bias, layout, columns = terms
         if not layout:
             continue
         seen = [m for m, o in enumerate(pattern) if o]
+        # the columns of each missing block's weighted sums: [r, 1, (r^2)], the 1 its kernel mass
+        widths = [2 * Z[m].shape[1] + 1 if return_variance else Z[m].shape[1] + 1 for m in layout]
+        starts = [sum(widths[:i]) for i in range(len(layout))]
+        masses = [start + Z[m].shape[1] for start, m in zip(starts, layout)]
         rows_all = torch.nonzero(inverse == p).flatten()
         for start in range(0, rows_all.numel(), chunk_size):
             rows = rows_all[start : start + chunk_size]
-            query = torch.cat(_scaled_blocks([z[rows] for z in Z], cache.stored[0], seen), dim=1)
-            logits = (2 * query @ centre_terms.T - centre_norms) * scale
+            logits = torch.cat([Z[m][rows] for m in seen], dim=1) * query_scale @ centre_terms.T - centre_bias
             logits = logits - logits.amax(dim=1, keepdim=True)
             sums = torch.exp(logits) @ columns  # one exponential and one product for every missing block
-            offset = 0
-            for m in layout:
+            low = sums[:, masses] < 1e-250  # the centres observing a block all lie far below the nearest one: renormalize
+            if bool(low.any()):
+                sums = sums.clone()
+                for i, m in enumerate(layout):
+                    if bool(low[:, i].any()):
+                        shifted = logits[low[:, i]].masked_fill(~centres_observed[:, m][None, :], float("-inf"))
+                        block = slice(starts[i], starts[i] + widths[i])
+                        sums[low[:, i], block] = torch.exp(shifted - shifted.amax(dim=1, keepdim=True)) @ columns[:, block]
+            for i, m in enumerate(layout):
                 d_m = Z[m].shape[1]
-                width = 2 * d_m + 1 if return_variance else d_m + 1
-                block = sums[:, offset : offset + width]
-                low = block[:, d_m] < 1e-250  # the centres observing m all lie far below the nearest one: renormalize
-                if bool(low.any()):
-                    shifted = logits[low].masked_fill(~centres_observed[:, m][None, :], float("-inf"))
-                    block = block.clone()
-                    block[low] = torch.exp(shifted - shifted.amax(dim=1, keepdim=True)) @ columns[:, offset : offset + width]
-                moments = block / block[:, d_m, None]  # weighted means of r (and r^2)
+                moments = sums[:, starts[i] : starts[i] + widths[i]] / sums[:, masses[i], None]  # weighted means of r (and r^2)
                 corrections[m][rows] = moments[:, :d_m]
                 if return_variance:
                     variances[m][rows] = (moments[:, d_m + 1 :] - moments[:, :d_m] ** 2).clamp_min(0)
-                offset += width
     return corrections, variances

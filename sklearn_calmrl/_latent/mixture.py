@@ -5,6 +5,7 @@ from typing import List, NamedTuple
 
 import torch
 
+from .seeding import seed_rows
 from .gaussian import LatentParams, Posterior, SufficientStatistics
 from .protocol import impute_calibrated
 
@@ -175,15 +176,7 @@ class MixtureParams(NamedTuple):
 
 def _kmeans(X, K, generator, n_iter=30):
     """k-means++ seeding and Lloyd iterations (torch; ``generator`` on the CPU); returns labels (n,)."""
-    n = X.shape[0]
-    centres = [X[int(torch.randint(n, (1,), generator=generator))]]
-    d2 = ((X - centres[0]) ** 2).sum(dim=1)
-    for _ in range(1, K):
-        p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
-        j = int(torch.multinomial(p.cpu(), 1, generator=generator))
-        centres.append(X[j])
-        d2 = torch.minimum(d2, ((X - X[j]) ** 2).sum(dim=1))
-    centres = torch.stack(centres)
+    centres = X[seed_rows(X, K, generator)[0]].clone()
     labels = None
     for _ in range(n_iter):
         new = torch.cdist(X, centres).argmin(dim=1)
