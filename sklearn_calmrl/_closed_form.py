@@ -37,9 +37,12 @@ from ._latent import (
     fit_em,
     init_mixture,
     init_params,
+    Centres,
+    concat_centres,
     local_corrections,
     log_likelihood,
     representatives,
+    training_centres,
     m_step,
     predictive_variance,
     variance_explained,
@@ -162,7 +165,7 @@ class Completion(NamedTuple):
     """What every chunk of one inference call reads from a model of the blocks (:meth:`ClosedFormModel.completion`)."""
 
     params: object  # the latent model, float64 on the device
-    centres: object  # (stored blocks, their mask, their weights) of the local correction [design 2.9], or None
+    centres: object  # the stored rows of the local correction (Centres) [design 2.9], or None
     cache: object  # CentreCache of those stored rows, or None
     weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
     variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
@@ -210,9 +213,9 @@ class ClosedFormModel(Seeded):
     single : LatentParams
         The single model a mixture started from (``params`` itself for one component).
     latent_dim_, n_components_ : int
-    centres : (list of Tensor, bool Tensor, Tensor) or None
-        Stored rows of the local correction, their mask and the weight each
-        carries (how many training rows it stands for) [design 2.9].
+    centres : Centres or None
+        Stored rows of the local correction, each standing for a group of
+        training rows [design 2.9].
     imputation_weights, variance_scales : list of Tensor or None
         Cross-fitted weights and variance factors of the imputations [design 2.11].
     axes : list of (Tensor or None) or None
@@ -361,20 +364,18 @@ class ClosedFormModel(Seeded):
         return principal_axes(B[rows], self.max_block_width, generator)
 
     def _keep_centres(self, X, observed):
-        """Choose the stored rows of the local correction [design 2.9]: at most ``MAX_CENTRES`` weighted
-        representatives (:func:`~sklearn_calmrl._latent.representatives`) of the stored rows so far and of at most
-        ``CENTRE_POOL`` rows of ``X`` (drawn from the "stored rows" stream, keyed by the weight stored so far)."""
-        seen = 0 if self.centres is None else int(round(float(self.centres[2].sum())))
+        """Choose the stored rows of the local correction [design 2.9]: at most ``MAX_CENTRES`` representatives
+        (:func:`~sklearn_calmrl._latent.representatives`) of the stored rows so far and of at most ``CENTRE_POOL``
+        rows of ``X`` (drawn from the "stored rows" stream, keyed by the weight stored so far), each drawn row
+        weighing ``len(X) / CENTRE_POOL`` or 1."""
+        seen = 0 if self.centres is None else int(round(float(self.centres.weights.sum())))
         generator = self.random("stored rows", seen)
         rows = init_rows(observed.shape[0], generator, CENTRE_POOL).to(observed.device)
-        blocks, mask = [x[rows] for x in X], observed[rows]
         weights = torch.full((rows.numel(),), observed.shape[0] / max(rows.numel(), 1), dtype=X[0].dtype, device=X[0].device)
+        centres = training_centres([x[rows] for x in X], observed[rows], self.params, weights)
         if self.centres is not None:
-            kept, kept_mask, kept_weights = self.centres
-            blocks = [torch.cat([a, b]) for a, b in zip(kept, blocks)]
-            mask, weights = torch.cat([kept_mask, mask]), torch.cat([kept_weights.to(weights.dtype), weights])
-        chosen, carried = representatives(blocks, mask, self.params, MAX_CENTRES, generator, weights=weights, axes=self.axes)
-        self.centres = ([b[chosen] for b in blocks], mask[chosen], carried)
+            centres = concat_centres(self.centres, centres)
+        self.centres = representatives(centres, self.params, MAX_CENTRES, generator, axes=self.axes)
 
     def _cross_fit(self, X, observed):
         """Set ``imputation_weights`` and ``variance_scales`` by 2-fold cross-fitting [design 2.11].
@@ -405,8 +406,8 @@ class ClosedFormModel(Seeded):
             centres = None
             if self.local_bandwidth is not None:  # this half's stored rows, chosen as the fit chooses them
                 pool = init_rows(rest.numel(), generator, CENTRE_POOL).to(observed.device)
-                chosen, carried = representatives([x[pool] for x in X_fit], o_fit[pool], model, MAX_CENTRES, generator, axes=self.axes)
-                centres = ([x[pool[chosen]] for x in X_fit], o_fit[pool[chosen]], carried * (rest.numel() / pool.numel()))
+                weights = torch.full((pool.numel(),), rest.numel() / pool.numel(), dtype=X[0].dtype, device=X[0].device)
+                centres = representatives(training_centres([x[pool] for x in X_fit], o_fit[pool], model, weights), model, MAX_CENTRES, generator, axes=self.axes)
             # one query per (held-out row, block it observes beside another modality), that block hidden
             o_held = observed[held]
             pairs = (o_held & (o_held.sum(dim=1, keepdim=True) >= 2)).nonzero()
@@ -495,7 +496,7 @@ class ClosedFormModel(Seeded):
         float64 = lambda tensors: None if tensors is None else [a.to(device=device, dtype=torch.float64) for a in tensors]  # noqa: E731
         centres = None
         if self.centres is not None and corrected:
-            centres = (float64(self.centres[0]), self.centres[1].to(device), self.centres[2].to(device=device, dtype=torch.float64))
+            centres = self.centres.to(device=device, dtype=torch.float64)
         return Completion(
             self.params.to(dtype=torch.float64, device=device),
             centres,
@@ -513,9 +514,8 @@ class ClosedFormModel(Seeded):
         Bhat, post = calibrated(B, observed, state.params)  # [design 2.3]
         spread = None
         if state.centres is not None:  # the stored rows' residuals [design 2.9]
-            blocks, mask, weights = state.centres
             correction, spread = local_corrections(
-                B, observed, state.params, blocks, mask, self.local_bandwidth, weights=weights, cache=state.cache, return_variance=return_variance
+                B, observed, state.params, state.centres, self.local_bandwidth, cache=state.cache, return_variance=return_variance
             )
             Bhat = [b + c for b, c in zip(Bhat, correction)]
         if state.weights is not None:  # imputed entries shrunk by the cross-fitted weights [design 2.11]
@@ -551,7 +551,7 @@ class ClosedFormModel(Seeded):
         self.single = None if self.single is None else self.single.to(device)
         self.statistics = self.statistics.to(device)
         if self.centres is not None:
-            self.centres = (move(self.centres[0]), self.centres[1].to(device), self.centres[2].to(device))
+            self.centres = self.centres.to(device=device)
         self.imputation_weights, self.variance_scales = move(self.imputation_weights), move(self.variance_scales)
         if self.axes is not None:
             self.axes = [None if a is None else a.to(device) for a in self.axes]
@@ -566,7 +566,7 @@ class ClosedFormModel(Seeded):
 
 
 # the records and parameter objects a saved model holds, by name [design 7.3]
-_RECORDS = {cls.__name__: cls for cls in (LatentParams, MixtureParams, MixturePrior, SufficientStatistics, MixtureStatistics)}
+_RECORDS = {cls.__name__: cls for cls in (LatentParams, MixtureParams, MixturePrior, SufficientStatistics, MixtureStatistics, Centres)}
 
 
 def register_record(cls):

@@ -331,7 +331,7 @@ def test_mixture_prior_keeps_unseen_blocks_at_the_population():
 
 
 # ----------------------------------------------------------------------------- local correction [design 2.9]
-from sklearn_calmrl._latent import CentreCache, impute_calibrated, local_corrections  # noqa: E402
+from sklearn_calmrl._latent import CentreCache, impute_calibrated, local_corrections, training_centres  # noqa: E402
 
 
 def _assert_kernel_average(correction, variance, d2, resid, seen_m, h, atol):
@@ -349,7 +349,7 @@ def test_local_correction_matches_a_dense_kernel(h):
     params = random_params(rng, noise="diagonal")
     Zc, oc, _ = sample(rng, params, 60, missing_rate=0.5)
     Zq, oq, _ = sample(rng, params, 25, missing_rate=0.8)
-    corr, var = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=7)
+    corr, var = local_corrections(Zq, oq, params, training_centres(Zc, oc, params), h, chunk_size=7)
     filled = [f.numpy() for f in impute_calibrated(Zc, oc, params)]
     dims = [z.shape[1] for z in Zq]
     for i in range(25):
@@ -380,7 +380,7 @@ def test_local_correction_of_a_mixture_matches_a_dense_kernel():
     Zc, oc, _ = sample(rng, mix.components[0], 50, missing_rate=0.5)
     Zq, oq, _ = sample(rng, mix.components[2], 20, missing_rate=0.8)
     h = 0.4
-    corr, var = local_corrections(Zq, oq, mix, Zc, oc, h, chunk_size=6)
+    corr, var = local_corrections(Zq, oq, mix, training_centres(Zc, oc, mix), h, chunk_size=6)
     dims = [z.shape[1] for z in Zq]
     offsets = np.cumsum([0] + dims)
     pi = np.exp(mix.log_weights.numpy())
@@ -407,11 +407,11 @@ def test_local_correction_cache_changes_nothing():
     rng = np.random.default_rng(17)
     params = random_params(rng)
     Zc, oc, _ = sample(rng, params, 40, missing_rate=0.5)
-    fresh = [local_corrections(*sample(np.random.default_rng(i), params, 30, missing_rate=0.7)[:2], params, Zc, oc, 0.2) for i in range(2)]
+    fresh = [local_corrections(*sample(np.random.default_rng(i), params, 30, missing_rate=0.7)[:2], params, training_centres(Zc, oc, params), 0.2) for i in range(2)]
     for max_bytes, kept in ((1 << 20, True), (0, False)):
         cache = CentreCache(max_bytes)
         for i in range(2):
-            again = local_corrections(*sample(np.random.default_rng(i), params, 30, missing_rate=0.7)[:2], params, Zc, oc, 0.2, cache=cache)
+            again = local_corrections(*sample(np.random.default_rng(i), params, 30, missing_rate=0.7)[:2], params, training_centres(Zc, oc, params), 0.2, cache=cache)
             for a, b in zip(again[0] + again[1], fresh[i][0] + fresh[i][1]):
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert bool(cache.patterns) == kept
@@ -424,8 +424,8 @@ def test_local_correction_without_the_spread_corrects_alike():
     Zc, oc, _ = sample(rng, params, 50, missing_rate=0.5)
     Zq, oq, _ = sample(rng, params, 40, missing_rate=0.8)
     for h in (0.3, 1e-7):
-        with_spread, _ = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=9)
-        alone, variances = local_corrections(Zq, oq, params, Zc, oc, h, chunk_size=9, return_variance=False)
+        with_spread, _ = local_corrections(Zq, oq, params, training_centres(Zc, oc, params), h, chunk_size=9)
+        alone, variances = local_corrections(Zq, oq, params, training_centres(Zc, oc, params), h, chunk_size=9, return_variance=False)
         assert variances is None
         for a, b in zip(alone, with_spread):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
@@ -439,10 +439,10 @@ def test_local_correction_recovers_a_stored_row_at_small_bandwidth():
     query = [z[:5].clone() for z in Zc]
     oq = oc[:5].clone()
     oq[:, 1] = False  # hide modality 1 of five stored rows
-    corr, _ = local_corrections(query, oq, params, Zc, oc, 1e-6)
+    corr, _ = local_corrections(query, oq, params, training_centres(Zc, oc, params), 1e-6)
     imputed = impute(posterior(query, oq, params), params)[1] + corr[1]
     torch.testing.assert_close(imputed, Zc[1][:5], atol=1e-8, rtol=0)  # the nearest stored row is the row itself
-    wide, _ = local_corrections(query, oq, params, Zc, oc, 1e12)  # h -> inf: every centre weighs the same
+    wide, _ = local_corrections(query, oq, params, training_centres(Zc, oc, params), 1e12)  # h -> inf: every centre weighs the same
     filled = impute_calibrated(Zc, oc, params)
     m_o = posterior([filled[0], torch.zeros_like(filled[1]), filled[2]], oq[:1].expand(50, 3), params)
     uniform = (filled[1] - impute(m_o, params)[1]).mean(dim=0)
@@ -543,8 +543,9 @@ def test_weighted_stored_rows_equal_repeated_ones():
     Zc, oc, _ = sample(rng, params, 30, missing_rate=0.5)
     Zq, oq, _ = sample(rng, params, 40, missing_rate=0.8)
     counts = torch.as_tensor(rng.integers(1, 4, size=30))
-    weighted = local_corrections(Zq, oq, params, Zc, oc, 0.3, weights=counts.double())
-    repeated = local_corrections(Zq, oq, params, [z.repeat_interleave(counts, dim=0) for z in Zc], oc.repeat_interleave(counts, dim=0), 0.3)
+    weighted = local_corrections(Zq, oq, params, training_centres(Zc, oc, params, counts.double()), 0.3)
+    repeated = training_centres([z.repeat_interleave(counts, dim=0) for z in Zc], oc.repeat_interleave(counts, dim=0), params)
+    repeated = local_corrections(Zq, oq, params, repeated, 0.3)
     for a, b in zip(weighted[0] + weighted[1], repeated[0] + repeated[1]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
@@ -557,16 +558,48 @@ def test_representatives_of_repeated_rows_are_the_distinct_rows():
     rng = np.random.default_rng(22)
     params = random_params(rng)
     Zc, oc, _ = sample(rng, params, 20, missing_rate=0.4)
-    Zr, orep = [z.repeat(3, 1) for z in Zc], oc.repeat(3, 1)
-    chosen, weights = representatives(Zr, orep, params, 20, torch.Generator().manual_seed(0))
-    assert sorted((chosen % 20).tolist()) == list(range(20)) and torch.all(weights == 3)
+    every = training_centres([z.repeat(3, 1) for z in Zc], oc.repeat(3, 1), params)
+    kept = representatives(every, params, 20, torch.Generator().manual_seed(0))
+    assert torch.all(kept.weights == 3) and torch.equal(kept.counts, 3 * oc.double()[_order(kept.rows[0], Zc, oc, params)])
     Zq, oq, _ = sample(rng, params, 15, missing_rate=0.8)
-    full = local_corrections(Zq, oq, params, Zr, orep, 0.3)
-    kept = local_corrections(Zq, oq, params, [z[chosen] for z in Zr], orep[chosen], 0.3, weights=weights)
-    for a, b in zip(full[0] + full[1], kept[0] + kept[1]):
+    full, few = local_corrections(Zq, oq, params, every, 0.3), local_corrections(Zq, oq, params, kept, 0.3)
+    for a, b in zip(full[0] + full[1], few[0] + few[1]):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
-    few, every = representatives(Zc, oc, params, 50, None)  # no more rows than asked: every row stands for itself
-    assert torch.equal(few, torch.arange(20)) and torch.all(every == 1)
-    again = representatives(Zr, orep, params, 7, torch.Generator().manual_seed(1))
-    other = representatives(Zr, orep, params, 7, torch.Generator().manual_seed(1))
-    assert torch.equal(again[0], other[0]) and float(again[1].sum()) == 60.0 and again[0].unique().numel() == 7
+    small = training_centres(Zc, oc, params)
+    assert representatives(small, params, 50, None) is small  # no more rows than asked: every row stands for itself
+    a = representatives(every, params, 7, torch.Generator().manual_seed(1))
+    b = representatives(every, params, 7, torch.Generator().manual_seed(1))
+    assert torch.equal(a.weights, b.weights) and float(a.weights.sum()) == 60.0 and torch.equal(a.counts.sum(0), 3 * oc.double().sum(0))
+
+
+def test_a_group_contributes_the_mean_residual_of_its_rows():
+    """A centre that stands for a group sits at the group's mean row and contributes to a block the residual of the
+    mean of that block over the group's rows that observe it (design 2.9): with one group the correction of a query
+    is exactly that residual, for one linear model."""
+    from sklearn_calmrl._latent import representatives
+
+    rng = np.random.default_rng(23)
+    params = random_params(rng)
+    Zc, oc, _ = sample(rng, params, 12, missing_rate=0.5)
+    one = representatives(training_centres(Zc, oc, params), params, 1, torch.Generator().manual_seed(0))
+    filled = impute_calibrated(Zc, oc, params)
+    for m in range(3):
+        seen = oc[:, m]
+        torch.testing.assert_close(one.rows[m][0], filled[m].mean(dim=0))
+        torch.testing.assert_close(one.given[m][0], filled[m][seen].mean(dim=0))
+    Zq, oq, _ = sample(rng, params, 10, missing_rate=0.8)
+    corr, _ = local_corrections(Zq, oq, params, one, 0.3)
+    for i in range(10):
+        pattern = oq[i : i + 1]
+        if pattern.all() or not pattern.any():
+            continue
+        alone = params.impute(params.posterior(one.rows, pattern))
+        for m in range(3):
+            if not pattern[0, m]:
+                torch.testing.assert_close(corr[m][i], one.given[m][0] - alone[m][0])
+
+
+def _order(rows, Z, observed, params):
+    """The index, in ``Z``, of each of ``rows`` (completed rows equal to rows of ``Z`` completed)."""
+    filled = impute_calibrated(Z, observed, params)[0]
+    return torch.cdist(rows, filled).argmin(dim=1)

@@ -25,7 +25,7 @@ from .gaussian import (
     missingness_patterns,
     single_modality_maps,
 )
-from .local import CentreCache, local_corrections, representatives
+from .local import CentreCache, Centres, concat_centres, local_corrections, representatives, training_centres
 from .mixture import MixtureParams, MixturePosterior, MixturePrior, MixtureStatistics, init_mixture
 from .protocol import (
     calibrated,
@@ -65,6 +65,9 @@ __all__ = [
     "calibrated",
     "local_corrections",
     "representatives",
+    "training_centres",
+    "concat_centres",
+    "Centres",
     "CentreCache",
     "m_step",
     "init_params",

@@ -6,6 +6,7 @@ marginal covariance (:meth:`kernel_metric`), which scale the kernel's distance.
 """
 
 import threading
+from typing import NamedTuple
 
 import torch
 
@@ -46,80 +47,112 @@ class CentreCache:
         return terms
 
 
+class Centres(NamedTuple):
+    """The stored rows of the local correction [design 2.9]: each stands for a group of training rows."""
+
+    rows: list  # per block m, (n_c, d_m): the weighted mean of the group's rows, completed by the model
+    given: list  # per block m, (n_c, d_m): the weighted mean of block m over the group's rows that observe it
+    counts: torch.Tensor  # (n_c, k): the weight of the group's rows that observe each block
+    weights: torch.Tensor  # (n_c,): the weight of the group
+
+    def to(self, **kwargs):
+        """Every tensor moved or cast (``Tensor.to``'s arguments)."""
+        move = lambda ts: [t.to(**kwargs) for t in ts]  # noqa: E731
+        return Centres(move(self.rows), move(self.given), self.counts.to(**kwargs), self.weights.to(**kwargs))
+
+
+def training_centres(Z, observed, params, weights=None):
+    """Every row ``Z`` (missing blocks anything) as its own centre of weight ``weights`` (1 by default): its blocks
+    completed by ``params`` [design 2.3], and counted for the blocks it observes."""
+    rows = impute_calibrated(Z, observed, params)
+    w = torch.ones(observed.shape[0], dtype=rows[0].dtype, device=rows[0].device) if weights is None else weights.to(rows[0].dtype)
+    return Centres(rows, rows, observed.to(rows[0].dtype) * w[:, None], w)
+
+
+def concat_centres(a, b):
+    """The centres of ``a`` followed by those of ``b``."""
+    cat = lambda x, y: [torch.cat([s, t]) for s, t in zip(x, y)]  # noqa: E731
+    return Centres(cat(a.rows, b.rows), cat(a.given, b.given), torch.cat([a.counts, b.counts]), torch.cat([a.weights, b.weights]))
+
+
 def _scaled_blocks(blocks, psi, which):
     """Per block ``m`` in ``which``: ``Psi_m^-1/2 z^m``, the coordinates in which the kernel is Euclidean [design 2.9]."""
     return [blocks[m] / psi[m].sqrt() for m in which]
 
 
-def _stored_terms(params, centres, centres_observed, weights):
-    """The stored rows' terms that no pattern changes: the kernel's noise scales (:meth:`kernel_metric`), the rows as
-    the model completes them, scaled, their squared norms per block and their log-weights [design 2.9]."""
+def representatives(centres, params, size, generator, *, axes=None):
+    """At most ``size`` centres that stand for ``centres`` in the kernel of :func:`local_corrections` [design 2.9].
+
+    The centres' rows are scaled as the kernel measures them (every block in units of its noise, a block with
+    principal ``axes`` as its scores on them); ``size`` of them are drawn by D^2 sampling (k-means++ seeding,
+    weighted by their weights), every centre goes to the drawn one nearest to it, and each group's rows, observed
+    blocks and counts are the weighted means and sums of its members'. With at most ``size`` centres, ``centres``.
+    """
+    n = centres.weights.shape[0]
+    if n <= size:
+        return centres
     psi = params.kernel_metric().psi
-    filled = impute_calibrated(centres, centres_observed, params)
-    scaled = _scaled_blocks(filled, psi, range(len(filled)))
-    log_weights = 0.0 if weights is None else torch.log(weights.to(filled[0].dtype))
-    return psi, filled, scaled, torch.stack([(s**2).sum(1) for s in scaled], 1), log_weights
+    axes = axes or [None] * len(centres.rows)
+    scaled = _scaled_blocks(centres.rows, psi, range(len(centres.rows)))
+    X = torch.cat([s if a is None else s @ a.to(s.dtype) for s, a in zip(scaled, axes)], dim=1)
+    chosen, _ = seed_rows(X, size, generator, weights=centres.weights)
+    nearest = torch.cdist(X, X[chosen]).argmin(dim=1)
+
+    def summed(values, weights):  # per group, the sum of weights * values
+        return torch.zeros((size, *values.shape[1:]), dtype=values.dtype, device=values.device).index_add_(0, nearest, values * weights[:, None])
+
+    weights = torch.zeros(size, dtype=centres.weights.dtype, device=centres.weights.device).index_add_(0, nearest, centres.weights)
+    counts = torch.zeros((size, centres.counts.shape[1]), dtype=centres.counts.dtype, device=centres.counts.device).index_add_(0, nearest, centres.counts)
+    tiny = torch.finfo(weights.dtype).tiny
+    rows = [summed(r, centres.weights) / weights[:, None] for r in centres.rows]
+    given = [summed(g, centres.counts[:, m]) / counts[:, m, None].clamp_min(tiny) for m, g in enumerate(centres.given)]
+    return Centres(rows, given, counts, weights)
 
 
-def _imputed_from(patterns, params, filled):
-    """Per pattern ``O``, the model's imputations of the stored rows ``filled`` from their blocks in ``O`` alone
+def _stored_terms(params, centres):
+    """The stored rows' terms that no pattern changes: the kernel's noise scales (:meth:`kernel_metric`), the rows
+    scaled, their squared norms per block and their log-weights [design 2.9]."""
+    psi = params.kernel_metric().psi
+    scaled = _scaled_blocks(centres.rows, psi, range(len(centres.rows)))
+    return psi, scaled, torch.stack([(s**2).sum(1) for s in scaled], 1), torch.log(centres.weights)
+
+
+def _imputed_from(patterns, params, rows):
+    """Per pattern ``O``, the model's imputations of the stored rows ``rows`` from their blocks in ``O`` alone
     [design 2.3]: one posterior for every pattern together (the stored rows repeated once per pattern)."""
-    n_c = filled[0].shape[0]
-    masks = torch.tensor(patterns, dtype=torch.bool, device=filled[0].device).repeat_interleave(n_c, dim=0)
-    imputed = params.impute(params.posterior([f.repeat(len(patterns), 1) for f in filled], masks))
+    n_c = rows[0].shape[0]
+    masks = torch.tensor(patterns, dtype=torch.bool, device=rows[0].device).repeat_interleave(n_c, dim=0)
+    imputed = params.impute(params.posterior([r.repeat(len(patterns), 1) for r in rows], masks))
     return [[b[i * n_c : (i + 1) * n_c] for b in imputed] for i in range(len(patterns))]
 
 
-def _centre_terms(pattern, alone, stored, centres_observed, bandwidth, return_variance):
+def _centre_terms(pattern, alone, stored, centres, bandwidth, return_variance):
     """Everything the kernel of one missingness pattern needs from the stored rows [design 2.9]; ``alone`` are the
     model's imputations of the stored rows from their blocks in the pattern (:func:`_imputed_from`)."""
-    _, filled, scaled, square_norms, log_weights = stored
+    psi, scaled, square_norms, log_weights = stored
     seen = [m for m, o in enumerate(pattern) if o]
+    width = sum(centres.rows[m].shape[1] for m in seen)
     # ||z^O - x^O||^2_{Psi_O^-1}: its part that depends on the query alone cancels in the softmax, the rest is one
     # product with the stored rows' scaled blocks; a stored row's weight w_j enters as log w_j
-    scale = 1.0 / (2 * bandwidth * sum(filled[m].shape[1] for m in seen))
+    scale = 1.0 / (2 * bandwidth * width)
     # logits = query @ centre_terms.T - centre_bias, the query in Psi^-1/2 units (query_scale)
     centre_terms = 2 * scale * torch.cat([scaled[m] for m in seen], dim=1)
     centre_bias = scale * square_norms[:, seen].sum(1) - log_weights
-    query_scale = torch.cat([stored[0][m].rsqrt().expand(filled[m].shape[1]) for m in seen])
-    # per missing block m that some stored row observes, the residuals r = x^m - zhat^m(x^O) and a column of
-    # ones (and r^2 for the spread), zero in the rows that miss m: one product with the kernel gives every
-    # weighted sum
+    query_scale = torch.cat([psi[m].rsqrt().expand(centres.rows[m].shape[1]) for m in seen])
+    # per missing block m that some stored row observes: the residual r = x^m - zhat^m(x^O) of the group's mean
+    # observed block m and the share f of the group's weight that observes it, as columns [r f, f] (and r^2 f for
+    # the spread), zero where no row of the group observes m: one product with the kernel gives every weighted sum
     columns, layout = [], []
     for m in (m for m, o in enumerate(pattern) if not o):
-        if bool(centres_observed[:, m].any()):  # no stored row observes m: the model alone
-            mask = centres_observed[:, m, None].to(filled[m].dtype)
-            r = (filled[m] - alone[m]) * mask
-            columns += [r, mask, r**2] if return_variance else [r, mask]
+        if bool((centres.counts[:, m] > 0).any()):  # no stored row observes m: the model alone
+            f = (centres.counts[:, m] / centres.weights)[:, None]
+            r = centres.given[m] - alone[m]
+            columns += [r * f, f, r**2 * f] if return_variance else [r * f, f]
             layout.append(m)
     return query_scale, centre_terms, centre_bias, layout, torch.cat(columns, dim=1) if columns else None
 
 
-def representatives(Z, observed, params, size, generator, *, weights=None, axes=None):
-    """At most ``size`` weighted rows that stand for the rows ``Z`` in the kernel of :func:`local_corrections`
-    [design 2.9].
-
-    The rows are completed by the model and scaled as the kernel measures them (every block in units of its noise,
-    a block with principal ``axes`` as its scores on them); ``size`` of them are drawn by D^2 sampling (k-means++
-    seeding, weighted by ``weights``) and every row's weight goes to the drawn row nearest to it. With at most
-    ``size`` rows every row stands for itself.
-
-    Returns the indices of the drawn rows and the weights they carry (summing to the rows' total weight).
-    """
-    n = observed.shape[0]
-    w = torch.ones(n, dtype=Z[0].dtype, device=Z[0].device) if weights is None else weights
-    if n <= size:
-        return torch.arange(n, device=observed.device), w
-    psi = params.kernel_metric().psi
-    scaled = _scaled_blocks(impute_calibrated(Z, observed, params), psi, range(len(Z)))
-    axes = axes or [None] * len(Z)
-    X = torch.cat([s if a is None else s @ a.to(s.dtype) for s, a in zip(scaled, axes)], dim=1)
-    chosen, _ = seed_rows(X, size, generator, weights=w)
-    nearest = torch.cdist(X, X[chosen]).argmin(dim=1)
-    return chosen, torch.zeros(size, dtype=w.dtype, device=w.device).index_add_(0, nearest, w)
-
-
-def local_corrections(Z, observed, params, centres, centres_observed, bandwidth, *, weights=None, chunk_size=2048, cache=None, return_variance=True):
+def local_corrections(Z, observed, params, centres, bandwidth, *, chunk_size=2048, cache=None, return_variance=True):
     """Kernel correction of the imputations by the stored rows' residuals (the ``K -> n`` limit of the mixture) [design 2.9].
 
     Every stored row ``j`` (a "centre", completed by the model where it misses a
@@ -134,7 +167,10 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     where ``zhat^m(.)`` is the model's imputation from the blocks in ``O``
     (``W_m m^(O) + mu_m`` for one linear-Gaussian model, the responsibility-
     weighted one for a mixture) and ``Psi`` the noise variances of the model's
-    marginal covariance (:meth:`kernel_metric`). ``h = inf`` is the model
+    marginal covariance (:meth:`kernel_metric`). A centre standing for a group
+    of rows (:func:`representatives`) sits at their mean row ``x_j``, weighs
+    ``w_j``, and contributes to block ``m`` the residual of the mean block ``m``
+    of its rows that observe it, with the share of ``w_j`` they hold. ``h = inf`` is the model
     itself; small ``h`` approaches the nearest stored neighbour.
 
     Parameters
@@ -142,13 +178,10 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     Z : list of Tensor (n, d_m)
     observed : bool Tensor (n, k)
     params : latent model (LatentParams or MixtureParams)
-    centres : list of Tensor (n_c, d_m)
-        The stored rows' blocks (anything where unobserved).
-    centres_observed : bool Tensor (n_c, k)
+    centres : Centres
+        The stored rows (:func:`training_centres`, :func:`representatives`).
     bandwidth : float
         ``h`` (> 0).
-    weights : Tensor (n_c,) or None
-        ``w_j``, how many rows each centre stands for (:func:`representatives`); None: one each.
     chunk_size : int
         Query rows per kernel matrix (memory ``chunk_size x n_c``).
     cache : CentreCache or None
@@ -169,7 +202,7 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     if cache.stored is None:
         with cache.lock:  # chunks in other threads wait for the one that prepares them
             if cache.stored is None:
-                cache.stored = _stored_terms(params, centres, centres_observed, weights)
+                cache.stored = _stored_terms(params, centres)
     corrections = [torch.zeros_like(z) for z in Z]
     variances = [torch.zeros_like(z) for z in Z] if return_variance else None
     patterns, inverse = missingness_patterns(observed)
@@ -178,9 +211,8 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
     new = [p for p in partial if (p, return_variance) not in cache.patterns]
     fresh = {}
     if new:  # the stored rows' terms of the patterns this call meets first, prepared together
-        for pattern, alone in zip(new, _imputed_from(new, params, cache.stored[1])):
-            terms = _centre_terms(pattern, alone, cache.stored, centres_observed, bandwidth, return_variance)
-            fresh[pattern] = cache.keep((pattern, return_variance), terms)
+        for pattern, alone in zip(new, _imputed_from(new, params, centres.rows)):
+            fresh[pattern] = cache.keep((pattern, return_variance), _centre_terms(pattern, alone, cache.stored, centres, bandwidth, return_variance))
     for p, pattern in enumerate(patterns):
         if pattern not in partial:
             continue
@@ -204,7 +236,7 @@ def local_corrections(Z, observed, params, centres, centres_observed, bandwidth,
                 sums = sums.clone()
                 for i, m in enumerate(layout):
                     if bool(low[:, i].any()):
-                        shifted = logits[low[:, i]].masked_fill(~centres_observed[:, m][None, :], float("-inf"))
+                        shifted = logits[low[:, i]].masked_fill(~(centres.counts[:, m] > 0)[None, :], float("-inf"))
                         block = slice(starts[i], starts[i] + widths[i])
                         sums[low[:, i], block] = torch.exp(shifted - shifted.amax(dim=1, keepdim=True)) @ columns[:, block]
             for i, m in enumerate(layout):
