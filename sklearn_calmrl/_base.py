@@ -220,13 +220,13 @@ local_bandwidth : float or None, default=0.3
     carries them: fit with ``local_bandwidth=None`` to share a model without
     them.""",
     'max_block_width': """\
-max_block_width : int or None, default=96
+max_block_width : int or None, default=256
     The widest a block enters the output [design 5.1]: a block with more
     columns enters as its calibrated standardized columns projected on its
     ``max_block_width`` leading principal axes (computed at fit from the
     training rows that observe it; columns ``<modality>_pc<j>``), a narrower
     block enters whole. So the output stays compact on wide blocks (a
-    20,000-gene block gives 96 columns, not 20,000) and keeps every column of
+    20,000-gene block gives 256 columns, not 20,000) and keeps every column of
     narrow ones. None keeps every block whole (the input's width).
     :meth:`impute` always returns every column.""",
     'add_indicator': """\

@@ -191,7 +191,7 @@ class CalMRLTransformer(MultimodalBase):
         latent_dim="auto",
         n_components=1,
         local_bandwidth=0.3,
-        max_block_width=96,
+        max_block_width=256,
         add_indicator=True,
         embed_dim=None,
         hidden_layer_sizes=(128,),

@@ -81,7 +81,7 @@ class MultiViewPPCA(MultimodalBase):
     >>> data = load_multiple_features()
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
     >>> MultiViewPPCA(data.modalities, latent_dim=8, random_state=0).fit_transform(X).shape
-    (2000, 391)
+    (2000, 649)
     """
 
     _parameter_constraints: dict = {
@@ -98,7 +98,7 @@ class MultiViewPPCA(MultimodalBase):
         latent_dim="auto",
         n_components=1,
         local_bandwidth=0.3,
-        max_block_width=96,
+        max_block_width=256,
         add_indicator=True,
         noise="isotropic",
         output="concat",

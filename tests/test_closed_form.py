@@ -148,7 +148,7 @@ def test_principal_axes_are_the_leading_right_singular_vectors(exact_below):
 
 
 def test_wide_blocks_enter_the_output_as_their_principal_scores():
-    """``max_block_width`` bounds the output [design 5.1]: a block of 2,000 features gives 96 columns (its scores on
+    """``max_block_width`` bounds the output [design 5.1]: a block of 2,000 features gives 256 columns (its scores on
     its leading axes from the training rows that observe it), a narrow one all of its own; ``impute`` keeps every
     column, and the scores are the completed standardized block times the axes."""
     from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
@@ -158,18 +158,20 @@ def test_wide_blocks_enter_the_output_as_their_principal_scores():
     X = ampute_modalities(X, mods, rate=0.4, random_state=0)
     ppca = MultiViewPPCA(mods, random_state=0).fit(X)
     Z = ppca.transform(X)
-    assert Z.shape == (300, 96 + 40 + 96 + 3)  # the input has 2,190 columns
+    assert Z.shape == (300, 256 + 40 + 150 + 3)  # the input has 2,190 columns
     names = ppca.get_feature_names_out()
-    assert names[0] == "m0_pc0" and names[96] == "x2000" and names[136] == "m2_pc0" and names[-1] == "observed_m2"
+    assert names[0] == "m0_pc0" and names[256] == "x2000" and names[296] == "x2040" and names[-1] == "observed_m2"
     assert ppca.impute(X).shape == X.shape
     standardized = (ppca.impute(X) - ppca.feature_mean_) / ppca.feature_scale_
     axes = ppca._model_.axes
-    assert axes[1] is None and axes[0].shape == (2000, 96)
-    np.testing.assert_allclose(Z[:, :96], standardized[:, :2000] @ axes[0].numpy(), atol=1e-8)
-    np.testing.assert_allclose(Z[:, 96:136], standardized[:, 2000:2040], atol=1e-10)
+    assert axes[1] is None and axes[2] is None and axes[0].shape == (2000, 256)
+    np.testing.assert_allclose(Z[:, :256], standardized[:, :2000] @ axes[0].numpy(), atol=1e-8)
+    np.testing.assert_allclose(Z[:, 256:446], standardized[:, 2000:], atol=1e-10)
+    narrow = MultiViewPPCA(mods, max_block_width=64, random_state=0).fit(X)
+    assert narrow.transform(X).shape == (300, 64 + 40 + 64 + 3)
     whole = MultiViewPPCA(mods, max_block_width=None, random_state=0).fit(X)
     assert whole.transform(X).shape == (300, 2190 + 3)
     calmrl = CalMRLTransformer(mods, max_epochs=1, random_state=0).fit(X)
     q = calmrl.latent_dim_
-    assert calmrl.transform(X).shape == (300, 3 * q + 96 + 40 + 96 + 3)
+    assert calmrl.transform(X).shape == (300, 3 * q + 256 + 40 + 150 + 3)
     np.testing.assert_allclose(calmrl.transform(X)[:, 3 * q :], Z, atol=1e-8)  # the same blocks as MultiViewPPCA's

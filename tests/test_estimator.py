@@ -51,7 +51,7 @@ def test_pipeline_on_real_data_beats_chance_by_far(mfeat, encoder):
 
 
 @pytest.mark.parametrize(
-    "output,width", [("latent", 8), ("anchor", 16), ("mean", 16), ("embeddings", 6 * 16), ("concat", 6 * 16 + 649 - 216 - 240 + 2 * 96)]
+    "output,width", [("latent", 8), ("anchor", 16), ("mean", 16), ("embeddings", 6 * 16), ("concat", 6 * 16 + 649)]
 )
 def test_outputs_and_feature_names(mfeat, output, width):
     X, _, mods = mfeat
@@ -62,10 +62,8 @@ def test_outputs_and_feature_names(mfeat, output, width):
     assert len(names) == width
     if output in ("concat", "embeddings"):
         assert names[0] == "fou_emb0" and names[95] == "mor_emb15"
-        if output == "concat":  # then the calibrated blocks, named as the input's columns; fac (216) and pix (240),
-            # wider than max_block_width=96, as their principal scores [design 5.1]
-            blocks = [[f"x{j}" for j in idx] if len(idx) <= 96 else [f"{name}_pc{j}" for j in range(96)] for name, idx in mods.items()]
-            assert list(names[96:]) == [n for b in blocks for n in b]
+        if output == "concat":  # then the calibrated blocks (none wider than max_block_width), named as the input's columns
+            assert list(names[96:]) == [f"x{j}" for j in range(649)]
             est.set_params(output="embeddings")
             np.testing.assert_array_equal(Z[:, :96], est.transform(X))
     else:
