@@ -8,13 +8,14 @@ random missing rates and, at the right of each panel, the structured setting wit
 """
 
 import argparse
-from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 DATASETS = {
     "multiple_features": "Multiple Features (6 views)",
@@ -30,14 +31,6 @@ METHODS = {
     "mean-pca": ("mean imputation + PCA", "C7", "x", ":"),
     "cca-mean": ("multi-view CCA", "C4", "d", ":"),
 }
-
-
-def read(results, dataset, kind, tag):
-    for suffix in (".csv", ".csv.gz"):
-        path = Path(results) / f"{dataset}_{kind}_{tag}{suffix}"
-        if path.exists():
-            return pd.read_csv(path)
-    return None
 
 
 def summary(frame, method):
@@ -56,7 +49,7 @@ def main():
     fig, axes = plt.subplots(2, 2, figsize=(9, 7.2), layout="constrained", sharey=False)
     axes = axes.ravel()
     for ax, (dataset, title) in zip(axes, DATASETS.items()):
-        random, structured = (read(args.results, dataset, kind, args.tag) for kind in ("random", "structured"))
+        random, structured = (harness.read_run(args.results, dataset, kind, args.tag) for kind in ("random", "structured"))
         if random is None:
             ax.set_visible(False)
             continue
