@@ -128,7 +128,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="doc/results")
     parser.add_argument("--tag", default="final")
-    parser.add_argument("--extra-tags", nargs="*", default=[], help="runs of further methods on seed 0 (e.g. extras)")
+    parser.add_argument("--extra-tags", nargs="*", default=[], help="runs of further methods on seed 0 (e.g. further_methods mixture_rerun)")
     args = parser.parse_args()
     frames = {}
     for dataset in harness.DATASETS:
