@@ -38,13 +38,13 @@ def summary(frame, method):
     return rows.groupby("level")["acc"].agg(["mean", "std"])
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="doc/results")
     parser.add_argument("--tag", default="final")
     parser.add_argument("--complete-fraction", type=float, default=0.1, help="structured setting shown")
     parser.add_argument("--out", default="doc/_static/benchmark_accuracy.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 7.2), layout="constrained", sharey=False)
     axes = axes.ravel()

@@ -124,12 +124,12 @@ def extras_table(frames, extras, reference=("calmrl", "ppca", "knn-concat")):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="doc/results")
     parser.add_argument("--tag", default="final")
     parser.add_argument("--extra-tags", nargs="*", default=[], help="runs of further methods on seed 0 (e.g. further_methods mixture_rerun)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     frames = {}
     for dataset in harness.DATASETS:
         for kind in ("random", "structured"):
