@@ -40,7 +40,6 @@ from benchmarks.data import (  # noqa: F401 - re-exported: the harness is the sc
     DATASETS,
     DatasetUnavailable,
     ampute,
-    data_home,
     digits_pair,
     load_dataset,
     load_split,
@@ -96,7 +95,7 @@ class Context:
 @dataclass(frozen=True)
 class Method:
     name: str
-    family: str  # 'calmrl' | 'imputer' | 'cca' | 'mofa'
+    family: str  # 'calmrl' | 'imputer' | 'cca' | 'mofa' | 'raw'
     description: str
     make: Callable
     quick: bool = False
