@@ -814,7 +814,7 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, nargs="+", default=None,
                    help="row counts (--transform: 1e3 1e4 1e5; --scaling: 1e4 1e5 1e6; --estep: 1e3 1e4 1e5)")
     p.add_argument("--large", action="store_true", help="--transform: add n = 1e6")
-    p.add_argument("--quick", action="store_true", help="--transform: n in 1e3, 1e4, 2 epochs; --estep: n in 1e3, 1e4, one run")
+    p.add_argument("--quick", action="store_true", help="n in 1e3, 1e4 and 2 epochs (--estep: one run)")
     p.add_argument("--epochs", type=int, default=3, help="--transform, --grid: epochs of the linear encoders")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--repeats", "--repeat", type=int, default=3,
@@ -843,8 +843,7 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     args.mode = args.mode or "transform"
     if args.quick:
-        args.n = [1_000, 10_000]
-        args.epochs = 2 if args.mode == "transform" else args.epochs
+        args.n, args.epochs = [1_000, 10_000], 2
         args.repeats = 1 if args.mode == "estep" else args.repeats
     if args.mode == "transform":
         args.n = list(args.n or [1_000, 10_000, 100_000])
