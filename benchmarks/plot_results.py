@@ -8,13 +8,14 @@ random missing rates and, at the right of each panel, the structured setting wit
 """
 
 import argparse
-from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+
+from benchmarks import harness  # noqa: E402
 
 DATASETS = {
     "multiple_features": "Multiple Features (6 views)",
@@ -32,31 +33,23 @@ METHODS = {
 }
 
 
-def read(results, dataset, kind, tag):
-    for suffix in (".csv", ".csv.gz"):
-        path = Path(results) / f"{dataset}_{kind}_{tag}{suffix}"
-        if path.exists():
-            return pd.read_csv(path)
-    return None
-
-
 def summary(frame, method):
     rows = frame[(frame["method"] == method) & frame["error"].isna()]
     return rows.groupby("level")["acc"].agg(["mean", "std"])
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="doc/results")
     parser.add_argument("--tag", default="final")
     parser.add_argument("--complete-fraction", type=float, default=0.1, help="structured setting shown")
     parser.add_argument("--out", default="doc/_static/benchmark_accuracy.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     fig, axes = plt.subplots(2, 2, figsize=(9, 7.2), layout="constrained", sharey=False)
     axes = axes.ravel()
     for ax, (dataset, title) in zip(axes, DATASETS.items()):
-        random, structured = (read(args.results, dataset, kind, args.tag) for kind in ("random", "structured"))
+        random, structured = (harness.read_run(args.results, dataset, kind, args.tag) for kind in ("random", "structured"))
         if random is None:
             ax.set_visible(False)
             continue

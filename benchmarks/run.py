@@ -12,12 +12,14 @@ Markdown tables to stdout; progress goes to stderr.
 """
 
 import argparse
-import ast
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
+
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
+
+from benchmarks import harness
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", nargs="+", default=["all"],
-                   choices=["multiple_features", "image_segmentation", "digits_halves", "breast_cancer_views", "all"],
+                   choices=[*harness.DATASETS, "all"],
                    help="one or more data sets (default all four)")
     p.add_argument("--rates", type=float, nargs="+", default=None,
                    help="missingness rates of the random kind (default 0 0.3 0.5 0.7; quick: 0.5 0.7)")
@@ -61,41 +63,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _parse_params(items):
-    params = {}
-    for item in items:
-        if "=" not in item:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            params[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key] = value
-    return params
-
-
-def setup(threads):
-    """BLAS and torch on ``threads`` threads, the repository importable; returns a progress logger (stderr)."""
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    sys.path.insert(0, str(HERE.parent))
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
-    return log
-
-
 def main(argv=None):
     args = parse_args(argv)
-    log = setup(args.threads)
-    from benchmarks import harness
-
+    log = harness.use_threads(args.threads)
     if args.list_methods:
         for m in harness.METHODS:
             ok, reason = harness.available(m)
@@ -107,7 +77,10 @@ def main(argv=None):
     seeds = args.seeds or (1 if quick else 3)
     folds = args.folds or (3 if quick else 5)
     kinds = args.kinds or (["structured"] if args.structured else ["random"])
-    calmrl_params = _parse_params(args.params)
+    try:
+        calmrl_params = harness.parse_kwargs(*args.params)
+    except ValueError as exc:
+        raise SystemExit(f"--set expects KEY=VALUE: {exc}") from None
     if args.epochs is not None:
         calmrl_params["max_epochs"] = args.epochs
     elif quick:
@@ -133,7 +106,7 @@ def main(argv=None):
             )
             wall = time.perf_counter() - t0
             spec = harness.DATASETS[dataset]
-            names = list(spec["loader"]().modalities)
+            names = list(harness.load_dataset(dataset)[2])
             retrieval = retrieval_pairs or spec["retrieval"]
             missing = ("random: a fraction `rate` of rows lose a random non-empty proper subset of modalities"
                        if kind == "random" else

@@ -7,11 +7,12 @@ Reads the per-run CSV files of ``benchmarks/run.py`` (``<dataset>_<kind>_<tag>.c
 """
 
 import argparse
-from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import pandas as pd
 
-DATASETS = ["multiple_features", "image_segmentation", "digits_halves", "breast_cancer_views"]
+from benchmarks import harness
+
 CALMRL = ("calmrl", "calmrl-nocal", "calmrl-mlp", "calmrl-gram", "calmrl-mixture")
 # the pairs issue 10 names; the closed-form latent is MultiViewPPCA's posterior mean from one modality
 RETRIEVAL = {"multiple_features": ["pix-fac", "fou-kar", "fac-zer"], "image_segmentation": ["shape-color"],
@@ -19,12 +20,9 @@ RETRIEVAL = {"multiple_features": ["pix-fac", "fou-kar", "fac-zer"], "image_segm
 
 
 def read(results, tag, dataset, kind):
-    for suffix in (".csv", ".csv.gz"):
-        path = Path(results) / f"{dataset}_{kind}_{tag}{suffix}"
-        if path.exists():
-            frame = pd.read_csv(path)
-            return frame[frame["error"].isna()]
-    return None
+    """The runs without an error of one table of ``run.py`` (``harness.read_run``), or None."""
+    frame = harness.read_run(results, dataset, kind, tag)
+    return None if frame is None else frame[frame["error"].isna()]
 
 
 def level_name(kind, level):
@@ -47,7 +45,7 @@ def accuracy_table(frames):
             for method, value in means.items():
                 cells[(method, column)] = f"**{value:.3f}**" if value == best else f"{value:.3f}"
             others = means.drop([m for m in means.index if m in CALMRL or m.startswith("ppca")], errors="ignore")
-            if "calmrl" in means:
+            if "calmrl" in means and len(others):  # a table of CalMRL / MultiViewPPCA alone has no gap
                 gap = means["calmrl"] - others.max()
                 cells[("calmrl - best non-CalMRL", column)] = f"{100 * gap:+.1f} ({others.idxmax()})"
     methods = sorted({m for m, _ in cells}, key=lambda m: (m.startswith("calmrl -"), m))
@@ -126,14 +124,14 @@ def extras_table(frames, extras, reference=("calmrl", "ppca", "knn-concat")):
     return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="doc/results")
     parser.add_argument("--tag", default="final")
-    parser.add_argument("--extra-tags", nargs="*", default=[], help="runs of further methods on seed 0 (e.g. extras)")
-    args = parser.parse_args()
+    parser.add_argument("--extra-tags", nargs="*", default=[], help="runs of further methods on seed 0 (e.g. further_methods mixture_rerun)")
+    args = parser.parse_args(argv)
     frames = {}
-    for dataset in DATASETS:
+    for dataset in harness.DATASETS:
         for kind in ("random", "structured"):
             frame = read(args.results, args.tag, dataset, kind)
             if frame is not None:

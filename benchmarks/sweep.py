@@ -22,35 +22,30 @@ table of every cell with each default's margin over the best simple baseline, an
 """
 
 import argparse
-import csv
-import gzip
 import math
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import numpy as np
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks import harness
 
 HERE = Path(__file__).resolve().parent
-DATASETS = ["multiple_features", "image_segmentation", "digits_halves", "breast_cancer_views", "digits_pair", "tcga_brca"]
+DATASETS = [*harness.DATASETS, "digits_pair", "tcga_brca"]
 BASELINES = ["mean", "mean-indicator", "mean-pca", "mean-pca32", "knn", "knn-pca", "knn-pca32"]
 HARNESS_NAMES = {"mean": "concat-mean", "knn": "knn-concat"}  # sweep name -> harness method
 DEFAULTS = ["calmrl", "ppca"]
 
 
 def _method(name):
-    """The harness's method of a sweep name; ``calmrl`` / ``ppca`` may carry parameters: ``ppca(local_bandwidth=None)``."""
-    from benchmarks import harness
-
-    kind, _, text = name.partition("(")
-    if not text:
-        return harness.METHODS_BY_NAME[HARNESS_NAMES.get(name, name)]
-    params = harness.parse_kwargs(text[:-1])
-    from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
-
-    cls = {"calmrl": CalMRLTransformer, "ppca": MultiViewPPCA}[kind]
-    return harness.Method(name, "calmrl", name, lambda ctx: cls(ctx.modalities, random_state=ctx.seed, **params))
+    """The harness's method of a sweep name (``mean``, ``knn`` or a harness name), or ``calmrl(...)`` / ``ppca(...)``
+    with parameters, e.g. ``ppca(local_bandwidth=None)`` (``harness.method_from_text``)."""
+    return harness.method_from_text(HARNESS_NAMES.get(name, name))
 
 
 def heldout_blocks(observed, rng):
@@ -76,22 +71,14 @@ def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log,
     """One cell: every method and probe on every fold. Returns one record per (fold, method, probe); with
     ``imputation`` the estimators' records also hold ``imp_mse`` (:func:`imputation_error` of one block hidden in
     every test row that observes two or more, the same blocks for every method)."""
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-    from sklearn.preprocessing import StandardScaler
-
-    from benchmarks import harness
-    from sklearn_calmrl.datasets import ampute_modalities, ampute_modalities_structured
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if setting == "structured":
-            names = list(mods)
-            pairs = [(n,) for n in names] if len(names) == 2 else [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
-            Xa = ampute_modalities_structured(X, mods, pairs=pairs, complete_fraction=0.1, random_state=seed)
-        else:
-            Xa = ampute_modalities(X, mods, rate=float(setting), random_state=seed)
+    if setting == "structured":
+        names = list(mods)
+        pairs = [(n,) for n in names] if len(names) == 2 else [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
+        Xa = harness.ampute(X, mods, pairs=pairs, complete_fraction=0.1, seed=seed)
+    else:
+        Xa = harness.ampute(X, mods, rate=float(setting), seed=seed)
     n_classes = len(np.unique(y))
-    observed = np.stack([~np.isnan(Xa[:, idx]).all(axis=1) for idx in mods.values()], axis=1)
+    observed = harness.observed(Xa, mods)
     scale = StandardScaler().fit(X)
     rows = []
     for fold, (train, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(Xa, y)):
@@ -175,15 +162,6 @@ def summarize(records, probe="linear"):
     return "\n".join(lines)
 
 
-def read_records(paths):
-    """The records of earlier runs' CSV files (``.csv`` or ``.csv.gz``), merged."""
-    records = []
-    for path in paths:
-        with (gzip.open(path, "rt") if str(path).endswith(".gz") else open(path)) as fh:
-            records += list(csv.DictReader(fh))
-    return records
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", choices=["tune", "eval"], default="tune")
@@ -203,27 +181,20 @@ def main(argv=None):
     p.add_argument("--summarize", nargs="+", metavar="CSV", help="only print the tables of earlier runs' CSV files, merged")
     args = p.parse_args(argv)
     if args.summarize:
-        records = read_records(args.summarize)
+        records = harness.read_records(args.summarize)
         print("\n\n".join(t for t in (summarize(records, probe) for probe in ("linear", "hgb")) if t))
         return 0
-    sys.path.insert(0, str(HERE.parent))
-    from benchmarks import harness
-    from benchmarks.run import setup
-
-    log = setup(args.threads)
+    log = harness.use_threads(args.threads)
     probes = ["linear", "hgb"] if args.hgb else ["linear"]
     methods = args.methods + (["nan"] if args.hgb and "nan" not in args.methods else [])
     datasets = DATASETS if "all" in args.dataset else args.dataset
     records, t_all = [], time.perf_counter()
     for ds in datasets:
         try:
-            X0, y0, mods0 = harness.load_dataset(ds)
+            X0, y0, mods0 = harness.load_split(ds, args.rows)
         except harness.DatasetUnavailable as exc:
             log(f"skipping {ds}: {exc}")
             continue
-        tune, evaluate = harness.tuning_split(y0)
-        rows = tune if args.rows == "tune" else evaluate
-        X0, y0 = X0[rows], y0[rows]
         for w in args.widen:
             for seed in range(args.seeds):
                 X, mods = harness.widen(X0, mods0, w, seed, args.widen_kind)
@@ -239,10 +210,7 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"sweep_{args.rows}" + (f"_{args.tag}" if args.tag else "")
-    with open(out / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    harness.write_csv(records, out / f"{stem}.csv", formatted=False)
     command = "python benchmarks/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     tables = "\n\n".join(t for t in (summarize(records, probe) for probe in probes) if t)
     text = f"Command: `{command}`\n\n{harness.environment_summary()}\n\n{tables}\n\nWall time {time.perf_counter() - t_all:.0f} s.\n"

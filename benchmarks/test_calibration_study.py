@@ -13,12 +13,12 @@ def _rows(path):
         return list(csv.DictReader(fh))
 
 
-def test_synthetic_quick_path(tmp_path, one_thread, capsys):
+def test_synthetic_quick_path(tmp_path, script_threads, capsys):
     methods = ["ppca", "start", "lin-cal", "lin-uncal"]
-    assert study.main(["--quick", "--n-train", "300", "--n-test", "120", "--n-retrieval", "100", "--epochs", "2",
-                       "--methods", *methods, "--out", str(tmp_path)]) == 0
+    assert study.main(["--quick", "--seeds", "1", "--n-train", "300", "--n-test", "120", "--n-retrieval", "100",
+                       "--epochs", "2", "--methods", *methods, "--out", str(tmp_path)]) == 0
     rows = _rows(tmp_path / "synthetic_quick.csv")
-    assert len(rows) == 2 * len(methods)  # 2 seeds x 1 complete fraction
+    assert len(rows) == len(methods)  # 1 seed x 1 complete fraction
     assert all(r["error"] == "" for r in rows)
     by = {(r["method"], r["seed"]): r for r in rows}
     for r in rows:
@@ -33,14 +33,14 @@ def test_synthetic_quick_path(tmp_path, one_thread, capsys):
     assert "Paired differences" in md and "| start |" in md
 
 
-def test_epoch_rows_control_and_mfeat(tmp_path, one_thread, monkeypatch):
+def test_epoch_rows_control_and_mfeat(tmp_path, script_threads, monkeypatch):
     from sklearn_calmrl import _training
 
     monkeypatch.setattr(_training, "EPOCH_ROWS", _training.EPOCH_ROWS)  # restored after the test
     assert study.main(["--quick", "--study", "mfeat", "--seeds", "1", "--mf-max-rows", "200", "--epochs", "1",
-                       "--methods", "lin-cal", "lin-uncal", "--epoch-rows", "0", "--out", str(tmp_path)]) == 0
+                       "--methods", "lin-uncal", "--epoch-rows", "0", "--out", str(tmp_path)]) == 0
     rows = _rows(tmp_path / "mfeat_quick.csv")
-    assert len(rows) == 2 * 2 and {r["epoch_rows"] for r in rows} == {"all"} and {r["fold"] for r in rows} == {"0", "1"}
+    assert len(rows) == 2 and {r["epoch_rows"] for r in rows} == {"all"} and {r["fold"] for r in rows} == {"0", "1"}
     assert all(r["error"] == "" for r in rows)
     # Multiple Features' structured groups pair pix with every other modality: 5 frequent, 10 rare pairs.
     assert "r1_fou-kar" in rows[0] and "r1_fou-pix" in rows[0]

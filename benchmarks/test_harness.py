@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmark harness (benchmarks/): fast, tiny settings; the full benchmark is not a test."""
+"""The benchmark harness (benchmarks/harness.py): methods, metrics, protocol, parsers, readers and writers; tiny
+settings, the full benchmark is not a test."""
 
 import math
 
@@ -6,7 +7,6 @@ import numpy as np
 import pytest
 
 from benchmarks import harness
-from benchmarks.baselines import GeneralizedCCA
 
 
 def test_retrieval_recall_identity_and_chance():
@@ -20,26 +20,6 @@ def test_retrieval_recall_identity_and_chance():
     # Shuffled gallery: near chance.
     r = harness.retrieval_recall(Q, Q[rng.permutation(50)], ks=(1,))
     assert r[1] < 0.2
-
-
-def test_generalized_cca_recovers_shared_signal():
-    rng = np.random.RandomState(0)
-    n = 400
-    z = rng.randn(n, 2)
-    X1 = z @ rng.randn(2, 5) + 0.1 * rng.randn(n, 5)
-    X2 = z @ rng.randn(2, 6) + 0.1 * rng.randn(n, 6)
-    X = np.hstack([X1, X2])
-    cca = GeneralizedCCA([5, 6], n_components=2, reg=1e-3).fit(X)
-    assert cca.singular_values_[0] > 1.35  # sqrt(2) when the two views agree perfectly
-    only1, only2 = X.copy(), X.copy()
-    only1[:, 5:] = np.nan
-    only2[:, :5] = np.nan
-    G1, G2 = cca.transform(only1), cca.transform(only2)
-    for c in range(2):
-        assert abs(np.corrcoef(G1[:, c], G2[:, c])[0, 1]) > 0.95
-    # On the training rows the projection reproduces the left singular vectors (orthonormal columns).
-    G = cca.transform(X)
-    np.testing.assert_allclose(G.T @ G, np.eye(2), atol=1e-8)
 
 
 def test_harness_smoke(tmp_path, one_thread):
@@ -96,24 +76,49 @@ def test_method_selection():
     assert {"ppca", "calmrl", "mean-pca"} <= {m.name for m in quick}
     with pytest.raises(ValueError, match="unknown method"):
         harness.select_methods(["nope"])
-    skipped = []
-    harness.select_methods(["imml"], log=skipped.append)
-    assert skipped and "imml" in skipped[0]
 
 
-def test_sweep_widening_stays_inside_blocks_and_cells_merge():
-    from benchmarks import sweep
+def test_parse_kwargs_is_the_one_parser_of_name_value_options():
+    assert harness.parse_kwargs("latent_dim=8, output='latent'") == {"latent_dim": 8, "output": "latent"}
+    assert harness.parse_kwargs("") == {} and harness.parse_kwargs() == {}
+    # run.py --set items: one per argument, a value that is not Python kept as its text
+    assert harness.parse_kwargs("latent_dim=16", "output=latent", "device=cuda:0", "noise=None", "sizes=1,2") == {
+        "latent_dim": 16, "output": "latent", "device": "cuda:0", "noise": None, "sizes": (1, 2)}
+    assert harness.parse_kwargs("alignment=('pmrl', {'matching_weight': 0.1})") == {
+        "alignment": ("pmrl", {"matching_weight": 0.1})}
+    for bad in ("latent_dim", "8", "1=2", "=2"):
+        with pytest.raises(ValueError):
+            harness.parse_kwargs(bad)
 
-    X = np.arange(12.0).reshape(3, 4)
-    mods = {"a": [0, 1], "b": [2, 3]}
-    Xw, wide = harness.widen(X, mods, 1, seed=0)
-    assert Xw.shape == (3, 8) and wide == {"a": [0, 1, 2, 3], "b": [4, 5, 6, 7]}
-    np.testing.assert_array_equal(Xw[:, [0, 1, 4, 5]], X)  # the original columns lead their block
-    assert harness.widen(X, mods, 0, seed=0)[0] is X
-    A, y, pair = harness.digits_pair()
-    assert A.shape == (1797, 1568) and list(pair) == ["a", "b"] and len(pair["b"]) == 784
-    rec = dict(dataset="d", widen="0", setting="0.5", seed=0)
-    records = [dict(rec, n_train="600", n_used=265, method=m, fold=0, acc=a) for m, a in (("mean", 0.8), ("ppca", 0.85))]
-    records += [dict(rec, n_train="all", n_used=265, method=m, fold=0, acc=a) for m, a in (("mean", 0.8), ("ppca", 0.85))]
-    text = sweep.summarize(records)
-    assert text.count("| d n=all w=0 0.5 |") == 1 and "| ppca | +5.0 | +5.00 | 0 | 1 |" in text
+
+def test_methods_named_on_a_command_line():
+    assert harness.method_from_text("knn-concat") is harness.METHODS_BY_NAME["knn-concat"]
+    ctx = harness.Context({"a": [0, 1], "b": [2]}, 3, 50, seed=4)
+    ppca = harness.method_from_text("ppca(local_bandwidth=None, latent_dim=2)")
+    est = ppca.make(ctx)
+    assert ppca.name == "ppca(local_bandwidth=None, latent_dim=2)" and ppca.family == "calmrl"
+    assert type(est).__name__ == "MultiViewPPCA" and est.local_bandwidth is None and est.random_state == 4
+    assert harness.method_from_text("calmrl(encoder='mlp')").make(ctx).encoder == "mlp"
+    for bad in ("nope", "pca(n=2)", "ppca(latent_dim=2"):
+        with pytest.raises(ValueError):
+            harness.method_from_text(bad)
+
+
+def test_results_written_and_read_back(tmp_path):
+    import gzip
+    import shutil
+
+    rows = [dict(method="a", acc=0.123456789, imp_mse=math.nan, fold=0), dict(method="b", acc=1.0, fold=1, extra="x")]
+    harness.write_csv(rows, tmp_path / "formatted.csv")
+    harness.write_csv(rows, tmp_path / "raw.csv", formatted=False)
+    with open(tmp_path / "raw.csv", "rb") as src, gzip.open(tmp_path / "raw.csv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    formatted = harness.read_records([tmp_path / "formatted.csv"])
+    assert list(formatted[0]) == ["method", "acc", "imp_mse", "fold", "extra"]
+    assert formatted[0]["acc"] == "0.123457" and formatted[0]["imp_mse"] == "" and formatted[1]["extra"] == "x"
+    raw = harness.read_records([tmp_path / "raw.csv", tmp_path / "raw.csv.gz"])
+    assert len(raw) == 4 and raw[0]["acc"] == "0.123456789" and raw[0]["imp_mse"] == "nan" and raw[2] == raw[0]
+    (tmp_path / "raw.csv.gz").rename(tmp_path / "d_random_t.csv.gz")
+    frame = harness.read_run(tmp_path, "d", "random", "t")
+    assert list(frame["method"]) == ["a", "b"] and harness.read_run(tmp_path, "d", "structured", "t") is None
+    assert harness.markdown_table(["x", "y"], [["1", "2"]]) == "| x | y |\n|---|---|\n| 1 | 2 |"
