@@ -20,13 +20,15 @@ worst and mean margin of every candidate over the best simple baseline (``sweep.
 """
 
 import argparse
-import csv
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import _checkout  # noqa: F401 - this checkout's benchmarks and sklearn_calmrl first (benchmarks/_checkout.py)
 import numpy as np
+
+from benchmarks import harness, sweep
 
 HERE = Path(__file__).resolve().parent
 WIDTHS = (16, 32, 64, 96, 128, 192, 256)
@@ -110,63 +112,32 @@ def main(argv=None):
     p.add_argument("--out", default=str(HERE / "results"))
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(HERE.parent))
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
-    from benchmarks import harness, sweep
-    from benchmarks.run import setup
-    from sklearn_calmrl.datasets import ampute_modalities, ampute_modalities_structured
-
-    log = setup(1)
+    log = harness.use_threads(1)
     records, t0 = [], time.perf_counter()
     for ds in sweep.DATASETS if "all" in args.dataset else args.dataset:
         try:
-            X0, y0, mods0 = harness.load_dataset(ds)
+            X0, y, mods0 = harness.load_split(ds, "tune")
         except harness.DatasetUnavailable as exc:
             log(f"skipping {ds}: {exc}")
             continue
-        tune, _ = harness.tuning_split(y0)
-        X0, y0 = X0[tune], y0[tune]
-        for w, seed in [(w, seed) for w in args.widen for seed in range(args.seeds)]:
+        for w, seed, setting in [(w, seed, setting) for w in args.widen for seed in range(args.seeds) for setting in args.settings]:
             Xw, mods = harness.widen(X0, mods0, w, seed)
-            for setting in args.settings:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    if setting == "structured":
-                        names = list(mods)
-                        pairs = [(n,) for n in names] if len(names) == 2 else [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
-                        X = ampute_modalities_structured(Xw, mods, pairs=pairs, complete_fraction=0.1, random_state=seed)
-                    else:
-                        X = ampute_modalities(Xw, mods, rate=float(setting), random_state=seed)
-                for n in args.n_train:
-                    for fold, (train, test) in enumerate(StratifiedKFold(3, shuffle=True, random_state=seed).split(X, y0)):
-                        subsampled = n != "all" and int(n) < len(train) - len(np.unique(y0))
-                        if subsampled:
-                            train, _ = train_test_split(train, train_size=int(n), stratify=y0[train], random_state=seed + fold)
-                        reps = {}
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore")
-                            for name in sweep.BASELINES + ["ppca"]:
-                                method = sweep._method(name)
-                                pipe = harness.user_pipeline(method, harness.Context(mods, X.shape[1], len(train), seed))
-                                reps[name] = (pipe.fit_transform(X[train]), pipe.transform(X[test]))
-                            reps.update({f"ppca:{k}": v for k, v in candidates(pipe, X[train], X[test]).items()})
-                        for name, (A, B) in reps.items():
-                            clf = harness.make_probe("linear", seed).fit(A, y0[train])
-                            records.append(dict(dataset=ds, n_train=n, n_used=len(train), subsampled=subsampled, widen=w, setting=setting, seed=seed,
-                                                method=name, probe="linear", fold=fold, acc=float((clf.predict(B) == y0[test]).mean()), width=A.shape[1]))
-                        log(f"{ds} n={n} w={w:g} {setting} seed {seed} fold {fold}: {len(reps)} representations")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "output_study_tune" + (f"_{args.tag}" if args.tag else "")
-    with open(out / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    command = "python benchmarks/output_study.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = f"Command: `{command}`\n\n{harness.environment_summary()}\n\n{sweep.summarize(records)}\n\nWall time {time.perf_counter() - t0:.0f} s.\n"
-    (out / f"{stem}.md").write_text(text)
-    print(text)
+            X = sweep.amputed(Xw, mods, setting, seed)
+            for n in args.n_train:
+                for fold, train, test, subsampled in sweep.training_folds(y, 3, seed, n):
+                    reps = {}
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        for name in sweep.BASELINES + ["ppca"]:
+                            pipe = harness.user_pipeline(sweep._method(name), harness.Context(mods, X.shape[1], len(train), seed))
+                            reps[name] = (pipe.fit_transform(X[train]), pipe.transform(X[test]))
+                        reps.update({f"ppca:{k}": v for k, v in candidates(pipe, X[train], X[test]).items()})
+                    for name, (A, B) in reps.items():
+                        clf = harness.make_probe("linear", seed).fit(A, y[train])
+                        records.append(dict(dataset=ds, n_train=n, n_used=len(train), subsampled=subsampled, widen=w, setting=setting, seed=seed,
+                                            method=name, probe="linear", fold=fold, acc=float((clf.predict(B) == y[test]).mean()), width=A.shape[1]))
+                    log(f"{ds} n={n} w={w:g} {setting} seed {seed} fold {fold}: {len(reps)} representations")
+    sweep.write_report(records, Path(args.out) / ("output_study_tune" + (f"_{args.tag}" if args.tag else "")), "output_study.py", argv, sweep.summarize(records), t0)
     return 0
 
 

@@ -67,24 +67,36 @@ def imputation_error(pipe, X, rows, hidden, mods, scale):
     return float(np.mean([errors[i, blocks[m]].mean() for i, m in enumerate(hidden)]))
 
 
+def amputed(X, mods, setting, seed):
+    """``X`` with whole blocks missing by a cell's ``setting``: a missing rate, or ``'structured'`` (10% complete
+    rows, the others in groups that keep one modality (two modalities) or a modality and the next one (more))."""
+    if setting != "structured":
+        return harness.ampute(X, mods, rate=float(setting), seed=seed)
+    names = list(mods)
+    pairs = [(n,) for n in names] if len(names) == 2 else [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
+    return harness.ampute(X, mods, pairs=pairs, complete_fraction=0.1, seed=seed)
+
+
+def training_folds(y, folds, seed, n_train):
+    """``(fold, train, test, subsampled)`` of stratified K-fold with ``seed``, each training fold cut to a stratified
+    ``n_train`` rows (``'all'``, or about as many rows as the fold has: the whole fold)."""
+    n_classes = len(np.unique(y))
+    for fold, (train, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
+        subsampled = n_train != "all" and int(n_train) < len(train) - n_classes
+        if subsampled:
+            train, _ = train_test_split(train, train_size=int(n_train), stratify=y[train], random_state=seed + fold)
+        yield fold, train, test, subsampled
+
+
 def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log, imputation=False):
     """One cell: every method and probe on every fold. Returns one record per (fold, method, probe); with
     ``imputation`` the estimators' records also hold ``imp_mse`` (:func:`imputation_error` of one block hidden in
     every test row that observes two or more, the same blocks for every method)."""
-    if setting == "structured":
-        names = list(mods)
-        pairs = [(n,) for n in names] if len(names) == 2 else [(names[i], names[(i + 1) % len(names)]) for i in range(len(names))]
-        Xa = harness.ampute(X, mods, pairs=pairs, complete_fraction=0.1, seed=seed)
-    else:
-        Xa = harness.ampute(X, mods, rate=float(setting), seed=seed)
-    n_classes = len(np.unique(y))
+    Xa = amputed(X, mods, setting, seed)
     observed = harness.observed(Xa, mods)
     scale = StandardScaler().fit(X)
     rows = []
-    for fold, (train, test) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(Xa, y)):
-        subsampled = n_train != "all" and int(n_train) < len(train) - n_classes
-        if subsampled:
-            train, _ = train_test_split(train, train_size=int(n_train), stratify=y[train], random_state=seed + fold)
+    for fold, train, test, subsampled in training_folds(y, folds, seed, n_train):
         Xtr, Xte, ytr, yte = Xa[train], Xa[test], y[train], y[test]
         held, hidden = heldout_blocks(observed[test], np.random.RandomState(10007 * seed + 101 * fold + 7))
         for name in methods:
@@ -207,16 +219,20 @@ def main(argv=None):
     if not records:
         log("nothing ran")
         return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"sweep_{args.rows}" + (f"_{args.tag}" if args.tag else "")
-    harness.write_csv(records, out / f"{stem}.csv", formatted=False)
-    command = "python benchmarks/sweep.py " + " ".join(argv if argv is not None else sys.argv[1:])
     tables = "\n\n".join(t for t in (summarize(records, probe) for probe in probes) if t)
-    text = f"Command: `{command}`\n\n{harness.environment_summary()}\n\n{tables}\n\nWall time {time.perf_counter() - t_all:.0f} s.\n"
-    (out / f"{stem}.md").write_text(text)
-    print(text)
+    write_report(records, Path(args.out) / (f"sweep_{args.rows}" + (f"_{args.tag}" if args.tag else "")), "sweep.py", argv, tables, t_all)
     return 0
+
+
+def write_report(records, stem, script, argv, tables, start):
+    """``<stem>.csv`` (the records) and ``<stem>.md`` (the command, the environment, ``tables``, the wall time since
+    ``start``), and the Markdown on stdout."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    harness.write_csv(records, stem.with_suffix(".csv"), formatted=False)
+    command = f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = f"Command: `{command}`\n\n{harness.environment_summary()}\n\n{tables}\n\nWall time {time.perf_counter() - start:.0f} s.\n"
+    stem.with_suffix(".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
