@@ -1,4 +1,4 @@
-"""The closed-form model of a set of blocks, fitted by EM [design 2], and the random streams of a fit [design 3.5].
+"""The closed-form model of a set of blocks, fitted by EM [design 2].
 
 :class:`ClosedFormModel` is the fitted object behind both estimators:
 :class:`~sklearn_calmrl.MultiViewPPCA` fits one on the standardized blocks
@@ -16,45 +16,36 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import copy
-import dataclasses
 import time
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from ._chunks import chunk_rows
 from ._latent import (
     CentreCache,
-    LatentParams,
-    MixtureParams,
-    MixturePrior,
-    MixtureStatistics,
     RunningStatistics,
-    SufficientStatistics,
     calibrated,
     chunked_statistics,
+    concat_centres,
     fit_em,
     init_mixture,
     init_params,
-    Centres,
-    concat_centres,
     local_corrections,
     log_likelihood,
-    representatives,
-    training_centres,
     m_step,
     predictive_variance,
+    representatives,
+    training_centres,
     variance_explained,
 )
+from ._persistence import plain, unplain
+from ._streams import Seeded, init_rows
 from ._utils import warn
 
-__all__ = ["ClosedFormModel", "random_stream", "init_rows", "chunk_rows", "principal_axes", "plain", "unplain", "CHUNK", "INIT_ROWS"]
+__all__ = ["ClosedFormModel", "Completion", "finite", "principal_axes", "resolve_latent_dim"]
 
-CHUNK = 4096  # rows per chunk of the EM and encoding passes on the CPU: bounds the working set
-INFERENCE_BYTES = 32 << 20  # the standardized float64 rows one chunk of an inference call holds on the CPU [design 3.7]
-DEVICE_CHUNK = 1 << 17  # the same on an accelerator: fewer, larger kernels and host synchronisations [design 3.7]
-INIT_ROWS = 20000  # rows that initialise a latent model of representations, or estimate the variance explained [design 2.6]
 CENTRE_POOL = 4096  # training rows (and rows of each partial_fit chunk) the stored rows are chosen from [design 2.9]
 MAX_CENTRES = 256  # weighted stored rows of the local correction: bounds its cost per imputed row [design 2.9]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
@@ -62,38 +53,6 @@ CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted im
 CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
 EXACT_SVD_WIDTH = 1024  # principal axes of a block by an exact SVD up to this many rows or columns, else randomized [design 5.1]
 
-# the named random streams of a fit's seed [design 3.5]; append new names at the end (the order is the spawn key)
-STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split", "matching head", "block axes")
-
-
-def random_stream(seed, name, *key):
-    """The CPU generator of the random stream ``name`` (and ``key``) of ``seed`` [design 3.5].
-
-    ``np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key))``: the
-    streams of one seed are independent and never coincide (unlike seed offsets),
-    and a CPU generator gives the same draws on every device.
-    """
-    state = np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key)).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def init_rows(n, generator, size=INIT_ROWS):
-    """Indices of at most ``size`` of ``n`` rows, in increasing order [design 2.6].
-
-    All ``n`` rows when ``n <= size`` (``generator`` is then not used), else ``size``
-    rows drawn without replacement by ``generator``.
-    """
-    return torch.randperm(n, generator=generator)[:size].sort().values if n > size else torch.arange(n)
-
-
-def chunk_rows(device, width=None):
-    """Rows per chunk of a no-grad pass on ``device`` (a ``torch.device`` or its name) [design 3.7]: ``DEVICE_CHUNK``
-    on an accelerator; on the CPU ``CHUNK``, or for an inference call over ``width`` columns as many rows as
-    ``INFERENCE_BYTES`` of float64 hold (256 to ``DEVICE_CHUNK``), so that narrow data is imputed in few, large
-    batches and wide data in a bounded working set."""
-    if torch.device(device).type != "cpu":
-        return DEVICE_CHUNK
-    return CHUNK if width is None else int(min(DEVICE_CHUNK, max(256, INFERENCE_BYTES // (8 * max(width, 1)))))
 
 
 def resolve_latent_dim(latent_dim, n_linking, width):
@@ -170,17 +129,6 @@ class Completion(NamedTuple):
     weights: object  # the cross-fitted weights of the imputed blocks [design 2.11], or None
     variance_scales: object  # the cross-fitted factors of their predictive variances [design 2.11], or None
     axes: object  # per block, its leading principal axes (d_m, max_block_width) or None: the output's width [design 5.1]
-
-
-class Seeded:
-    """What a fitted object with a ``seed`` draws and prints: its named random streams [design 3.5] and progress lines."""
-
-    def random(self, name, *key):
-        """The CPU generator of the named random stream ``name`` of this object's seed (:func:`random_stream`)."""
-        return random_stream(self.seed, name, *key)
-
-    def log(self, message):
-        print(f"[CalMRL] {message}", flush=True)
 
 
 class ClosedFormModel(Seeded):
@@ -565,49 +513,3 @@ class ClosedFormModel(Seeded):
         self.__dict__.update(unplain(state))
 
 
-# the records and parameter objects a saved model holds, by name [design 7.3]
-_RECORDS = {cls.__name__: cls for cls in (LatentParams, MixtureParams, MixturePrior, SufficientStatistics, MixtureStatistics, Centres)}
-
-
-def register_record(cls):
-    """Let :func:`plain` / :func:`unplain` carry instances of the dataclass or named tuple ``cls`` [design 7.3]."""
-    _RECORDS[cls.__name__] = cls
-    return cls
-
-
-def plain(obj):
-    """``obj`` as plain data: tensors as CPU numpy arrays (tagged), records and tuples as tagged dicts [design 7.3]."""
-    if torch.is_tensor(obj):
-        return {"__tensor__": obj.detach().cpu().numpy().copy()}
-    if isinstance(obj, RunningStatistics):
-        return {"__record__": "RunningStatistics", "fields": {"total": plain(obj.total), "parts": plain(obj.parts)}}
-    if type(obj).__name__ in _RECORDS and type(obj) is _RECORDS[type(obj).__name__]:
-        names = obj._fields if isinstance(obj, tuple) else [f.name for f in dataclasses.fields(obj)]
-        return {"__record__": type(obj).__name__, "fields": {k: plain(getattr(obj, k)) for k in names}}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [plain(v) for v in obj]}
-    if isinstance(obj, list):
-        return [plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    return obj
-
-
-def unplain(obj):
-    """Inverse of :func:`plain`."""
-    if isinstance(obj, list):
-        return [unplain(v) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return torch.from_numpy(np.array(obj["__tensor__"]))
-    if "__tuple__" in obj:
-        return tuple(unplain(v) for v in obj["__tuple__"])
-    if "__record__" in obj:
-        fields = {k: unplain(v) for k, v in obj["fields"].items()}
-        if obj["__record__"] == "RunningStatistics":
-            running = RunningStatistics()
-            running.total, running.parts = fields["total"], fields["parts"]
-            return running
-        return _RECORDS[obj["__record__"]](**fields)
-    return {k: unplain(v) for k, v in obj.items()}

@@ -15,10 +15,13 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._alignment import ALIGNMENTS, leading_direction, resolve_alignment
-from ._base import MultimodalBase, _shallow_copy, _threaded, shared_docs
+from ._alignment import ALIGNMENTS, resolve_alignment
+from ._base import MultimodalBase, _shallow_copy
+from ._docs import shared_docs
 from ._latent import predictive_variance
+from ._losses import leading_direction
 from ._ppca import MultiViewPPCA
+from ._runtime import threaded
 from ._training import Trainer, encode, hold_out, represent
 
 __all__ = ["CalMRLTransformer"]
@@ -405,7 +408,7 @@ class CalMRLTransformer(MultimodalBase):
         if self._trainer_ is not None:
             self._trainer_.to(device)
 
-    @_threaded
+    @threaded
     def impute_representations(self, X, *, return_variance=False):
         """Per-modality representations with missing modalities imputed [design 2.3].
 

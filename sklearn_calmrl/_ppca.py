@@ -9,8 +9,9 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import MultimodalBase, shared_docs
+from ._base import MultimodalBase
 from ._closed_form import ClosedFormModel
+from ._docs import shared_docs
 from ._latent import posterior
 
 __all__ = ["MultiViewPPCA"]

@@ -29,22 +29,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning
 
-from ._alignment import ALIGNMENTS, pair_infonce
-from ._closed_form import (
-    INIT_ROWS,
-    ClosedFormModel,
-    Seeded,
-    chunk_rows,
-    finite,
-    init_rows,
-    plain,
-    random_stream,
-    register_record,
-    unplain,
-)
+from ._alignment import ALIGNMENTS
+from ._chunks import chunk_rows
+from ._closed_form import ClosedFormModel, finite
 from ._encoders import make_encoder, make_encoders
 from ._latent import calibrated, imputation_confidence, posterior, single_modality_maps
+from ._losses import pair_infonce
 from ._modalities import drop_modalities
+from ._persistence import plain, register_record, unplain
+from ._streams import INIT_ROWS, Seeded, init_rows, random_stream
 from ._utils import warn
 
 __all__ = ["History", "Trainer", "encode", "encode_all", "represent", "hold_out"]

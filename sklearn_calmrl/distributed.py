@@ -33,11 +33,13 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import Prepared, _all_or_nothing, _fitted_names, resolve_device
-from ._closed_form import CHUNK, INIT_ROWS, init_rows
+from ._base import Prepared, _all_or_nothing, _fitted_names
+from ._chunks import CHUNK
 from ._estimator import CalMRLTransformer
 from ._latent import chunked_statistics, run_em, summed_statistics
 from ._modalities import FeatureMoments, feature_moments, observed_mask, standardized_blocks
+from ._runtime import resolve_device
+from ._streams import INIT_ROWS, init_rows
 from ._utils import warn
 
 try:

@@ -115,19 +115,6 @@ def test_user_visible_em_warns_when_it_stops_at_its_cap():
         MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(X)
 
 
-def test_random_streams_are_distinct_and_reproducible():
-    """Every named stream of a seed draws its own numbers, the same on every call (design 3.5, issue 18)."""
-    from sklearn_calmrl._closed_form import STREAMS, random_stream
-
-    draws = {(name, key): torch.rand(8, generator=random_stream(7, name, *key)) for name in STREAMS for key in ((), (1,), (2,))}
-    flat = torch.stack(list(draws.values()))
-    assert torch.unique(flat, dim=0).shape[0] == len(draws)  # no two streams (or keys) coincide
-    torch.testing.assert_close(torch.rand(8, generator=random_stream(7, "encoders")), draws["encoders", ()], rtol=0, atol=0)
-    assert not torch.equal(torch.rand(8, generator=random_stream(8, "encoders")), draws["encoders", ()])
-    with pytest.raises(ValueError):
-        random_stream(7, "no such stream")
-
-
 # ----------------------------------------------------------------------------- the output's width [design 5.1]
 @pytest.mark.parametrize("exact_below", [10_000, 8])  # an exact SVD, and the randomized one
 def test_principal_axes_are_the_leading_right_singular_vectors(exact_below):

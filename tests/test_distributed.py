@@ -9,9 +9,10 @@ import torch
 from sklearn.utils import check_random_state
 
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
-from sklearn_calmrl._closed_form import CHUNK, init_rows
+from sklearn_calmrl._chunks import CHUNK
 from sklearn_calmrl._latent import fit_em
 from sklearn_calmrl._modalities import feature_statistics, observed_mask, standardized_blocks
+from sklearn_calmrl._streams import init_rows
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 dask = pytest.importorskip("dask", reason="dask is not installed (optional: pip install 'sklearn-calmrl[distributed]')")

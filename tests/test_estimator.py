@@ -403,24 +403,3 @@ def test_deprecated_options_warn_and_still_work(segment, params, match):
     with pytest.warns(FutureWarning, match=match):
         out = CalMRLTransformer(mods, **{**FAST, **params}).fit_transform(X[:200])
     assert np.isfinite(out).all()
-
-
-def test_alignment_parameters_are_reachable_through_set_params(segment):
-    """A structured alignment parameter (issue 18): PMRL's temperatures through set_params and a grid search."""
-    from sklearn.base import clone
-    from sklearn.model_selection import GridSearchCV
-
-    from sklearn_calmrl import GRAM, PMRL
-
-    X, _, mods, _ = segment
-    est = CalMRLTransformer(mods, alignment=PMRL(tau_intra=0.2), **FAST)
-    assert est.get_params()["alignment__tau_intra"] == 0.2
-    est.set_params(alignment__tau_inter=0.05)
-    assert est.alignment.tau_inter == 0.05 and clone(est).alignment.tau_inter == 0.05
-    search = GridSearchCV(est, {"alignment__tau_intra": [0.1, 0.3]}, cv=2).fit(X[:200])
-    assert search.best_params_["alignment__tau_intra"] in (0.1, 0.3)
-    with pytest.raises(ValueError, match="tau_intra"):
-        CalMRLTransformer(mods, alignment=PMRL(tau_intra=-1.0), **FAST).fit(X[:100])
-    fitted = CalMRLTransformer(mods, alignment=GRAM(pair_weight=0.0), **FAST).fit(X[:200])
-    assert set(fitted.loss_terms_curve_) == {"gram"}  # no pair term at weight 0
-    assert "pair" in CalMRLTransformer(mods, alignment="gram", **FAST).fit(X[:200]).loss_terms_curve_

@@ -5,9 +5,9 @@ from typing import List, NamedTuple
 
 import torch
 
-from .seeding import seed_rows
 from .gaussian import LatentParams, Posterior, SufficientStatistics
 from .protocol import impute_calibrated
+from .seeding import seed_rows
 
 MIXTURE_NOISE_FLOOR = 1e-3  # a component's noise floor: 1e-6 lets components collapse on collinear features [design 2.8]
 
