@@ -6,10 +6,11 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 
 import numbers
 
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval
 
 from ._losses import GRAMLoss, MatchingLoss, Objective, PMRLLoss
+from ._utils import resolved
 
 __all__ = ["ALIGNMENTS", "GRAM", "PMRL", "resolve_alignment"]
 
@@ -124,6 +125,4 @@ ALIGNMENTS = {"pmrl": PMRL, "gram": GRAM}
 
 def resolve_alignment(alignment):
     """``'pmrl'`` / ``'gram'`` as the default instance, an instance as a validated copy [design 4]."""
-    config = ALIGNMENTS[alignment]() if isinstance(alignment, str) else clone(alignment)
-    config._validate_params()
-    return config
+    return resolved(alignment, ALIGNMENTS)

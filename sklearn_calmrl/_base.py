@@ -3,14 +3,16 @@ imputation, scoring, feature names and persistence.
 
 :class:`~sklearn_calmrl.MultiViewPPCA` fits a closed-form model of the standardized blocks;
 :class:`~sklearn_calmrl.CalMRLTransformer` holds such a ``MultiViewPPCA`` and trains encoders
-on top of it. Each implements the hooks this shell calls: ``_fit_prepared``,
-``_partial_fit_prepared``, ``_output_parts``, ``_inference_state``, ``_output_piece``,
-``_part_names``, ``_block_model`` and ``_scored_model``.
+on top of it. Each implements the hooks this shell declares abstract
+(:class:`MultimodalBase`): ``_fit``, ``_output_parts``, ``_inference_state``,
+``_output_piece``, ``_part_names``, ``_block_model``, ``_scored_model`` and
+``_to_device``.
 """
 
 import functools
 import hashlib
 import numbers
+from abc import ABCMeta, abstractmethod
 from typing import NamedTuple
 
 import numpy as np
@@ -25,6 +27,7 @@ from ._chunks import chunk_rows
 from ._latent import NOISE_MODELS, log_likelihood
 from ._modalities import (
     check_fit_input,
+    check_rows_observe,
     feature_moments,
     is_list_of_blocks,
     non_numeric_column,
@@ -37,7 +40,6 @@ from ._modalities import (
     warn_few_rows,
 )
 from ._runtime import resolve_device, threaded
-from ._utils import warn
 
 __all__ = ["MultimodalBase", "Prepared"]
 
@@ -104,6 +106,7 @@ class Prepared(NamedTuple):
     n_features_in: int  # the input's width and column names, for every estimator these rows fit
     feature_names_in: object  # ndarray of str, or None
     n_linking: object = None  # the linking rows of all the data when these rows are a part of it [design 2.10]
+    fit_single: object = None  # fits the single model on all the data when these rows are a sample of it (fit_dask)
 
 
 def latent_attributes(params):
@@ -123,8 +126,9 @@ def latent_attributes(params):
     }
 
 
-class MultimodalBase(TransformerMixin, BaseEstimator):
-    """Shared shell of the two estimators; subclasses add their parameters and implement the hooks."""
+class MultimodalBase(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
+    """Shared shell of the two estimators; subclasses add their parameters and implement the abstract hooks, as
+    scikit-learn's ``BaseMixture`` declares its own."""
 
     # the parameters both estimators share; each adds its own to these
     _shared_parameter_constraints: dict = {
@@ -198,23 +202,11 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                     )
         return X, blocks, observed
 
-    # the values deprecated in 0.2 (design 7.2), by parameter, with what to use instead; subclasses add theirs
-    _deprecated_values: dict = {"noise": {"shared": "use 'isotropic' (one variance per modality)"}}
-
-    def _check_parameters(self, blocks):
-        """Checks that the parameter constraints cannot express (against the resolved ``blocks``), and a
-        FutureWarning for every value of ``_deprecated_values`` (design 7.2)."""
-        for name, values in self._deprecated_values.items():
-            value = getattr(self, name)
-            if isinstance(value, str) and value in values:
-                warn(f"{name}={value!r} is deprecated since 0.2 and will be removed in 0.3: {values[value]}.", FutureWarning)
-
     def _checked_standardization(self, blocks, patterns, n_rows, moments, where):
         """The checks of the rows a fit sees and the standardization they give [design 1.2, 1.3]: shared by ``fit``,
         the first ``partial_fit`` and :func:`~sklearn_calmrl.distributed.fit_dask` (which passes the distinct
         missingness ``patterns`` of its chunks)."""
         check_fit_input(blocks, patterns, n_rows, moments.count, where, getattr(self, "feature_names_in_", None))
-        self._check_parameters(blocks)
         warn_disconnected(patterns, [name for name, _ in blocks])
         return statistics_from_moments(moments, self.standardize)  # [design 1.3]
 
@@ -223,10 +215,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         nothing (one warning), and on a first fit the checks, the standardization and the seed."""
         X, blocks, observed = self._validate_input(X, reset=first)
         keep = observed.any(axis=1)
-        if first and not keep.any():
-            raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
-        if not keep.all():
-            warn(f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); {caller} ignores them.")
+        check_rows_observe(int((~keep).sum()), X.shape[0], caller, first=first)
         seed = None
         if first:
             where = (
@@ -265,6 +254,48 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """Warn about modalities observed in no more training rows than ``latent_dim_`` [design 2.4]."""
         warn_few_rows(counts, [name for name, _ in blocks], self.latent_dim_)
 
+    # ------------------------------------------------------------------ the hooks of the subclasses
+    @abstractmethod
+    def _fit(self, prep, incremental):
+        """Fit on the prepared rows ``prep`` (:class:`Prepared`), or (``incremental``) take one step on a chunk of
+        them [design 3.2]: the one fit path of ``fit``, ``partial_fit`` and
+        :func:`~sklearn_calmrl.distributed.fit_dask`. Sets every fitted attribute; returns False, leaving them as
+        they were, when a chunk is rejected."""
+
+    @abstractmethod
+    def _output_parts(self):
+        """The parts of the output, in column order (``'blocks'``, ``'latent'``, ``'indicator'``, ...) [design 5]:
+        the one definition that :meth:`transform`, :meth:`get_feature_names_out` and
+        :func:`~sklearn_calmrl.distributed.transform_dask` read."""
+
+    @abstractmethod
+    def _inference_state(self, parts):
+        """What every chunk of one inference call of ``parts`` reads, prepared once per call."""
+
+    @abstractmethod
+    def _output_piece(self, part, B, observed, state, done):
+        """The columns of ``part`` for a chunk of standardized blocks ``B`` and its mask; ``done`` holds what the
+        chunk's parts share."""
+
+    @abstractmethod
+    def _part_names(self, part, inputs):
+        """The output column names of ``part`` (``inputs``: the input's feature names); :meth:`_shared_part_names`
+        names the parts both estimators have."""
+
+    @abstractmethod
+    def _block_model(self):
+        """The fitted closed-form model of the standardized blocks (a ``ClosedFormModel``), which :meth:`impute`
+        completes with."""
+
+    @abstractmethod
+    def _scored_model(self):
+        """``(params, represent)``: the float64 latent model :meth:`score_samples` evaluates and the map from a
+        chunk's standardized blocks and mask to what it models."""
+
+    @abstractmethod
+    def _to_device(self, device):
+        """Move the fitted model to ``device``."""
+
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
     @_fit_context(prefer_skip_nested_validation=True)
@@ -288,7 +319,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         for name in _fitted_names(self):  # a refit leaves exactly the attributes of a fresh fit (restored on error)
             delattr(self, name)
         prep = self._prepare(X, first=True, caller="fit")
-        self._fit_prepared(prep)
+        self._fit(prep, incremental=False)
         self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self
 
@@ -346,7 +377,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         prep = self._prepare(X, first=first, caller="partial_fit")
         if first:
             prep = prep._replace(n_linking=n_linking_rows)
-        if prep.n_rows and self._partial_fit_prepared(prep) and first:
+        if prep.n_rows and self._fit(prep, incremental=True) and first:
             self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self
 
@@ -534,7 +565,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
         return np.asarray([n for p in parts for n in self._part_names(p, inputs)], dtype=object)
 
-    def _part_names(self, part, inputs):
+    def _shared_part_names(self, part, inputs):
         """Output column names of the parts both estimators have."""
         if part == "blocks":  # the calibrated blocks, a wide one as its principal scores [design 5.1]
             axes = self._block_model().axes or [None] * len(self.modalities_)

@@ -40,6 +40,7 @@ from ._latent import (
     training_centres,
     variance_explained,
 )
+from ._modalities import linking_rows
 from ._persistence import plain, unplain
 from ._streams import Seeded, init_rows
 from ._utils import warn
@@ -100,11 +101,6 @@ def principal_axes(B, width, generator, exact_below=EXACT_SVD_WIDTH):
         V = torch.cat([V, V.new_zeros(d, width - V.shape[1])], dim=1)
     signs = torch.sign(V.gather(0, V.abs().argmax(dim=0, keepdim=True)))
     return V * torch.where(signs == 0, 1.0, signs)
-
-
-def linking_rows(observed):
-    """Rows that observe at least two modalities, or all rows of a single-modality model [design 2.10]."""
-    return int(observed.shape[0]) if observed.shape[1] == 1 else int((observed.sum(dim=1) >= 2).sum())
 
 
 def finite(*values):
@@ -263,24 +259,41 @@ class ClosedFormModel(Seeded):
         return best
 
     # ------------------------------------------------------------------ the model of the blocks
-    def fit(self, X, observed, *, n_linking=None, fit_single=None, warn_cap=False):
-        """Fit the model of the standardized blocks ``X`` (float64 tensors, zeros where missing) [design 2].
+    def fit(self, X, observed, *, incremental=False, key=None, n_linking=None, fit_single=None, warn_cap=False):
+        """Fit the model of the standardized blocks ``X`` (float64 tensors, zeros where missing) [design 2], or take
+        one incremental step on a chunk of them [design 3.2]; returns False when an incremental M-step was not
+        finite (the model is then only partly updated: the caller works on a :meth:`clone`).
 
-        Resolves ``latent_dim`` (from the linking rows [design 2.10]) and
-        ``n_components`` [design 2.8], runs EM from the start of [design 2.6],
-        keeps stored rows for the local correction [design 2.9], cross-fits the
-        imputation weights [design 2.11] and computes the variance explained
-        [design 2.12].
+        A fit (and the first chunk of an incremental fit) resolves ``latent_dim``
+        (from the linking rows [design 2.10]) and ``n_components`` [design 2.8],
+        runs EM from the start of [design 2.6], keeps stored rows for the local
+        correction [design 2.9], cross-fits the imputation weights [design 2.11]
+        and computes the variance explained [design 2.12]; a later chunk adds
+        stored rows. An incremental step then replaces chunk ``key``'s EM
+        statistics in the running totals and takes one M-step from them
+        (:meth:`incremental_step`).
 
-        ``X`` may be a sample of the rows (:func:`~sklearn_calmrl.distributed.fit_dask`):
-        ``n_linking`` then gives the linking rows of all of them, and
-        ``fit_single(start) -> (params, loglik_curve, n_iter)`` fits the single
-        model on all of them from ``start`` (the default is EM on ``X``); the
-        stored rows, the weights and the variance explained come from ``X``.
+        ``n_linking`` gives the linking rows of all the data when ``X`` is a part
+        of it (the first chunk, or :func:`~sklearn_calmrl.distributed.fit_dask`'s
+        sample). ``fit_single(start) -> (params, loglik_curve, n_iter)`` fits the
+        single model on all the rows from ``start`` (the default is EM on ``X``);
+        the stored rows, the weights and the variance explained come from ``X``.
+        ``warn_cap``: a ConvergenceWarning when EM stops at ``max_iter``.
         """
+        first = self.params is None
+        if first or not incremental:
+            self._fit_blocks(X, observed, n_linking, fit_single, warn_cap)
+        elif self.centres is not None:
+            self._keep_centres(X, observed)
+        if not incremental:
+            return True
+        if not self.incremental:  # the first chunk, or continuing a fitted model: fresh totals and curves
+            self.statistics, self.loglik_curve, self.n_iter, self.incremental = RunningStatistics(), [], 0, True
+        return self.incremental_step(X, observed, key, first=first)
+
+    def _fit_blocks(self, X, observed, n_linking, fit_single, warn_cap):
+        """The fit of :meth:`fit` on all of ``X``."""
         self.latent_dim_ = resolve_latent_dim(self.latent_dim, linking_rows(observed) if n_linking is None else n_linking, sum(x.shape[1] for x in X))
-        if fit_single is not None and self.n_components != 1:
-            raise ValueError(f"a model fitted outside the trainer is a single latent model (n_components=1), got n_components={self.n_components!r}.")
         self.n_components_ = self._select_components(X, observed) if self.n_components == "auto" else int(self.n_components)
         if fit_single is None:
             self.params, self.single, self.loglik_curve, self.n_iter = self._fit_model(
@@ -300,7 +313,6 @@ class ClosedFormModel(Seeded):
         r2, total = variance_explained([x[rows] for x in X], observed[rows], self.params)
         self.variance_explained = (r2.cpu(), total.cpu())
         self.statistics, self.incremental = RunningStatistics(), False
-        return self
 
     def _block_axes(self, B, m):
         """Block ``m``'s leading principal axes from its observed rows ``B`` (at most ``INIT_ROWS`` of them, drawn from
@@ -399,39 +411,22 @@ class ClosedFormModel(Seeded):
         self.loglik_curve.append(history[-1])
 
     # ------------------------------------------------------------------ incremental EM
-    def incremental_step(self, Z, observed, key):
-        """Replace chunk ``key``'s statistics in the running totals and take one M-step from them [design 3.2].
-
-        Returns the chunk's statistics, or None (the model left as it was) when the M-step is not finite.
-        """
+    def incremental_step(self, Z, observed, key, *, first):
+        """Replace chunk ``key``'s statistics in the running totals and take one M-step from them [design 3.2]; the
+        step counts in ``n_iter`` and ``loglik_curve`` (the chunk's mean log-likelihood before it). Returns whether the
+        step was taken: an M-step that is not finite leaves the parameters as they were, with a warning (an error on
+        the ``first`` chunk, which has no parameters to keep)."""
         t0 = time.perf_counter()
         stats = chunked_statistics(Z, observed, self.params, chunk_rows(observed.device))
         self.statistics.update(key, stats)
         params = m_step(self.statistics.total, self.params, noise=self.noise)
         self.time_em += time.perf_counter() - t0
         if not finite(*params.tensors()):
-            return None
-        self.params = params
-        return stats
-
-    def partial_fit(self, X, observed, key, n_linking=None):
-        """One incremental step of the model of the blocks on a chunk [design 3.2]: the first chunk fits it (and
-        its stored rows, weights and variance explained), later chunks add stored rows; then
-        :meth:`incremental_step`. ``n_linking`` (first chunk): the linking rows of all chunks [design 2.10].
-        Returns False when the M-step was not finite."""
-        first = self.params is None
-        if first:
-            self.fit(X, observed, n_linking=n_linking)
-        elif self.centres is not None:
-            self._keep_centres(X, observed)
-        if not self.incremental:  # the first chunk, or continuing a fitted model: fresh totals and curves
-            self.statistics, self.loglik_curve, self.n_iter, self.incremental = RunningStatistics(), [], 0, True
-        stats = self.incremental_step(X, observed, key)
-        if stats is None:
             if first:
                 raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
             warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning)
             return False
+        self.params = params
         self.n_iter += 1
         self.loglik_curve.append(float(stats.loglik) / stats.n_rows)
         return True

@@ -93,8 +93,7 @@ add_indicator : bool, default=True
     'noise': """\
 noise : {'isotropic', 'diagonal'}, default='isotropic'
     Noise model of the latent models: ``s_m^2 I`` per modality or a diagonal
-    per modality (factor analysis) [design 2.4]. ``'shared'`` (one ``s^2`` for
-    all) is deprecated since 0.2 and will be removed in 0.3.""",
+    per modality (factor analysis) [design 2.4].""",
     'standardize': """\
 standardize : bool, default=True
     Standardize every feature on the training rows that observe it.""",

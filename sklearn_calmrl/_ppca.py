@@ -136,18 +136,15 @@ class MultiViewPPCA(MultimodalBase):
             local_bandwidth=self.local_bandwidth, max_block_width=self.max_block_width, seed=seed, verbose=self.verbose, label="closed-form model of the blocks",
         )
 
-    def _fit_prepared(self, prep, **sample):
-        """Fit the closed-form model on the prepared rows [design 2]; ``sample`` passes ``n_linking`` and
-        ``fit_single`` when the rows are a sample (:func:`~sklearn_calmrl.distributed.fit_dask`)."""
-        self._model_ = self._model(prep.seed).fit(prep.X, prep.observed, warn_cap=True, **sample)
-        self._set_fitted(prep, prep.n_rows)
-
-    def _partial_fit_prepared(self, prep):
-        """One incremental step of the closed-form model on a chunk [design 3.2], on a copy kept only when it succeeds."""
-        model = self._model_.clone() if hasattr(self, "_model_") else self._model(prep.seed)
-        if not model.partial_fit(prep.X, prep.observed, prep.key, n_linking=prep.n_linking):
+    def _fit(self, prep, incremental):
+        """Fit the closed-form model on the prepared rows [design 2], or take one incremental step on a chunk
+        [design 3.2] on a copy kept only when it succeeds."""
+        first = not hasattr(self, "_model_")
+        model = self._model(prep.seed) if first or not incremental else self._model_.clone()
+        sample = dict(n_linking=prep.n_linking, fit_single=prep.fit_single)
+        if not model.fit(prep.X, prep.observed, incremental=incremental, key=prep.key, warn_cap=not incremental, **sample):
             return False
-        seen = self.n_samples_seen_ if model.n_iter > 1 else 0  # a fresh incremental run counts from 0
+        seen = self.n_samples_seen_ if incremental and model.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self._model_ = model
         self._set_fitted(prep, seen + prep.n_rows)
         return True
@@ -170,6 +167,9 @@ class MultiViewPPCA(MultimodalBase):
         if part == "blocks":
             return torch.cat(self._model_.compact(self._model_.complete(B, observed, state)[0], state), dim=1)  # [design 2.3, 2.9, 2.11, 5.1]
         return posterior(B, observed, state.params).mean  # "latent" [design 2.2]
+
+    def _part_names(self, part, inputs):
+        return self._shared_part_names(part, inputs)
 
     def _block_model(self):
         return self._model_
