@@ -549,8 +549,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
 
         The calibrated blocks keep the input's feature names (``x0, x1, ...``
         without them), modality by modality; representations are
-        ``<modality>_emb<j>``; ``latent<j>``, ``anchor<j>`` and ``mean<j>`` for
-        the other outputs; ``observed_<modality>`` for the indicators.
+        ``<modality>_emb<j>``, the latent ``latent<j>`` and the indicators
+        ``observed_<modality>``.
 
         Parameters
         ----------

@@ -134,7 +134,7 @@ class ClosedFormModel(Seeded):
     ----------
     latent_dim : int or 'auto'
     n_components : int or 'auto'
-    noise : {'isotropic', 'diagonal', 'shared'}
+    noise : {'isotropic', 'diagonal'}
     max_iter : int
         EM steps of :meth:`fit` (and of the mixture start of :meth:`initialise`).
     tol : float
@@ -175,25 +175,18 @@ class ClosedFormModel(Seeded):
     time_em : float
         Seconds spent in EM.
     incremental : bool
-        False after :meth:`fit`: the next :meth:`partial_fit` starts fresh totals and curves.
+        False after a fit: the next incremental :meth:`fit` starts fresh totals and curves.
     """
 
     def __init__(self, *, latent_dim, n_components, noise, max_iter, tol, local_bandwidth=None, max_block_width=None, seed, verbose=0, label):
-        self.latent_dim = latent_dim
-        self.n_components = n_components
-        self.noise = noise
-        self.max_iter = max_iter
-        self.tol = tol
-        self.local_bandwidth = local_bandwidth
-        self.max_block_width = max_block_width
-        self.seed = seed
-        self.verbose = verbose
-        self.label = label
+        self.latent_dim, self.n_components, self.noise, self.max_iter, self.tol = latent_dim, n_components, noise, max_iter, tol
+        self.local_bandwidth, self.max_block_width = local_bandwidth, max_block_width
+        self.seed, self.verbose, self.label = seed, verbose, label
         self.params = self.single = None
         self.centres = self.imputation_weights = self.variance_scales = self.variance_explained = self.axes = None
         self.statistics = RunningStatistics()
         self.loglik_curve, self.n_iter, self.time_em = [], 0, 0.0
-        self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
+        self.incremental = True  # False after a fit: the next incremental fit starts fresh totals and curves
 
     # ------------------------------------------------------------------ EM
     def _em(self, Z, observed, params, max_iter, label, level=1, warn_cap=False):

@@ -1,4 +1,5 @@
-"""The parameter and attribute descriptions both estimators' docstrings share (numpydoc), written once."""
+"""The parameter and attribute descriptions both estimators' docstrings share (numpydoc), written once, and the
+function that puts them (or another table, as the data set loaders' own) in place."""
 
 import re
 
@@ -154,6 +155,12 @@ feature_names_in_ : ndarray of str
 }
 
 
+# the parameters both estimators list last
+SHARED_DOCS["runtime"] = "\n".join(SHARED_DOCS[name] for name in ("device", "n_jobs", "random_state", "verbose"))
+
+# the attributes of the samples seen and the input, which both estimators list last
+SHARED_DOCS["fitted_input"] = "\n".join(SHARED_DOCS[name] for name in ("n_samples_seen_", "device_", "n_features_in_", "feature_names_in_"))
+
 # the attributes of the fitted model and its input, which both estimators list first
 SHARED_DOCS["fitted_model"] = "\n".join(SHARED_DOCS[name] for name in (
     "modalities_", "feature_mean_", "feature_scale_", "components_", "means_", "noise_variance_", "noise_variances_",
@@ -161,11 +168,12 @@ SHARED_DOCS["fitted_model"] = "\n".join(SHARED_DOCS[name] for name in (
 ))
 
 
-def shared_docs(cls):
-    """Fill the lines ``{name}`` of ``cls``'s docstring with ``SHARED_DOCS[name]``, indented as the line."""
+def shared_docs(obj, docs=SHARED_DOCS):
+    """Fill the lines ``{name}`` of the docstring of ``obj`` (a class or a function) with ``docs[name]``, indented as
+    the line."""
 
     def fill(match):
-        return "\n".join(match.group(1) + line if line else line for line in SHARED_DOCS[match.group(2)].split("\n"))
+        return "\n".join(match.group(1) + line if line else line for line in docs[match.group(2)].split("\n"))
 
-    cls.__doc__ = re.sub(r"^( *)\{(\w+)\}$", fill, cls.__doc__, flags=re.MULTILINE)
-    return cls
+    obj.__doc__ = re.sub(r"^( *)\{(\w+)\}$", fill, obj.__doc__, flags=re.MULTILINE)
+    return obj

@@ -112,10 +112,7 @@ class CalMRLTransformer(MultimodalBase):
         ``partial_fit`` trains on every row. Off by default: on a few hundred
         rows the held-out rows cost the closed-form start more than stopping
         gains.
-    {device}
-    {n_jobs}
-    {random_state}
-    {verbose}
+    {runtime}
 
     Attributes
     ----------
@@ -144,10 +141,7 @@ class CalMRLTransformer(MultimodalBase):
         Seconds spent in the closed-form steps (EM) of the fit.
     fit_time_gradient_ : float
         Seconds spent in gradient steps.
-    {n_samples_seen_}
-    {device_}
-    {n_features_in_}
-    {feature_names_in_}
+    {fitted_input}
 
     See Also
     --------
@@ -164,7 +158,7 @@ class CalMRLTransformer(MultimodalBase):
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
     >>> est = CalMRLTransformer(data.modalities, latent_dim=8, max_epochs=2, random_state=0)
     >>> est.fit_transform(X).shape
-    (2000, 697)
+    (2000, 439)
     """
 
     _parameter_constraints: dict = {
@@ -181,53 +175,17 @@ class CalMRLTransformer(MultimodalBase):
     }
 
     def __init__(
-        self,
-        modalities=None,
-        *,
-        encoder="linear",
-        latent_dim="auto",
-        n_components=1,
-        local_bandwidth=0.3,
-        max_block_width=96,
-        add_indicator=True,
-        embed_dim=None,
-        alignment="pmrl",
-        calibrate=True,
-        output="concat",
-        noise="isotropic",
-        max_epochs=30,
-        batch_size=128,
-        learning_rate=3e-3,
-        standardize=True,
-        partial_nan="mean",
-        early_stopping=False,
-        device="auto",
-        n_jobs=None,
-        random_state=None,
-        verbose=0,
+        self, modalities=None, *, encoder="linear", latent_dim="auto", n_components=1, local_bandwidth=0.3,
+        max_block_width=96, add_indicator=True, embed_dim=None, alignment="pmrl", calibrate=True, output="concat",
+        noise="isotropic", max_epochs=30, batch_size=128, learning_rate=3e-3, standardize=True, partial_nan="mean",
+        early_stopping=False, device="auto", n_jobs=None, random_state=None, verbose=0,
     ):
-        self.modalities = modalities
-        self.encoder = encoder
-        self.latent_dim = latent_dim
-        self.n_components = n_components
-        self.local_bandwidth = local_bandwidth
-        self.max_block_width = max_block_width
-        self.add_indicator = add_indicator
-        self.embed_dim = embed_dim
-        self.alignment = alignment
-        self.calibrate = calibrate
-        self.output = output
-        self.noise = noise
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.standardize = standardize
-        self.partial_nan = partial_nan
-        self.early_stopping = early_stopping
-        self.device = device
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+        self.modalities, self.encoder, self.latent_dim, self.n_components = modalities, encoder, latent_dim, n_components
+        self.local_bandwidth, self.max_block_width, self.add_indicator = local_bandwidth, max_block_width, add_indicator
+        self.embed_dim, self.alignment, self.calibrate, self.output = embed_dim, alignment, calibrate, output
+        self.noise, self.max_epochs, self.batch_size, self.learning_rate = noise, max_epochs, batch_size, learning_rate
+        self.standardize, self.partial_nan, self.early_stopping = standardize, partial_nan, early_stopping
+        self.device, self.n_jobs, self.random_state, self.verbose = device, n_jobs, random_state, verbose
 
     # ------------------------------------------------------------------ parameters
     def _encoder(self):

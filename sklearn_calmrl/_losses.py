@@ -35,17 +35,8 @@ from ._encoders import _reset_
 from ._latent import missingness_patterns
 
 __all__ = [
-    "GRAMLoss",
-    "MatchingHead",
-    "MatchingLoss",
-    "Objective",
-    "PMRLLoss",
-    "gram_loss",
-    "gram_volume",
-    "leading_direction",
-    "matching_loss",
-    "pair_infonce",
-    "pmrl_terms",
+    "GRAMLoss", "MatchingHead", "MatchingLoss", "Objective", "PMRLLoss",
+    "gram_loss", "gram_volume", "leading_direction", "matching_loss", "pair_infonce", "pmrl_terms",
 ]
 
 EPS = 1e-6  # added to the eigenvalues before their square root, and under the volume's: finite gradients at 0 [design 4.1, 4.3]

@@ -51,10 +51,7 @@ class MultiViewPPCA(MultimodalBase):
         Maximum number of EM iterations.
     tol : float, default=1e-3
         EM stops when the mean per-sample log-likelihood gains less than this.
-    {device}
-    {n_jobs}
-    {random_state}
-    {verbose}
+    {runtime}
 
     Attributes
     ----------
@@ -65,10 +62,7 @@ class MultiViewPPCA(MultimodalBase):
         since the first.
     loglik_curve_ : list of float
         Mean observed-data log-likelihood before each M-step (non-decreasing).
-    {n_samples_seen_}
-    {device_}
-    {n_features_in_}
-    {feature_names_in_}
+    {fitted_input}
 
     See Also
     --------
@@ -77,12 +71,14 @@ class MultiViewPPCA(MultimodalBase):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn_calmrl import MultiViewPPCA
     >>> from sklearn_calmrl.datasets import load_multiple_features, ampute_modalities
     >>> data = load_multiple_features()
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
-    >>> MultiViewPPCA(data.modalities, latent_dim=8, random_state=0).fit_transform(X).shape
-    (2000, 391)
+    >>> ppca = MultiViewPPCA(data.modalities, latent_dim=8, random_state=0).fit(X)
+    >>> ppca.transform(X).shape, bool(np.isnan(ppca.impute(X)).any())
+    ((2000, 391), False)
     """
 
     _parameter_constraints: dict = {
@@ -93,41 +89,15 @@ class MultiViewPPCA(MultimodalBase):
     }
 
     def __init__(
-        self,
-        modalities=None,
-        *,
-        latent_dim="auto",
-        n_components=1,
-        local_bandwidth=0.3,
-        max_block_width=96,
-        add_indicator=True,
-        noise="isotropic",
-        output="concat",
-        standardize=True,
-        partial_nan="mean",
-        max_iter=200,
-        tol=1e-3,
-        device="auto",
-        n_jobs=None,
-        random_state=None,
-        verbose=0,
+        self, modalities=None, *, latent_dim="auto", n_components=1, local_bandwidth=0.3, max_block_width=96,
+        add_indicator=True, noise="isotropic", output="concat", standardize=True, partial_nan="mean", max_iter=200,
+        tol=1e-3, device="auto", n_jobs=None, random_state=None, verbose=0,
     ):
-        self.modalities = modalities
-        self.latent_dim = latent_dim
-        self.n_components = n_components
-        self.local_bandwidth = local_bandwidth
-        self.max_block_width = max_block_width
-        self.add_indicator = add_indicator
-        self.noise = noise
-        self.output = output
-        self.standardize = standardize
-        self.partial_nan = partial_nan
-        self.max_iter = max_iter
-        self.tol = tol
-        self.device = device
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+        self.modalities, self.latent_dim, self.n_components = modalities, latent_dim, n_components
+        self.local_bandwidth, self.max_block_width, self.add_indicator = local_bandwidth, max_block_width, add_indicator
+        self.noise, self.output, self.standardize, self.partial_nan = noise, output, standardize, partial_nan
+        self.max_iter, self.tol = max_iter, tol
+        self.device, self.n_jobs, self.random_state, self.verbose = device, n_jobs, random_state, verbose
 
     def _model(self, seed):
         """An unfitted :class:`~sklearn_calmrl._closed_form.ClosedFormModel` with this estimator's parameters."""

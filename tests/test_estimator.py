@@ -384,3 +384,14 @@ def test_partial_fit_is_seeded_and_fit_resets(latent_data):
     a.fit(X)  # a fresh fit: partial_fit afterwards starts new running totals from the fitted model
     a.partial_fit(X[:100])
     assert a.n_iter_ == 1 and a._trainer_.model.statistics.total.n_rows == 100 and a._block_model().statistics.total.n_rows == 100
+
+
+def test_docstring_examples_run():
+    """The Examples sections of both estimators run as doctests (CalMRLTransformer's output width included)."""
+    import doctest
+
+    from sklearn_calmrl import _estimator, _ppca
+
+    for module in (_estimator, _ppca):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
