@@ -389,7 +389,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         return self._validate_input(X, reset=False)
 
     def _standardized_chunks(self, X, blocks, observed):
-        """``(observed, blocks)`` per chunk of rows (:func:`~sklearn_calmrl._closed_form.chunk_rows`): the mask and the
+        """``(observed, blocks)`` per chunk of rows (:func:`~sklearn_calmrl._chunks.chunk_rows`): the mask and the
         standardized float64 blocks on the device, so that the working set beyond the input and the output is a
         few chunks."""
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)

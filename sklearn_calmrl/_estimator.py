@@ -93,7 +93,8 @@ class CalMRLTransformer(MultimodalBase):
         Number of training epochs (the maximum with ``early_stopping``). An
         epoch passes over the training rows, or over 2048 of them drawn afresh
         when there are more, so training is a budget of samples seen whatever
-        the rows [design 3.1].
+        the rows [design 3.1]. ``partial_fit`` runs one pass over its chunk
+        per call, as scikit-learn's MLP runs one iteration.
     batch_size : int, default=128
         Mini-batch size of the gradient steps.
     learning_rate : float, default=3e-3
@@ -201,12 +202,10 @@ class CalMRLTransformer(MultimodalBase):
         return resolve_early_stopping(self.early_stopping)
 
     def _block_estimator(self):
-        """The unfitted :class:`MultiViewPPCA` of the blocks, with this estimator's shared parameters."""
-        return MultiViewPPCA(
-            self.modalities, latent_dim=self.latent_dim, n_components=self.n_components, local_bandwidth=self.local_bandwidth,
-            max_block_width=self.max_block_width, add_indicator=False, noise=self.noise, standardize=self.standardize, partial_nan=self.partial_nan,
-            device=self.device, n_jobs=self.n_jobs, random_state=self.random_state, verbose=self.verbose,
-        )
+        """The unfitted :class:`MultiViewPPCA` of the blocks, with this estimator's shared parameters (those of
+        ``MultimodalBase._shared_parameter_constraints``), no indicator columns and its own defaults for the rest."""
+        shared = {name: getattr(self, name) for name in MultimodalBase._shared_parameter_constraints}
+        return MultiViewPPCA(**{**shared, "add_indicator": False})
 
     # ------------------------------------------------------------------ fit
     def _fit(self, prep, incremental):
@@ -228,7 +227,10 @@ class CalMRLTransformer(MultimodalBase):
         if not block._fit(train, incremental):
             return False
         trainer = Trainer(device=prep.device, seed=prep.seed) if first else self._trainer_.clone()
-        if not trainer._fit(self, train.X, train.observed, block._block_model(), incremental=incremental, key=prep.key, validation=validation):
+        fitted = trainer._fit(
+            self, train.X, train.observed, block._block_model(), incremental=incremental, key=prep.key, early_stopping=stopping, validation=validation
+        )
+        if not fitted:
             return False
         seen = self.n_samples_seen_ if incremental and trainer.history.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self.block_model_, self._trainer_ = block, trainer

@@ -79,7 +79,7 @@ def encode(encoders, X, observed):
 
 @torch.no_grad()
 def encode_all(encoders, X, observed, *, dtype=torch.float64):
-    """Encode every row without gradients, in chunks (bounded working set, :func:`~sklearn_calmrl._closed_form.chunk_rows`)."""
+    """Encode every row without gradients, in chunks (bounded working set, :func:`~sklearn_calmrl._chunks.chunk_rows`)."""
     chunk_size = chunk_rows(observed.device)
     parts = [
         encode(encoders, [x[s : s + chunk_size] for x in X], observed[s : s + chunk_size])
@@ -327,7 +327,7 @@ class Trainer(Seeded):
         self.model.params = snap[3]
 
     # ------------------------------------------------------------------ fit and partial_fit
-    def _fit(self, est, Xs, observed, block, *, incremental=False, key=None, validation=None):
+    def _fit(self, est, Xs, observed, block, *, incremental=False, key=None, early_stopping=None, validation=None):
         """The one training path of ``fit`` and ``partial_fit`` [design 3.1, 3.2]; returns False when a
         ``partial_fit`` chunk was rejected.
 
@@ -353,8 +353,10 @@ class Trainer(Seeded):
             A ``partial_fit`` chunk.
         key : str or None
             The chunk's fingerprint (``partial_fit``).
+        early_stopping : EarlyStopping or None
+            The early-stopping callback of a ``fit`` [design 3.3], with ``validation``.
         validation : (list of Tensor, bool Tensor) or None
-            Held-out rows for early stopping [design 3.3], drawn before anything was fitted (``fit``).
+            Its held-out rows, drawn before anything was fitted.
         """
         if incremental and not self.incremental:  # continuing a fitted model: fresh curves
             self.history, self.incremental = History(), True
@@ -369,8 +371,8 @@ class Trainer(Seeded):
         run = Run(1 if incremental else est.max_epochs, est.learning_rate, est.calibrate, validation, incremental, first)
         guard = DivergenceGuard()
         callbacks = [guard]
-        if validation is not None:
-            callbacks.append(est._early_stopping())
+        if early_stopping is not None:
+            callbacks.append(early_stopping)
         if est.verbose >= 1 and not incremental:
             callbacks.append(Progress())
         for callback in callbacks:

@@ -27,14 +27,14 @@ def _with_noise_columns(n=400, seed=0):
 def test_imputation_weights_keep_predictable_features_and_drop_noise(local_bandwidth):
     X, mods = _with_noise_columns()
     est = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
-    weights = [a.numpy() for a in est._model_.imputation_weights]
+    weights = [a.numpy() for a in est._block_model().imputation_weights]
     assert [w.shape[0] for w in weights] == [len(c) for c in mods.values()]
     assert all(((w >= 0) & (w <= 1)).all() for w in weights)
     assert min(w.min() for w in weights[:2]) > 0.8  # features the other blocks predict keep their imputation
     assert weights[2][:4].min() > 0.6  # (.67 to 1 over random_state 0-3: the block shares its loadings with noise)
     assert np.median(weights[2][4:]) < 0.3  # noise columns are imputed by (nearly) their mean
     again = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
-    for a, b in zip(weights, again._model_.imputation_weights):
+    for a, b in zip(weights, again._block_model().imputation_weights):
         np.testing.assert_array_equal(a, b.numpy())
 
 
@@ -43,8 +43,8 @@ def test_weights_scale_only_the_imputed_entries():
     X, mods = _with_noise_columns(seed=1)
     est = MultiViewPPCA(mods, latent_dim=2, add_indicator=False, random_state=0).fit(X)
     shrunk, (filled, std) = est.transform(X), est.impute(X, return_std=True)
-    weights, scales = est._model_.imputation_weights, est._model_.variance_scales
-    est._model_.imputation_weights = est._model_.variance_scales = None
+    weights, scales = est._block_model().imputation_weights, est._block_model().variance_scales
+    est._block_model().imputation_weights = est._block_model().variance_scales = None
     plain, (plain_filled, plain_std) = est.transform(X), est.impute(X, return_std=True)
     np.testing.assert_allclose(std, plain_std * np.sqrt(torch.cat(scales).numpy()), rtol=1e-10)  # std scaled by sqrt(c_j)
     a = torch.cat(weights).numpy()
@@ -66,7 +66,7 @@ def test_imputation_weights_reduce_held_out_imputation_error():
     last = mods[list(mods)[-1]]
     hidden[:, last] = np.nan
     err = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
-    est._model_.imputation_weights = None
+    est._block_model().imputation_weights = None
     err_plain = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
     assert err < err_plain
 
@@ -144,7 +144,7 @@ def test_wide_blocks_enter_the_output_as_their_principal_scores():
     assert names[0] == "m0_pc0" and names[96] == "x2000" and names[136] == "m2_pc0" and names[-1] == "observed_m2"
     assert ppca.impute(X).shape == X.shape
     standardized = (ppca.impute(X) - ppca.feature_mean_) / ppca.feature_scale_
-    axes = ppca._model_.axes
+    axes = ppca._block_model().axes
     assert axes[1] is None and axes[0].shape == (2000, 96)
     np.testing.assert_allclose(Z[:, :96], standardized[:, :2000] @ axes[0].numpy(), atol=1e-8)
     np.testing.assert_allclose(Z[:, 96:136], standardized[:, 2000:2040], atol=1e-10)
