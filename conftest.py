@@ -36,3 +36,12 @@ def one_thread():
     with threadpool_limits(1):
         yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def latent_data():
+    """400 rows of the latent model in three blocks (6, 5, 4 columns), 30% of them missing blocks."""
+    from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
+
+    X, mods, _ = make_latent_modalities(400, block_sizes=(6, 5, 4), latent_dim=3, noise=0.5, random_state=0)
+    return ampute_modalities(X, mods, rate=0.3, random_state=0), mods

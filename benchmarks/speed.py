@@ -23,7 +23,7 @@ Modes (one per call; the default is ``--transform``):
   every (method, n) in a fresh process (its own ``ru_maxrss``), stopped at ``--timeout`` seconds (the method is then
   not tried on more rows). The torch threads are the library's default; scikit-learn's follow ``OMP_NUM_THREADS``.
 - ``--memory``: the peak memory of ``transform`` on ``--memory-rows`` rows (default 10^6) in a fresh process per
-  model (identity and linear) and output, from ``ru_maxrss`` minus the resident size before the call, with glibc's
+  model (MultiViewPPCA and linear) and output, from ``ru_maxrss`` minus the resident size before the call, with glibc's
   default allocator and with a fixed mmap threshold.
 - ``--busy``: the "busy neighbour" slowdown (issue 12): the default ``CalMRLTransformer`` fit on Multiple Features
   (half of the rows missing modalities) and ``transform`` of ``--busy-rows`` rows (6 blocks of 20 features, a default

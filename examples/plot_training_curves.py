@@ -11,8 +11,10 @@ history is kept in ``loss_curve_``, ``loss_terms_curve_``, ``loglik_curve_``
 (and ``validation_scores_`` with early stopping), and
 :func:`sklearn_calmrl.plotting.plot_training_curves` draws it.
 
-Early stopping uses scikit-learn's MLP vocabulary: ``early_stopping=True``
-holds out ``validation_fraction`` of the rows before anything is fitted;
+Early stopping uses scikit-learn's MLP vocabulary, gathered in
+:class:`~sklearn_calmrl.EarlyStopping` (``early_stopping=True`` is
+``EarlyStopping()``): ``fit`` holds out ``validation_fraction`` of the rows
+before anything is fitted;
 after every epoch their cross-modal Recall@1 (the validation *score*, higher is
 better) is measured, training stops after ``n_iter_no_change`` epochs without
 an improvement of at least ``tol``, and the best epoch (the closed-form start
@@ -27,7 +29,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
+from sklearn_calmrl import CalMRLTransformer, EarlyStopping, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, load_multiple_features
 from sklearn_calmrl.plotting import plot_training_curves
 
@@ -44,8 +46,7 @@ X = ampute_modalities(mf.data, mf.modalities, rate=0.5, random_state=0)
 # after two epochs without improvement instead of five.
 est = CalMRLTransformer(
     mf.modalities,
-    early_stopping=True,
-    n_iter_no_change=2 if QUICK else 5,
+    early_stopping=EarlyStopping(n_iter_no_change=2 if QUICK else 5),
     verbose=1,
     random_state=0,
 )

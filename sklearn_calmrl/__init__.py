@@ -8,9 +8,18 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["CalMRLTransformer", "MultiViewPPCA", "PMRL", "GRAM", "stack_modalities", "__version__"]
+__all__ = ["CalMRLTransformer", "MultiViewPPCA", "Linear", "MLP", "PMRL", "GRAM", "EarlyStopping", "stack_modalities", "__version__"]
 
-_WHERE = {"CalMRLTransformer": "._estimator", "MultiViewPPCA": "._ppca", "PMRL": "._alignment", "GRAM": "._alignment", "stack_modalities": "._modalities"}
+_WHERE = {
+    "CalMRLTransformer": "._estimator",
+    "MultiViewPPCA": "._ppca",
+    "Linear": "._encoders",
+    "MLP": "._encoders",
+    "PMRL": "._alignment",
+    "GRAM": "._alignment",
+    "EarlyStopping": "._callbacks",
+    "stack_modalities": "._modalities",
+}
 
 
 def __getattr__(name):

@@ -3,17 +3,16 @@ imputation, scoring, feature names and persistence.
 
 :class:`~sklearn_calmrl.MultiViewPPCA` fits a closed-form model of the standardized blocks;
 :class:`~sklearn_calmrl.CalMRLTransformer` holds such a ``MultiViewPPCA`` and trains encoders
-on top of it. Each implements the hooks this shell calls: ``_fit_prepared``,
-``_partial_fit_prepared``, ``_output_parts``, ``_inference_state``, ``_output_piece``,
-``_part_names``, ``_block_model`` and ``_scored_model``.
+on top of it. Each implements the hooks this shell declares abstract
+(:class:`MultimodalBase`): ``_fit``, ``_output_parts``, ``_inference_state``,
+``_output_piece``, ``_part_names``, ``_block_model``, ``_scored_model`` and
+``_to_device``.
 """
 
-import contextlib
 import functools
 import hashlib
 import numbers
-import re
-import threading
+from abc import ABCMeta, abstractmethod
 from typing import NamedTuple
 
 import numpy as np
@@ -24,10 +23,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_output_config
 from sklearn.utils.validation import _check_feature_names_in, _num_samples, check_is_fitted, validate_data
 
-from ._closed_form import chunk_rows
+from ._chunks import chunk_rows
 from ._latent import NOISE_MODELS, log_likelihood
 from ._modalities import (
     check_fit_input,
+    check_rows_observe,
     feature_moments,
     is_list_of_blocks,
     non_numeric_column,
@@ -39,65 +39,9 @@ from ._modalities import (
     warn_disconnected,
     warn_few_rows,
 )
-from ._utils import free_threads, warn
+from ._runtime import resolve_device, threaded
 
-__all__ = ["MultimodalBase", "shared_docs"]
-
-
-def resolve_device(device):
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without one is an error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch finds no CUDA device; use device='auto' or 'cpu'.")
-    return device
-
-
-_THREADS_LOCK = threading.Lock()
-_THREADS_STATE = {"active": 0, "outer": None}  # scopes open in any thread, and the caller's setting to restore
-_THREADS_LOCAL = threading.local()  # this thread's stack of scoped counts
-
-
-@contextlib.contextmanager
-def torch_threads(n):
-    """Run the block with ``n`` torch intra-op threads, then give the caller back its own setting.
-
-    ``torch.set_num_threads`` acts on the calling thread and on the process-wide
-    default that new threads start from. Scopes nest within a thread (each
-    restores the one around it) and may run in several threads at once: the
-    caller's setting is recorded when the first scope opens and restored when
-    the last one closes, so concurrent fits never leave a changed default.
-    """
-    stack = getattr(_THREADS_LOCAL, "stack", None)
-    if stack is None:
-        stack = _THREADS_LOCAL.stack = []
-    with _THREADS_LOCK:
-        if _THREADS_STATE["active"] == 0:
-            _THREADS_STATE["outer"] = torch.get_num_threads()
-        _THREADS_STATE["active"] += 1
-        previous = stack[-1] if stack else _THREADS_STATE["outer"]
-    stack.append(n)
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        stack.pop()
-        torch.set_num_threads(previous)
-        with _THREADS_LOCK:
-            _THREADS_STATE["active"] -= 1
-            if _THREADS_STATE["active"] == 0:
-                torch.set_num_threads(_THREADS_STATE["outer"])
-
-
-def _threaded(method):
-    """Run an estimator method under the thread policy: ``free_threads(n_jobs)`` torch threads (1 by default)."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with torch_threads(free_threads(self.n_jobs)):
-            return method(self, *args, **kwargs)
-
-    return wrapper
+__all__ = ["MultimodalBase", "Prepared"]
 
 
 def _fitted_names(est):
@@ -148,174 +92,6 @@ def _output_dtype(X):
     return np.float32 if dtype == np.float32 else np.float64
 
 
-# The descriptions both estimators' docstrings share, put in place of a line ``{name}`` by :func:`shared_docs`
-SHARED_DOCS = {
-    'random_state': """\
-random_state : int, RandomState instance or None, default=None
-    Seeds every random choice of the fit, each from its own stream
-    [design 3.5]: the latent models' start (random loadings where too few rows
-    are complete for the PCA start), the mixture's start and component
-    selection, the stored rows of the local correction, the cross-fitting of
-    the imputation weights [design 2.11], the rows of ``variance_explained_``,
-    and for :class:`CalMRLTransformer` the encoders' initial weights, the
-    early-stopping split and the epochs' shuffles. The caller's global torch
-    and numpy RNG states are left unchanged.""",
-    'verbose': """\
-verbose : int, default=0
-    1 prints a line per closed-form fit (EM steps, log-likelihood, time; and
-    every 10 s of a long one) and, for :class:`CalMRLTransformer`, one per
-    epoch; 2 adds every EM step and the refresh of every epoch.""",
-    'components_': """\
-components_ : list of ndarray of shape (d_m, latent_dim)
-    ``W_m`` per modality of the latent model (of the standardized blocks for
-    :class:`MultiViewPPCA`, of the representations for
-    :class:`CalMRLTransformer`; ``d_m`` the block's or representation's width).""",
-    'means_': """\
-means_ : list of ndarray of shape (d_m,)
-    ``mu_m`` per modality.""",
-    'noise_variance_': """\
-noise_variance_ : ndarray of shape (n_modalities,)
-    ``s_m^2`` per modality (mean over dimensions for ``noise='diagonal'``).""",
-    'noise_variances_': """\
-noise_variances_ : list of ndarray of shape (d_m,)
-    Per-dimension noise variances. With ``n_components_ > 1`` these four
-    attributes gain a leading component axis.""",
-    'n_samples_seen_': """\
-n_samples_seen_ : int
-    Rows that observe at least one modality, in ``fit`` or summed over the
-    ``partial_fit`` calls.""",
-    'device_': """\
-device_ : str
-    Device the model computes on (re-resolved when unpickled).""",
-    'modalities': """\
-modalities : None, list, 1-D ndarray or dict, default=None
-    How the columns of ``X`` split into modalities: a list (or 1-D array) of
-    block sizes (``[76, 216, 64]``), a list of column-index lists, slices or
-    (for DataFrames) column-name lists, or a dict ``{name: columns}``. ``None``
-    means one block of all columns. A list of per-modality arrays passed to
-    ``fit`` sets the blocks itself (leave ``modalities=None``).""",
-    'latent_dim': """\
-latent_dim : int or 'auto', default='auto'
-    Dimension ``q`` of the shared latent ``b``. A block may be narrower.
-    ``'auto'``: ``clip(n_linking // 8, 4, 32)``, below the total width, where
-    ``n_linking`` counts the training rows that observe at least two
-    modalities (what estimates the cross-modality structure) [design 2.10].""",
-    'n_components': """\
-n_components : int or 'auto', default=1
-    Number of components of the mixture of latent models [design 2.8] (of the
-    blocks, and for :class:`CalMRLTransformer` of the representations).
-    ``'auto'``: the best of 1, 2, 4, 8, 16 by held-out log-likelihood. More
-    than one helps on data whose modalities are linked through discrete
-    structure (clusters, classes); see doc/benchmarks.md.""",
-    'local_bandwidth': """\
-local_bandwidth : float or None, default=0.3
-    Bandwidth ``h`` of the local correction of the imputed blocks [design 2.9]:
-    the model's imputation plus the kernel-weighted residuals of the training
-    rows nearest in the observed blocks, each block's distance in units of its
-    noise variance. None switches it off (the model alone). With
-    ``n_components > 1`` it corrects the mixture's imputations, with the
-    mixture's noise variances. Applies to the calibrated blocks of the
-    output and to :meth:`impute`. The fitted model stores those training rows
-    (standardized; up to 4096 of them) for the correction, so a pickle of it
-    carries them: fit with ``local_bandwidth=None`` to share a model without
-    them.""",
-    'max_block_width': """\
-max_block_width : int or None, default=256
-    The widest a block enters the output [design 5.1]: a block with more
-    columns enters as its calibrated standardized columns projected on its
-    ``max_block_width`` leading principal axes (computed at fit from the
-    training rows that observe it; columns ``<modality>_pc<j>``), a narrower
-    block enters whole. So the output stays compact on wide blocks (a
-    20,000-gene block gives 256 columns, not 20,000) and keeps every column of
-    narrow ones. None keeps every block whole (the input's width).
-    :meth:`impute` always returns every column.""",
-    'add_indicator': """\
-add_indicator : bool, default=True
-    Append one column per modality, 1 where the row observes it, to the
-    output (as :class:`~sklearn.impute.SimpleImputer`'s ``add_indicator``):
-    a downstream linear model can then weigh imputed rows differently.""",
-    'noise': """\
-noise : {'isotropic', 'diagonal'}, default='isotropic'
-    Noise model of the latent models: ``s_m^2 I`` per modality or a diagonal
-    per modality (factor analysis) [design 2.4]. ``'shared'`` (one ``s^2`` for
-    all) is deprecated since 0.2 and will be removed in 0.3.""",
-    'standardize': """\
-standardize : bool, default=True
-    Standardize every feature on the training rows that observe it.""",
-    'partial_nan': """\
-partial_nan : {'mean', 'raise'}, default='mean'
-    What to do with NaNs inside an otherwise observed block: fill with the
-    feature's training mean, or raise a ValueError.""",
-    'device': """\
-device : {'auto', 'cpu', 'cuda'}, default='auto'
-    Where torch computes; 'auto' uses CUDA when available.""",
-    'n_jobs': """\
-n_jobs : int, default=None
-    Number of CPU threads torch may use while fitting and transforming.
-    ``None`` means 1 unless in a :func:`joblib.parallel_config` context;
-    ``-1`` means all processors. Either is capped at the cores the 1-minute
-    load average leaves free (never below one): torch's threads stall
-    beside another busy process, so more threads than free cores made fits
-    several times slower (see doc/scaling.md, "Busy neighbour"). The caller's own
-    torch thread setting is restored afterwards.""",
-    'modalities_': """\
-modalities_ : dict
-    Resolved blocks, ``{name: column indices}``.""",
-    'feature_mean_': """\
-feature_mean_ : ndarray of shape (n_features,)
-    Mean of each feature over the training rows that observe its block
-    (0 when ``standardize=False``).""",
-    'feature_scale_': """\
-feature_scale_ : ndarray of shape (n_features,)
-    Standard deviation used to scale each feature (1 when
-    ``standardize=False`` or for constant features).""",
-    'weights_': """\
-weights_ : ndarray of shape (K,)
-    Mixing weights of the ``K = n_components_`` components (``[1.]`` for one).""",
-    'variance_explained_': """\
-variance_explained_ : ndarray of shape (n_modalities, q)
-    Share of each standardized block's variance explained by each of the
-    ``q = latent_dim_`` latent dimensions of the closed-form model of the
-    blocks, as MOFA+ defines it
-    (R^2 of ``W_m[:, j] m_ij`` against the block minus its mean, over the
-    training rows that observe it; at most 20,000 rows, drawn by
-    ``random_state``) [design 2.12]. ``partial_fit`` computes it on the
-    first chunk.""",
-    'variance_explained_total_': """\
-variance_explained_total_ : ndarray of shape (n_modalities,)
-    The same for all latent dimensions together.""",
-    'n_components_': """\
-n_components_ : int
-    Number of components (resolved when ``n_components='auto'``).""",
-    'latent_dim_': """\
-latent_dim_ : int
-    Latent dimension (resolved when ``latent_dim='auto'``).""",
-    'n_features_in_': """\
-n_features_in_ : int
-    Number of columns of ``X``.""",
-    'feature_names_in_': """\
-feature_names_in_ : ndarray of str
-    Defined when ``X`` has string column names.""",
-}
-
-
-# the attributes of the fitted model and its input, which both estimators list first
-SHARED_DOCS["fitted_model"] = "\n".join(SHARED_DOCS[name] for name in (
-    "modalities_", "feature_mean_", "feature_scale_", "components_", "means_", "noise_variance_", "noise_variances_",
-    "weights_", "variance_explained_", "variance_explained_total_", "n_components_", "latent_dim_",
-))
-
-
-def shared_docs(cls):
-    """Fill the lines ``{name}`` of ``cls``'s docstring with ``SHARED_DOCS[name]``, indented as the line."""
-
-    def fill(match):
-        return "\n".join(match.group(1) + line if line else line for line in SHARED_DOCS[match.group(2)].split("\n"))
-
-    cls.__doc__ = re.sub(r"^( *)\{(\w+)\}$", fill, cls.__doc__, flags=re.MULTILINE)
-    return cls
-
-
 class Prepared(NamedTuple):
     """What the one preparation step gives a fit: the checked, standardized rows that observe a modality [design 1]."""
 
@@ -330,6 +106,7 @@ class Prepared(NamedTuple):
     n_features_in: int  # the input's width and column names, for every estimator these rows fit
     feature_names_in: object  # ndarray of str, or None
     n_linking: object = None  # the linking rows of all the data when these rows are a part of it [design 2.10]
+    fit_single: object = None  # fits the single model on all the data when these rows are a sample of it (fit_dask)
 
 
 def latent_attributes(params):
@@ -349,8 +126,9 @@ def latent_attributes(params):
     }
 
 
-class MultimodalBase(TransformerMixin, BaseEstimator):
-    """Shared shell of the two estimators; subclasses add their parameters and implement the hooks."""
+class MultimodalBase(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
+    """Shared shell of the two estimators; subclasses add their parameters and implement the abstract hooks, as
+    scikit-learn's ``BaseMixture`` declares its own."""
 
     # the parameters both estimators share; each adds its own to these
     _shared_parameter_constraints: dict = {
@@ -424,23 +202,11 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
                     )
         return X, blocks, observed
 
-    # the values deprecated in 0.2 (design 7.2), by parameter, with what to use instead; subclasses add theirs
-    _deprecated_values: dict = {"noise": {"shared": "use 'isotropic' (one variance per modality)"}}
-
-    def _check_parameters(self, blocks):
-        """Checks that the parameter constraints cannot express (against the resolved ``blocks``), and a
-        FutureWarning for every value of ``_deprecated_values`` (design 7.2)."""
-        for name, values in self._deprecated_values.items():
-            value = getattr(self, name)
-            if isinstance(value, str) and value in values:
-                warn(f"{name}={value!r} is deprecated since 0.2 and will be removed in 0.3: {values[value]}.", FutureWarning)
-
     def _checked_standardization(self, blocks, patterns, n_rows, moments, where):
         """The checks of the rows a fit sees and the standardization they give [design 1.2, 1.3]: shared by ``fit``,
         the first ``partial_fit`` and :func:`~sklearn_calmrl.distributed.fit_dask` (which passes the distinct
         missingness ``patterns`` of its chunks)."""
         check_fit_input(blocks, patterns, n_rows, moments.count, where, getattr(self, "feature_names_in_", None))
-        self._check_parameters(blocks)
         warn_disconnected(patterns, [name for name, _ in blocks])
         return statistics_from_moments(moments, self.standardize)  # [design 1.3]
 
@@ -449,10 +215,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         nothing (one warning), and on a first fit the checks, the standardization and the seed."""
         X, blocks, observed = self._validate_input(X, reset=first)
         keep = observed.any(axis=1)
-        if first and not keep.any():
-            raise ValueError(f"None of the {X.shape[0]} rows observes any modality (every block is all NaN).")
-        if not keep.all():
-            warn(f"{int((~keep).sum())} of {X.shape[0]} rows observe no modality (every block is NaN); {caller} ignores them.")
+        check_rows_observe(int((~keep).sum()), X.shape[0], caller, first=first)
         seed = None
         if first:
             where = (
@@ -491,10 +254,52 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """Warn about modalities observed in no more training rows than ``latent_dim_`` [design 2.4]."""
         warn_few_rows(counts, [name for name, _ in blocks], self.latent_dim_)
 
+    # ------------------------------------------------------------------ the hooks of the subclasses
+    @abstractmethod
+    def _fit(self, prep, incremental):
+        """Fit on the prepared rows ``prep`` (:class:`Prepared`), or (``incremental``) take one step on a chunk of
+        them [design 3.2]: the one fit path of ``fit``, ``partial_fit`` and
+        :func:`~sklearn_calmrl.distributed.fit_dask`. Sets every fitted attribute; returns False, leaving them as
+        they were, when a chunk is rejected."""
+
+    @abstractmethod
+    def _output_parts(self):
+        """The parts of the output, in column order (``'blocks'``, ``'latent'``, ``'indicator'``, ...) [design 5]:
+        the one definition that :meth:`transform`, :meth:`get_feature_names_out` and
+        :func:`~sklearn_calmrl.distributed.transform_dask` read."""
+
+    @abstractmethod
+    def _inference_state(self, parts):
+        """What every chunk of one inference call of ``parts`` reads, prepared once per call."""
+
+    @abstractmethod
+    def _output_piece(self, part, B, observed, state, done):
+        """The columns of ``part`` for a chunk of standardized blocks ``B`` and its mask; ``done`` holds what the
+        chunk's parts share."""
+
+    @abstractmethod
+    def _part_names(self, part, inputs):
+        """The output column names of ``part`` (``inputs``: the input's feature names); :meth:`_shared_part_names`
+        names the parts both estimators have."""
+
+    @abstractmethod
+    def _block_model(self):
+        """The fitted closed-form model of the standardized blocks (a ``ClosedFormModel``), which :meth:`impute`
+        completes with."""
+
+    @abstractmethod
+    def _scored_model(self):
+        """``(params, represent)``: the float64 latent model :meth:`score_samples` evaluates and the map from a
+        chunk's standardized blocks and mask to what it models."""
+
+    @abstractmethod
+    def _to_device(self, device):
+        """Move the fitted model to ``device``."""
+
     # ------------------------------------------------------------------ fit
     @_all_or_nothing
     @_fit_context(prefer_skip_nested_validation=True)
-    @_threaded
+    @threaded
     def fit(self, X, y=None):
         """Fit the model.
 
@@ -514,13 +319,13 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         for name in _fitted_names(self):  # a refit leaves exactly the attributes of a fresh fit (restored on error)
             delattr(self, name)
         prep = self._prepare(X, first=True, caller="fit")
-        self._fit_prepared(prep)
+        self._fit(prep, incremental=False)
         self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self
 
     @_all_or_nothing
     @_fit_context(prefer_skip_nested_validation=True)
-    @_threaded
+    @threaded
     def partial_fit(self, X, y=None, *, n_linking_rows=None):
         """Update the model from one chunk of rows (incremental EM) [design 3.2].
 
@@ -572,7 +377,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         prep = self._prepare(X, first=first, caller="partial_fit")
         if first:
             prep = prep._replace(n_linking=n_linking_rows)
-        if prep.n_rows and self._partial_fit_prepared(prep) and first:
+        if prep.n_rows and self._fit(prep, incremental=True) and first:
             self._warn_few_rows(prep.observed.sum(dim=0).tolist(), prep.blocks)
         return self
 
@@ -584,7 +389,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         return self._validate_input(X, reset=False)
 
     def _standardized_chunks(self, X, blocks, observed):
-        """``(observed, blocks)`` per chunk of rows (:func:`~sklearn_calmrl._closed_form.chunk_rows`): the mask and the
+        """``(observed, blocks)`` per chunk of rows (:func:`~sklearn_calmrl._chunks.chunk_rows`): the mask and the
         standardized float64 blocks on the device, so that the working set beyond the input and the output is a
         few chunks."""
         standardization = (self.feature_mean_, self.feature_scale_, self._feature_fill_)
@@ -610,7 +415,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         """
         return self._transform(X)
 
-    @_threaded
+    @threaded
     def _transform(self, X, state=None):
         """:meth:`transform`, with the inference state prepared by the caller (``None``: afresh)."""
         dtype = _output_dtype(X)
@@ -642,7 +447,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         state = model.completion(self.device_)
         return self._by_modality(X, blocks, observed, lambda B, obs: model.complete(B, obs, state, return_variance=True)[::2])
 
-    @_threaded
+    @threaded
     def impute(self, X, *, return_std=False):
         """``X`` with its missing blocks filled in, in the caller's units [design 2.3].
 
@@ -706,7 +511,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         original = X if hasattr(X, "columns") else None  # keeps a DataFrame's index
         return ADAPTERS_MANAGER.adapters[dense].create_container(data, original, columns=names, inplace=False)
 
-    @_threaded
+    @threaded
     def score_samples(self, X):
         """Observed-data log-likelihood of each sample under the latent model [design 2.5]: of its standardized
         blocks (:class:`MultiViewPPCA`) or of its representations (:class:`CalMRLTransformer`).
@@ -744,8 +549,8 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
 
         The calibrated blocks keep the input's feature names (``x0, x1, ...``
         without them), modality by modality; representations are
-        ``<modality>_emb<j>``; ``latent<j>``, ``anchor<j>`` and ``mean<j>`` for
-        the other outputs; ``observed_<modality>`` for the indicators.
+        ``<modality>_emb<j>``, the latent ``latent<j>`` and the indicators
+        ``observed_<modality>``.
 
         Parameters
         ----------
@@ -760,7 +565,7 @@ class MultimodalBase(TransformerMixin, BaseEstimator):
         inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
         return np.asarray([n for p in parts for n in self._part_names(p, inputs)], dtype=object)
 
-    def _part_names(self, part, inputs):
+    def _shared_part_names(self, part, inputs):
         """Output column names of the parts both estimators have."""
         if part == "blocks":  # the calibrated blocks, a wide one as its principal scores [design 5.1]
             axes = self._block_model().axes or [None] * len(self.modalities_)

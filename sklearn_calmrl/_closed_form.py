@@ -1,4 +1,4 @@
-"""The closed-form model of a set of blocks, fitted by EM [design 2], and the random streams of a fit [design 3.5].
+"""The closed-form model of a set of blocks, fitted by EM [design 2].
 
 :class:`ClosedFormModel` is the fitted object behind both estimators:
 :class:`~sklearn_calmrl.MultiViewPPCA` fits one on the standardized blocks
@@ -16,45 +16,37 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import copy
-import dataclasses
 import time
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 
+from ._chunks import chunk_rows
 from ._latent import (
     CentreCache,
-    LatentParams,
-    MixtureParams,
-    MixturePrior,
-    MixtureStatistics,
     RunningStatistics,
-    SufficientStatistics,
     calibrated,
     chunked_statistics,
+    concat_centres,
     fit_em,
     init_mixture,
     init_params,
-    Centres,
-    concat_centres,
     local_corrections,
     log_likelihood,
-    representatives,
-    training_centres,
     m_step,
     predictive_variance,
+    representatives,
+    training_centres,
     variance_explained,
 )
+from ._modalities import linking_rows
+from ._persistence import plain, unplain
+from ._streams import Seeded, init_rows
 from ._utils import warn
 
-__all__ = ["ClosedFormModel", "random_stream", "init_rows", "chunk_rows", "principal_axes", "plain", "unplain", "CHUNK", "INIT_ROWS"]
+__all__ = ["ClosedFormModel", "Completion", "finite", "principal_axes", "resolve_latent_dim"]
 
-CHUNK = 4096  # rows per chunk of the EM and encoding passes on the CPU: bounds the working set
-INFERENCE_BYTES = 32 << 20  # the standardized float64 rows one chunk of an inference call holds on the CPU [design 3.7]
-DEVICE_CHUNK = 1 << 17  # the same on an accelerator: fewer, larger kernels and host synchronisations [design 3.7]
-INIT_ROWS = 20000  # rows that initialise a latent model of representations, or estimate the variance explained [design 2.6]
 CENTRE_POOL = 4096  # training rows (and rows of each partial_fit chunk) the stored rows are chosen from [design 2.9]
 MAX_CENTRES = 256  # weighted stored rows of the local correction: bounds its cost per imputed row [design 2.9]
 COMPONENT_CANDIDATES = (1, 2, 4, 8, 16)  # n_components='auto' [design 2.8]
@@ -62,38 +54,6 @@ CROSS_FIT_ITER = 50  # EM steps of each half-sample model of the cross-fitted im
 CROSS_FIT_QUERIES = 1024  # held-out imputations per half-sample model (drawn at random beyond that) [design 2.11]
 EXACT_SVD_WIDTH = 1024  # principal axes of a block by an exact SVD up to this many rows or columns, else randomized [design 5.1]
 
-# the named random streams of a fit's seed [design 3.5]; append new names at the end (the order is the spawn key)
-STREAMS = ("latent start", "mixture start", "component selection", "stored rows", "cross-fitting", "variance explained", "encoders", "training", "partial_fit", "validation split", "matching head", "block axes")
-
-
-def random_stream(seed, name, *key):
-    """The CPU generator of the random stream ``name`` (and ``key``) of ``seed`` [design 3.5].
-
-    ``np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key))``: the
-    streams of one seed are independent and never coincide (unlike seed offsets),
-    and a CPU generator gives the same draws on every device.
-    """
-    state = np.random.SeedSequence(seed, spawn_key=(STREAMS.index(name), *key)).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
-def init_rows(n, generator, size=INIT_ROWS):
-    """Indices of at most ``size`` of ``n`` rows, in increasing order [design 2.6].
-
-    All ``n`` rows when ``n <= size`` (``generator`` is then not used), else ``size``
-    rows drawn without replacement by ``generator``.
-    """
-    return torch.randperm(n, generator=generator)[:size].sort().values if n > size else torch.arange(n)
-
-
-def chunk_rows(device, width=None):
-    """Rows per chunk of a no-grad pass on ``device`` (a ``torch.device`` or its name) [design 3.7]: ``DEVICE_CHUNK``
-    on an accelerator; on the CPU ``CHUNK``, or for an inference call over ``width`` columns as many rows as
-    ``INFERENCE_BYTES`` of float64 hold (256 to ``DEVICE_CHUNK``), so that narrow data is imputed in few, large
-    batches and wide data in a bounded working set."""
-    if torch.device(device).type != "cpu":
-        return DEVICE_CHUNK
-    return CHUNK if width is None else int(min(DEVICE_CHUNK, max(256, INFERENCE_BYTES // (8 * max(width, 1)))))
 
 
 def resolve_latent_dim(latent_dim, n_linking, width):
@@ -143,11 +103,6 @@ def principal_axes(B, width, generator, exact_below=EXACT_SVD_WIDTH):
     return V * torch.where(signs == 0, 1.0, signs)
 
 
-def linking_rows(observed):
-    """Rows that observe at least two modalities, or all rows of a single-modality model [design 2.10]."""
-    return int(observed.shape[0]) if observed.shape[1] == 1 else int((observed.sum(dim=1) >= 2).sum())
-
-
 def finite(*values):
     """True when every tensor, float or module parameter given is finite (one host sync)."""
     flags = []
@@ -172,17 +127,6 @@ class Completion(NamedTuple):
     axes: object  # per block, its leading principal axes (d_m, max_block_width) or None: the output's width [design 5.1]
 
 
-class Seeded:
-    """What a fitted object with a ``seed`` draws and prints: its named random streams [design 3.5] and progress lines."""
-
-    def random(self, name, *key):
-        """The CPU generator of the named random stream ``name`` of this object's seed (:func:`random_stream`)."""
-        return random_stream(self.seed, name, *key)
-
-    def log(self, message):
-        print(f"[CalMRL] {message}", flush=True)
-
-
 class ClosedFormModel(Seeded):
     """A latent model of a set of blocks, fitted by EM in closed form [design 2].
 
@@ -190,7 +134,7 @@ class ClosedFormModel(Seeded):
     ----------
     latent_dim : int or 'auto'
     n_components : int or 'auto'
-    noise : {'isotropic', 'diagonal', 'shared'}
+    noise : {'isotropic', 'diagonal'}
     max_iter : int
         EM steps of :meth:`fit` (and of the mixture start of :meth:`initialise`).
     tol : float
@@ -231,25 +175,18 @@ class ClosedFormModel(Seeded):
     time_em : float
         Seconds spent in EM.
     incremental : bool
-        False after :meth:`fit`: the next :meth:`partial_fit` starts fresh totals and curves.
+        False after a fit: the next incremental :meth:`fit` starts fresh totals and curves.
     """
 
     def __init__(self, *, latent_dim, n_components, noise, max_iter, tol, local_bandwidth=None, max_block_width=None, seed, verbose=0, label):
-        self.latent_dim = latent_dim
-        self.n_components = n_components
-        self.noise = noise
-        self.max_iter = max_iter
-        self.tol = tol
-        self.local_bandwidth = local_bandwidth
-        self.max_block_width = max_block_width
-        self.seed = seed
-        self.verbose = verbose
-        self.label = label
+        self.latent_dim, self.n_components, self.noise, self.max_iter, self.tol = latent_dim, n_components, noise, max_iter, tol
+        self.local_bandwidth, self.max_block_width = local_bandwidth, max_block_width
+        self.seed, self.verbose, self.label = seed, verbose, label
         self.params = self.single = None
         self.centres = self.imputation_weights = self.variance_scales = self.variance_explained = self.axes = None
         self.statistics = RunningStatistics()
         self.loglik_curve, self.n_iter, self.time_em = [], 0, 0.0
-        self.incremental = True  # False after fit: the next partial_fit starts fresh totals and curves
+        self.incremental = True  # False after a fit: the next incremental fit starts fresh totals and curves
 
     # ------------------------------------------------------------------ EM
     def _em(self, Z, observed, params, max_iter, label, level=1, warn_cap=False):
@@ -315,24 +252,41 @@ class ClosedFormModel(Seeded):
         return best
 
     # ------------------------------------------------------------------ the model of the blocks
-    def fit(self, X, observed, *, n_linking=None, fit_single=None, warn_cap=False):
-        """Fit the model of the standardized blocks ``X`` (float64 tensors, zeros where missing) [design 2].
+    def fit(self, X, observed, *, incremental=False, key=None, n_linking=None, fit_single=None, warn_cap=False):
+        """Fit the model of the standardized blocks ``X`` (float64 tensors, zeros where missing) [design 2], or take
+        one incremental step on a chunk of them [design 3.2]; returns False when an incremental M-step was not
+        finite (the model is then only partly updated: the caller works on a :meth:`clone`).
 
-        Resolves ``latent_dim`` (from the linking rows [design 2.10]) and
-        ``n_components`` [design 2.8], runs EM from the start of [design 2.6],
-        keeps stored rows for the local correction [design 2.9], cross-fits the
-        imputation weights [design 2.11] and computes the variance explained
-        [design 2.12].
+        A fit (and the first chunk of an incremental fit) resolves ``latent_dim``
+        (from the linking rows [design 2.10]) and ``n_components`` [design 2.8],
+        runs EM from the start of [design 2.6], keeps stored rows for the local
+        correction [design 2.9], cross-fits the imputation weights [design 2.11]
+        and computes the variance explained [design 2.12]; a later chunk adds
+        stored rows. An incremental step then replaces chunk ``key``'s EM
+        statistics in the running totals and takes one M-step from them
+        (:meth:`incremental_step`).
 
-        ``X`` may be a sample of the rows (:func:`~sklearn_calmrl.distributed.fit_dask`):
-        ``n_linking`` then gives the linking rows of all of them, and
-        ``fit_single(start) -> (params, loglik_curve, n_iter)`` fits the single
-        model on all of them from ``start`` (the default is EM on ``X``); the
-        stored rows, the weights and the variance explained come from ``X``.
+        ``n_linking`` gives the linking rows of all the data when ``X`` is a part
+        of it (the first chunk, or :func:`~sklearn_calmrl.distributed.fit_dask`'s
+        sample). ``fit_single(start) -> (params, loglik_curve, n_iter)`` fits the
+        single model on all the rows from ``start`` (the default is EM on ``X``);
+        the stored rows, the weights and the variance explained come from ``X``.
+        ``warn_cap``: a ConvergenceWarning when EM stops at ``max_iter``.
         """
+        first = self.params is None
+        if first or not incremental:
+            self._fit_blocks(X, observed, n_linking, fit_single, warn_cap)
+        elif self.centres is not None:
+            self._keep_centres(X, observed)
+        if not incremental:
+            return True
+        if not self.incremental:  # the first chunk, or continuing a fitted model: fresh totals and curves
+            self.statistics, self.loglik_curve, self.n_iter, self.incremental = RunningStatistics(), [], 0, True
+        return self.incremental_step(X, observed, key, first=first)
+
+    def _fit_blocks(self, X, observed, n_linking, fit_single, warn_cap):
+        """The fit of :meth:`fit` on all of ``X``."""
         self.latent_dim_ = resolve_latent_dim(self.latent_dim, linking_rows(observed) if n_linking is None else n_linking, sum(x.shape[1] for x in X))
-        if fit_single is not None and self.n_components != 1:
-            raise ValueError(f"a model fitted outside the trainer is a single latent model (n_components=1), got n_components={self.n_components!r}.")
         self.n_components_ = self._select_components(X, observed) if self.n_components == "auto" else int(self.n_components)
         if fit_single is None:
             self.params, self.single, self.loglik_curve, self.n_iter = self._fit_model(
@@ -352,7 +306,6 @@ class ClosedFormModel(Seeded):
         r2, total = variance_explained([x[rows] for x in X], observed[rows], self.params)
         self.variance_explained = (r2.cpu(), total.cpu())
         self.statistics, self.incremental = RunningStatistics(), False
-        return self
 
     def _block_axes(self, B, m):
         """Block ``m``'s leading principal axes from its observed rows ``B`` (at most ``INIT_ROWS`` of them, drawn from
@@ -451,39 +404,22 @@ class ClosedFormModel(Seeded):
         self.loglik_curve.append(history[-1])
 
     # ------------------------------------------------------------------ incremental EM
-    def incremental_step(self, Z, observed, key):
-        """Replace chunk ``key``'s statistics in the running totals and take one M-step from them [design 3.2].
-
-        Returns the chunk's statistics, or None (the model left as it was) when the M-step is not finite.
-        """
+    def incremental_step(self, Z, observed, key, *, first):
+        """Replace chunk ``key``'s statistics in the running totals and take one M-step from them [design 3.2]; the
+        step counts in ``n_iter`` and ``loglik_curve`` (the chunk's mean log-likelihood before it). Returns whether the
+        step was taken: an M-step that is not finite leaves the parameters as they were, with a warning (an error on
+        the ``first`` chunk, which has no parameters to keep)."""
         t0 = time.perf_counter()
         stats = chunked_statistics(Z, observed, self.params, chunk_rows(observed.device))
         self.statistics.update(key, stats)
         params = m_step(self.statistics.total, self.params, noise=self.noise)
         self.time_em += time.perf_counter() - t0
         if not finite(*params.tensors()):
-            return None
-        self.params = params
-        return stats
-
-    def partial_fit(self, X, observed, key, n_linking=None):
-        """One incremental step of the model of the blocks on a chunk [design 3.2]: the first chunk fits it (and
-        its stored rows, weights and variance explained), later chunks add stored rows; then
-        :meth:`incremental_step`. ``n_linking`` (first chunk): the linking rows of all chunks [design 2.10].
-        Returns False when the M-step was not finite."""
-        first = self.params is None
-        if first:
-            self.fit(X, observed, n_linking=n_linking)
-        elif self.centres is not None:
-            self._keep_centres(X, observed)
-        if not self.incremental:  # the first chunk, or continuing a fitted model: fresh totals and curves
-            self.statistics, self.loglik_curve, self.n_iter, self.incremental = RunningStatistics(), [], 0, True
-        stats = self.incremental_step(X, observed, key)
-        if stats is None:
             if first:
                 raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
             warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning)
             return False
+        self.params = params
         self.n_iter += 1
         self.loglik_curve.append(float(stats.loglik) / stats.n_rows)
         return True
@@ -565,49 +501,3 @@ class ClosedFormModel(Seeded):
         self.__dict__.update(unplain(state))
 
 
-# the records and parameter objects a saved model holds, by name [design 7.3]
-_RECORDS = {cls.__name__: cls for cls in (LatentParams, MixtureParams, MixturePrior, SufficientStatistics, MixtureStatistics, Centres)}
-
-
-def register_record(cls):
-    """Let :func:`plain` / :func:`unplain` carry instances of the dataclass or named tuple ``cls`` [design 7.3]."""
-    _RECORDS[cls.__name__] = cls
-    return cls
-
-
-def plain(obj):
-    """``obj`` as plain data: tensors as CPU numpy arrays (tagged), records and tuples as tagged dicts [design 7.3]."""
-    if torch.is_tensor(obj):
-        return {"__tensor__": obj.detach().cpu().numpy().copy()}
-    if isinstance(obj, RunningStatistics):
-        return {"__record__": "RunningStatistics", "fields": {"total": plain(obj.total), "parts": plain(obj.parts)}}
-    if type(obj).__name__ in _RECORDS and type(obj) is _RECORDS[type(obj).__name__]:
-        names = obj._fields if isinstance(obj, tuple) else [f.name for f in dataclasses.fields(obj)]
-        return {"__record__": type(obj).__name__, "fields": {k: plain(getattr(obj, k)) for k in names}}
-    if isinstance(obj, tuple):
-        return {"__tuple__": [plain(v) for v in obj]}
-    if isinstance(obj, list):
-        return [plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    return obj
-
-
-def unplain(obj):
-    """Inverse of :func:`plain`."""
-    if isinstance(obj, list):
-        return [unplain(v) for v in obj]
-    if not isinstance(obj, dict):
-        return obj
-    if "__tensor__" in obj:
-        return torch.from_numpy(np.array(obj["__tensor__"]))
-    if "__tuple__" in obj:
-        return tuple(unplain(v) for v in obj["__tuple__"])
-    if "__record__" in obj:
-        fields = {k: unplain(v) for k, v in obj["fields"].items()}
-        if obj["__record__"] == "RunningStatistics":
-            running = RunningStatistics()
-            running.total, running.parts = fields["total"], fields["parts"]
-            return running
-        return _RECORDS[obj["__record__"]](**fields)
-    return {k: unplain(v) for k, v in obj.items()}

@@ -1,4 +1,5 @@
-"""Per-modality torch encoders ``f_m`` [design 7.1].
+"""Per-modality torch encoders ``f_m`` [design 7.1], and their kinds as parameters of
+:class:`~sklearn_calmrl.CalMRLTransformer` (:class:`Linear`, :class:`MLP`).
 
 Both encoders start from a closed-form linear map instead of a random projection
 (random-init MLPs lost about 5 points of probe accuracy to
@@ -14,13 +15,15 @@ References ``[design x.y]`` point into ``doc/design.rst``.
 """
 
 import math
+import numbers
 
 import torch
+from sklearn.base import BaseEstimator
 from torch import nn
 
-__all__ = ["LinearEncoder", "MLPEncoder", "make_encoder", "make_encoders", "ENCODERS"]
+from ._utils import resolved
 
-ENCODERS = ("linear", "mlp")
+__all__ = ["ENCODERS", "MLP", "Linear", "LinearEncoder", "MLPEncoder", "make_encoders", "resolve_encoder"]
 
 
 def _linear_init_(linear, X, shared_map=None):
@@ -65,7 +68,7 @@ class LinearEncoder(nn.Module):
 class MLPEncoder(nn.Module):
     """``f(x) = A x + c + g(x)``: the PCA projection plus a zero-initialised MLP residual."""
 
-    def __init__(self, n_features, embed_dim, hidden_layer_sizes=(128,)):
+    def __init__(self, n_features, embed_dim, hidden_layer_sizes):
         super().__init__()
         self.linear = nn.Linear(n_features, embed_dim)
         layers, width = [], n_features
@@ -97,39 +100,99 @@ def _reset_(module, generator):
         nn.init.zeros_(module.residual[-1].bias)
 
 
-def make_encoder(kind, n_features, embed_dim, hidden_layer_sizes=(128,), *, generator=None, device="cpu"):
-    """Build one encoder of the given kind ('linear' or 'mlp') on ``device``.
+class _Encoder(BaseEstimator):
+    """What both kinds of encoder share: building one modality's torch module from a seeded generator."""
 
-    The weights are drawn on the CPU from ``generator`` (a CPU ``torch.Generator``),
-    never from the global torch RNG, and then moved to ``device``: fitting is
-    reproducible, gives the same start on every device, and leaves the caller's
-    RNG state alone, also when several fits run in threads.
+    def make(self, n_features, embed_dim, *, generator=None, device="cpu"):
+        """One encoder of this kind on ``device``.
+
+        The weights are drawn on the CPU from ``generator`` (a CPU ``torch.Generator``),
+        never from the global torch RNG, and then moved to ``device``: fitting is
+        reproducible, gives the same start on every device, and leaves the caller's
+        RNG state alone, also when several fits run in threads.
+        """
+        with torch.device("meta"):
+            encoder = self._module(n_features, embed_dim)
+        encoder = encoder.to_empty(device="cpu")
+        with torch.no_grad():
+            _reset_(encoder, generator)
+        return encoder.to(device)
+
+
+class Linear(_Encoder):
+    """The linear encoder ``f_m(x) = A x + c`` [design 7.1], as a value of ``CalMRLTransformer(encoder=...)``.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    ``encoder='linear'`` is ``Linear()``. Encoder m starts as the posterior-mean
+    map ``x^m -> E[b | x^m]`` of the closed-form model of the blocks (outputs
+    beyond ``latent_dim`` on the block's principal axes). It has no parameters.
+
+    See Also
+    --------
+    MLP : The same start plus a non-linear residual branch.
     """
-    if kind == "linear":
-        cls, args = LinearEncoder, (n_features, embed_dim)
-    elif kind == "mlp":
-        cls, args = MLPEncoder, (n_features, embed_dim, tuple(hidden_layer_sizes))
-    else:
-        raise ValueError(f"encoder must be one of {ENCODERS}, got {kind!r}.")
-    with torch.device("meta"):
-        encoder = cls(*args)
-    encoder = encoder.to_empty(device="cpu")
-    with torch.no_grad():
-        _reset_(encoder, generator)
-    return encoder.to(device)
+
+    _parameter_constraints: dict = {}
+
+    def _module(self, n_features, embed_dim):
+        return LinearEncoder(n_features, embed_dim)
 
 
-def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, shared_maps=None, generator, device="cpu"):
+class MLP(_Encoder):
+    """The MLP encoder ``f_m(x) = A x + c + g(x)`` [design 7.1], as a value of ``CalMRLTransformer(encoder=...)``.
+
+    Read more in the :ref:`User Guide <user_guide>`.
+
+    ``encoder='mlp'`` is ``MLP()``. The linear path starts as :class:`Linear`
+    does; ``g`` is a GELU MLP whose output layer starts at zero, so the encoder
+    starts as the linear map and training adds non-linear corrections. Its
+    parameters are reachable through the estimator's ``set_params``
+    (``encoder__hidden_layer_sizes=(64,)``) and a grid search once ``encoder``
+    holds an instance.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(128,)
+        Hidden widths of the residual branch ``g`` (``()``: one linear layer).
+
+    See Also
+    --------
+    Linear : The linear encoder alone.
+    """
+
+    _parameter_constraints: dict = {"hidden_layer_sizes": [tuple, list]}
+
+    def __init__(self, hidden_layer_sizes=(128,)):
+        self.hidden_layer_sizes = hidden_layer_sizes
+
+    def _validate_params(self):
+        super()._validate_params()
+        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in self.hidden_layer_sizes):
+            raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers (layer widths), got {self.hidden_layer_sizes!r}.")
+
+    def _module(self, n_features, embed_dim):
+        return MLPEncoder(n_features, embed_dim, tuple(self.hidden_layer_sizes))
+
+
+ENCODERS = {"linear": Linear, "mlp": MLP}
+
+
+def resolve_encoder(encoder):
+    """``'linear'`` / ``'mlp'`` as the default instance, an instance as a validated copy [design 7.1]."""
+    return resolved(encoder, ENCODERS)
+
+
+def make_encoders(kind, X, observed, embed_dim, *, shared_maps=None, generator, device="cpu"):
     """One encoder per modality, drawn from seeded generators, then started from the data.
 
     Parameters
     ----------
-    kind : {'linear', 'mlp'}
+    kind : Linear or MLP
     X : list of Tensor (n, d_in_m)
         Standardized blocks (float32), zeros where a modality is missing.
     observed : bool Tensor (n, k)
     embed_dim : int
-    hidden_layer_sizes : tuple of int
     shared_maps : list of (Tensor (q, d_in_m), Tensor (q,)) or None
         Posterior-mean maps ``x^m -> E[b | x^m]`` of the closed-form model of
         the blocks [design 7.1]; None starts every output from the block's PCA.
@@ -141,10 +204,7 @@ def make_encoders(kind, X, observed, embed_dim, hidden_layer_sizes=(128,), *, sh
     -------
     torch.nn.ModuleList
     """
-    encoders = torch.nn.ModuleList(
-        make_encoder(kind, x.shape[1], embed_dim, hidden_layer_sizes, generator=generator, device=device)
-        for x in X
-    )
+    encoders = torch.nn.ModuleList(kind.make(x.shape[1], embed_dim, generator=generator, device=device) for x in X)
     for m, enc in enumerate(encoders):
         enc.init_from_data(X[m][observed[:, m]], None if shared_maps is None else shared_maps[m])
     return encoders

@@ -15,10 +15,14 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._alignment import ALIGNMENTS, leading_direction, resolve_alignment
-from ._base import MultimodalBase, _shallow_copy, _threaded, shared_docs
+from ._alignment import ALIGNMENTS, resolve_alignment
+from ._base import MultimodalBase, _shallow_copy
+from ._callbacks import EarlyStopping, resolve_early_stopping
+from ._docs import shared_docs
+from ._encoders import ENCODERS, resolve_encoder
 from ._latent import predictive_variance
 from ._ppca import MultiViewPPCA
+from ._runtime import threaded
 from ._training import Trainer, encode, hold_out, represent
 
 __all__ = ["CalMRLTransformer"]
@@ -48,14 +52,15 @@ class CalMRLTransformer(MultimodalBase):
     Parameters
     ----------
     {modalities}
-    encoder : {'linear', 'mlp'}, default='linear'
-        Per-modality encoder. Both start from the closed-form model of the
-        blocks (``block_model_``): encoder m's outputs start as the
-        posterior-mean map ``x^m -> E[b | x^m]``, so all modalities start in
-        one coordinate system [design 7.1] (the MLP adds a zero-initialised
-        residual branch). ``'identity'`` (no encoder: the closed-form model
-        alone) is deprecated since 0.2 and will be removed in 0.3: use
-        :class:`MultiViewPPCA`, which is that model.
+    encoder : {'linear', 'mlp'}, Linear or MLP instance, default='linear'
+        Per-modality encoder [design 7.1]: ``'linear'`` is :class:`Linear`
+        ``()``, ``'mlp'`` is :class:`MLP` ``()``. Both start from the
+        closed-form model of the blocks (``block_model_``): encoder m's outputs
+        start as the posterior-mean map ``x^m -> E[b | x^m]``, so all
+        modalities start in one coordinate system (the MLP adds a
+        zero-initialised residual branch). An instance sets the encoder's own
+        parameters (the MLP's hidden widths), reachable through
+        ``set_params(encoder__hidden_layer_sizes=...)`` and grid searches.
     {latent_dim}
     {n_components}
     {local_bandwidth}
@@ -66,8 +71,6 @@ class CalMRLTransformer(MultimodalBase):
         None means ``latent_dim``: every output is a shared latent coordinate.
         Larger values add outputs that start on the block's own principal
         axes (modality-private directions); smaller values are an error.
-    hidden_layer_sizes : tuple of int, default=(128,)
-        Hidden widths of the residual branch. Only used when ``encoder='mlp'``.
     alignment : {'pmrl', 'gram'}, PMRL or GRAM instance, default='pmrl'
         Alignment objective on the calibrated representations [design 4]:
         ``'pmrl'`` is :class:`PMRL` ``()``, ``'gram'`` is :class:`GRAM` ``()``.
@@ -84,16 +87,14 @@ class CalMRLTransformer(MultimodalBase):
         modality-specific detail a downstream model may need.
         ``'embeddings'``: the calibrated representations only. ``'latent'``:
         the latent posterior mean of the model of the representations
-        (``latent_dim`` columns). ``'anchor'`` and ``'mean'`` (the leading
-        left singular vector and the normalized mean of the calibrated
-        representations) are deprecated since 0.2 and will be removed in 0.3;
-        :func:`~sklearn_calmrl.diagnostics.anchor_shift` computes the anchor.
+        (``latent_dim`` columns).
     {noise}
     max_epochs : int, default=30
         Number of training epochs (the maximum with ``early_stopping``). An
         epoch passes over the training rows, or over 2048 of them drawn afresh
         when there are more, so training is a budget of samples seen whatever
-        the rows [design 3.1].
+        the rows [design 3.1]. ``partial_fit`` runs one pass over its chunk
+        per call, as scikit-learn's MLP runs one iteration.
     batch_size : int, default=128
         Mini-batch size of the gradient steps.
     learning_rate : float, default=3e-3
@@ -102,21 +103,17 @@ class CalMRLTransformer(MultimodalBase):
         RuntimeWarning and keeps the last completed epoch.
     {standardize}
     {partial_nan}
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows before anything is fitted,
-        monitor their cross-modal Recall@1 after every epoch and restore the
-        best epoch (the start included) [design 3.3]. Off by default: on a few
-        hundred rows the held-out rows cost the closed-form start more than
-        stopping gains.
-    validation_fraction : float, default=0.1
-        Share of rows held out. Only used when ``early_stopping=True``.
-    n_iter_no_change : int, default=10
-        Epochs without an improvement of the validation score before training
-        stops. Only used when ``early_stopping=True``.
-    {device}
-    {n_jobs}
-    {random_state}
-    {verbose}
+    early_stopping : bool or EarlyStopping instance, default=False
+        ``True`` is :class:`EarlyStopping` ``()``: ``fit`` holds out
+        ``validation_fraction`` of the rows before anything is fitted, monitors
+        their cross-modal Recall@1 after every epoch, stops after
+        ``n_iter_no_change`` epochs without a gain of ``tol`` and restores the
+        best epoch (the start included) [design 3.3]; an instance sets those
+        three, reachable through ``set_params(early_stopping__tol=...)``.
+        ``partial_fit`` trains on every row. Off by default: on a few hundred
+        rows the held-out rows cost the closed-form start more than stopping
+        gains.
+    {runtime}
 
     Attributes
     ----------
@@ -129,8 +126,7 @@ class CalMRLTransformer(MultimodalBase):
     n_iter_ : int
         Training epochs run by ``fit``; ``partial_fit`` calls since the first one.
     loss_curve_ : list of float
-        Mean alignment loss per epoch (per ``partial_fit`` call); empty for
-        ``encoder='identity'``.
+        Mean alignment loss per epoch (per ``partial_fit`` call).
     loss_terms_curve_ : dict of str to list of float
         The same, term by term: ``'intra'`` and ``'inter'`` (PMRL) or ``'gram'``,
         ``'pair'`` when the objective's ``pair_weight > 0`` and ``'match'`` when
@@ -146,15 +142,14 @@ class CalMRLTransformer(MultimodalBase):
         Seconds spent in the closed-form steps (EM) of the fit.
     fit_time_gradient_ : float
         Seconds spent in gradient steps.
-    {n_samples_seen_}
-    {device_}
-    {n_features_in_}
-    {feature_names_in_}
+    {fitted_input}
 
     See Also
     --------
     MultiViewPPCA : The closed-form latent model alone (``block_model_``).
+    Linear, MLP : The encoders and their parameters.
     PMRL, GRAM : The alignment objectives and their parameters.
+    EarlyStopping : Early stopping and its parameters.
 
     Examples
     --------
@@ -164,154 +159,80 @@ class CalMRLTransformer(MultimodalBase):
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
     >>> est = CalMRLTransformer(data.modalities, latent_dim=8, max_epochs=2, random_state=0)
     >>> est.fit_transform(X).shape
-    (2000, 697)
+    (2000, 703)
     """
 
     _parameter_constraints: dict = {
         **MultimodalBase._shared_parameter_constraints,
-        "encoder": [StrOptions({"linear", "mlp", "identity"})],
+        "encoder": [StrOptions(set(ENCODERS)), *ENCODERS.values()],
         "embed_dim": [None, Interval(numbers.Integral, 1, None, closed="left")],
-        "hidden_layer_sizes": [tuple, list],
         "alignment": [StrOptions(set(ALIGNMENTS)), *ALIGNMENTS.values()],
         "calibrate": ["boolean"],
-        "output": [StrOptions({"concat", "embeddings", "latent", "anchor", "mean"})],
+        "output": [StrOptions({"concat", "embeddings", "latent"})],
         "max_epochs": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate": [Interval(numbers.Real, 0, 1e30, closed="right")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean", EarlyStopping],
     }
 
     def __init__(
-        self,
-        modalities=None,
-        *,
-        encoder="linear",
-        latent_dim="auto",
-        n_components=1,
-        local_bandwidth=0.3,
-        max_block_width=256,
-        add_indicator=True,
-        embed_dim=None,
-        hidden_layer_sizes=(128,),
-        alignment="pmrl",
-        calibrate=True,
-        output="concat",
-        noise="isotropic",
-        max_epochs=30,
-        batch_size=128,
-        learning_rate=3e-3,
-        standardize=True,
-        partial_nan="mean",
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        device="auto",
-        n_jobs=None,
-        random_state=None,
-        verbose=0,
+        self, modalities=None, *, encoder="linear", latent_dim="auto", n_components=1, local_bandwidth=0.3,
+        max_block_width=256, add_indicator=True, embed_dim=None, alignment="pmrl", calibrate=True, output="concat",
+        noise="isotropic", max_epochs=30, batch_size=128, learning_rate=3e-3, standardize=True, partial_nan="mean",
+        early_stopping=False, device="auto", n_jobs=None, random_state=None, verbose=0,
     ):
-        self.modalities = modalities
-        self.encoder = encoder
-        self.latent_dim = latent_dim
-        self.n_components = n_components
-        self.local_bandwidth = local_bandwidth
-        self.max_block_width = max_block_width
-        self.add_indicator = add_indicator
-        self.embed_dim = embed_dim
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.alignment = alignment
-        self.calibrate = calibrate
-        self.output = output
-        self.noise = noise
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.standardize = standardize
-        self.partial_nan = partial_nan
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.device = device
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+        self.modalities, self.encoder, self.latent_dim, self.n_components = modalities, encoder, latent_dim, n_components
+        self.local_bandwidth, self.max_block_width, self.add_indicator = local_bandwidth, max_block_width, add_indicator
+        self.embed_dim, self.alignment, self.calibrate, self.output = embed_dim, alignment, calibrate, output
+        self.noise, self.max_epochs, self.batch_size, self.learning_rate = noise, max_epochs, batch_size, learning_rate
+        self.standardize, self.partial_nan, self.early_stopping = standardize, partial_nan, early_stopping
+        self.device, self.n_jobs, self.random_state, self.verbose = device, n_jobs, random_state, verbose
 
     # ------------------------------------------------------------------ parameters
-    _deprecated_values: dict = {
-        **MultimodalBase._deprecated_values,
-        "encoder": {
-            "identity": "it fits the closed-form model alone, which is MultiViewPPCA (with the same modalities, latent_dim, "
-            "n_components, local_bandwidth, noise, output and add_indicator)"
-        },
-        "output": dict.fromkeys(
-            ("anchor", "mean"), "use 'concat', 'embeddings' or 'latent' (sklearn_calmrl.diagnostics.anchor_shift computes the anchor)"
-        ),
-    }
-
-    def _check_parameters(self, blocks):
-        super()._check_parameters(blocks)
-        self._check_output([len(idx) for _, idx in blocks], self.encoder == "identity")
-        hidden = tuple(self.hidden_layer_sizes)
-        if self.encoder == "mlp" and not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
-            raise ValueError(f"hidden_layer_sizes must be a tuple of positive integers (layer widths), got {self.hidden_layer_sizes!r}.")
-        self._alignment()
-
-    def _check_output(self, sizes, identity):
-        """``output`` against the blocks' ``sizes`` (checked at fit and at every transform)."""
-        if identity and self.output in ("anchor", "mean") and len(set(sizes)) > 1:
-            raise ValueError(
-                f"output={self.output!r} needs representations of equal size, but encoder='identity' keeps the "
-                f"raw blocks (sizes {list(sizes)}); use output='concat' or 'latent'."
-            )
+    def _encoder(self):
+        """The encoder with its parameters (:class:`Linear` or :class:`MLP`), validated [design 7.1]."""
+        return resolve_encoder(self.encoder)
 
     def _alignment(self):
         """The alignment objective with its parameters (:class:`PMRL` or :class:`GRAM`), validated [design 4]."""
         return resolve_alignment(self.alignment)
 
-    def _block_estimator(self):
-        """The unfitted :class:`MultiViewPPCA` of the blocks, with this estimator's shared parameters."""
-        return MultiViewPPCA(
-            self.modalities, latent_dim=self.latent_dim, n_components=self.n_components, local_bandwidth=self.local_bandwidth,
-            max_block_width=self.max_block_width, add_indicator=False, noise=self.noise, standardize=self.standardize, partial_nan=self.partial_nan,
-            device=self.device, n_jobs=self.n_jobs, random_state=self.random_state, verbose=self.verbose,
-        )
+    def _early_stopping(self):
+        """Early stopping with its parameters (:class:`EarlyStopping`, validated), or None [design 3.3]."""
+        return resolve_early_stopping(self.early_stopping)
 
-    @property
-    def _identity(self):
-        return self._trainer_ is None
+    def _block_estimator(self):
+        """The unfitted :class:`MultiViewPPCA` of the blocks, with this estimator's shared parameters (those of
+        ``MultimodalBase._shared_parameter_constraints``), no indicator columns and its own defaults for the rest."""
+        shared = {name: getattr(self, name) for name in MultimodalBase._shared_parameter_constraints}
+        return MultiViewPPCA(**{**shared, "add_indicator": False})
 
     # ------------------------------------------------------------------ fit
-    def _fit_prepared(self, prep):
-        """The closed-form model of the blocks on the training rows, then the encoders [design 3, 7.1].
+    def _fit(self, prep, incremental):
+        """The closed-form model of the blocks, then the encoders [design 3, 7.1]: a fit on the prepared rows, or
+        one incremental step of both on a chunk [design 3.2], on copies kept only when both succeed.
 
-        With ``early_stopping`` the held-out rows are drawn before anything is fitted [design 3.3].
+        The parameter objects are validated first; with ``early_stopping`` a fit
+        holds its validation rows out before anything is fitted [design 3.3].
         """
-        train, validation = prep, None
-        if self.encoder != "identity" and self.early_stopping:
-            train, validation = hold_out(prep, self.validation_fraction)
-        self.block_model_ = self._block_estimator()
-        self.block_model_._fit_prepared(train)
-        self._trainer_ = None
-        if self.encoder != "identity":
-            self._trainer_ = Trainer(device=prep.device, seed=prep.seed).fit(self, train.X, train.observed, self.block_model_._model_, validation)
-        self._set_fitted(prep, prep.n_rows)
-
-    def _partial_fit_prepared(self, prep):
-        """One incremental step of the model of the blocks, then of the encoders, on copies kept only when both
-        succeed [design 3.2]."""
         first = not hasattr(self, "block_model_")
+        if first:  # the parameter objects are validated before anything is fitted
+            self._encoder()
+            self._alignment()
+        stopping = None if incremental else self._early_stopping()
+        train, validation = prep, None
+        if stopping is not None:
+            train, validation = hold_out(prep, stopping.validation_fraction)
         block = self._block_estimator() if first else _shallow_copy(self.block_model_)
-        if not block._partial_fit_prepared(prep):
+        if not block._fit(train, incremental):
             return False
-        trainer = None
-        if self.encoder != "identity":
-            trainer = Trainer(device=prep.device, seed=prep.seed) if first else self._trainer_.clone()
-            if not trainer.partial_fit(self, prep.X, prep.observed, prep.key, block._model_):
-                return False
-        n_iter = block.n_iter_ if trainer is None else trainer.history.n_iter
-        seen = self.n_samples_seen_ if n_iter > 1 else 0  # a fresh incremental run counts from 0
+        trainer = Trainer(device=prep.device, seed=prep.seed) if first else self._trainer_.clone()
+        fitted = trainer._fit(
+            self, train.X, train.observed, block._block_model(), incremental=incremental, key=prep.key, early_stopping=stopping, validation=validation
+        )
+        if not fitted:
+            return False
+        seen = self.n_samples_seen_ if incremental and trainer.history.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self.block_model_, self._trainer_ = block, trainer
         self._set_fitted(prep, seen + prep.n_rows)
         return True
@@ -319,93 +240,58 @@ class CalMRLTransformer(MultimodalBase):
     def _set_fitted(self, prep, n_rows):
         """Every fitted attribute, from the block model and the trainer."""
         self._set_input_state(prep)
-        block = self.block_model_
+        block, history = self.block_model_, self._trainer_.history
         self.variance_explained_, self.variance_explained_total_ = block.variance_explained_, block.variance_explained_total_
-        if self._identity:  # deprecated: the closed-form model alone
-            self._set_model_state(block._model_, block.n_iter_, block.loglik_curve_, n_rows)
-            self.loss_curve_, self.loss_terms_curve_, self.validation_scores_ = [], {}, []
-            self.best_validation_score_, self.fit_time_em_, self.fit_time_gradient_ = float("nan"), block._model_.time_em, 0.0
-            return
-        history = self._trainer_.history
         self._set_model_state(self._trainer_.model, history.n_iter, history.loglik_curve, n_rows)
         self.loss_curve_ = list(history.loss_curve)
         self.loss_terms_curve_ = {name: list(values) for name, values in history.loss_terms.items()}
         self.validation_scores_ = list(history.validation_scores)
         self.best_validation_score_ = history.best_validation_score
-        self.fit_time_em_ = block._model_.time_em + history.time_em
+        self.fit_time_em_ = block._block_model().time_em + history.time_em
         self.fit_time_gradient_ = history.time_gradient
 
     # ------------------------------------------------------------------ inference
     def _output_parts(self):
-        """The parts of the output, in column order: the one definition that :meth:`transform`,
-        :meth:`get_feature_names_out` and :func:`~sklearn_calmrl.distributed.transform_dask` read [design 5].
-
-        ``'embeddings'`` are the calibrated representations, ``'blocks'`` the calibrated standardized blocks of
-        ``block_model_`` (the representations themselves for the deprecated ``encoder='identity'``), ``'latent'``,
-        ``'anchor'`` and ``'mean'`` as ``output`` says, ``'indicator'`` the observed-modality columns.
-        """
+        """``'embeddings'`` (the calibrated representations), ``'blocks'`` (the calibrated standardized blocks of
+        ``block_model_``) or ``'latent'``, as ``output`` says, then ``'indicator'`` (the observed modalities)."""
         check_is_fitted(self)
-        self._check_output([len(i) for i in self.modalities_.values()], self._identity)
-        if self.output == "concat":
-            parts = ["blocks"] if self._identity else ["embeddings", "blocks"]
-        elif self.output == "embeddings":
-            parts = ["blocks"] if self._identity else ["embeddings"]
-        else:
-            parts = [self.output]
+        parts = {"concat": ["embeddings", "blocks"], "embeddings": ["embeddings"], "latent": ["latent"]}[self.output]
         return parts + (["indicator"] if self.add_indicator else [])
 
     def _inference_state(self, parts):
-        """What every chunk of one inference call reads: the completion state of the block model (when a part needs
-        the blocks), the float64 model of the representations and a float64 copy of the encoders (batch-size-
-        independent rows)."""
-        needs_blocks = "blocks" in parts or (self._identity and self.output != "latent")
-        blocks = self.block_model_._model_.completion(self.device_, corrected=needs_blocks)
-        if self._identity:
-            return _State(blocks, blocks.params, None)
-        return _State(blocks, *self._trainer_.inference_state(self.device_))
+        """The block model's completion state (corrected when a part needs the blocks), the float64 model of the
+        representations and a float64 copy of the encoders (batch-size-independent rows)."""
+        return _State(self.block_model_._inference_state(parts), *self._trainer_.inference_state(self.device_))
 
     def _representations(self, B, observed, state, done):
-        """The calibrated representations of a chunk and their posterior, computed once per chunk [design 2.3]; for
-        the deprecated ``encoder='identity'`` the completed blocks and their posterior."""
+        """The calibrated representations of a chunk and their posterior, computed once per chunk [design 2.3]."""
         if "representations" not in done:
-            if self._identity:
-                done["representations"] = self.block_model_._model_.complete(B, observed, state.blocks)[:2]
-            else:
-                done["representations"] = represent(B, observed, state.params, state.encoders)
+            done["representations"] = represent(B, observed, state.params, state.encoders)
         return done["representations"]
 
     def _output_piece(self, part, B, observed, state, done):
         if part == "blocks":
-            model = self.block_model_._model_
-            return torch.cat(model.compact(model.complete(B, observed, state.blocks)[0], state.blocks), dim=1)  # [design 2.3, 2.9, 2.11, 5.1]
+            return self.block_model_._output_piece(part, B, observed, state.blocks, done)
         Zhat, post = self._representations(B, observed, state, done)
-        if part == "latent":
-            return post.mean
-        if part == "embeddings":
-            return torch.cat(Zhat, dim=1)
-        if part == "mean":
-            return torch.nn.functional.normalize(torch.stack(Zhat, dim=1).mean(dim=1), dim=1)
-        return leading_direction(torch.stack(Zhat, dim=1), eps=0.0)[0]  # "anchor"
+        return post.mean if part == "latent" else torch.cat(Zhat, dim=1)  # "latent" or "embeddings"
 
     def _part_names(self, part, inputs):
         if part == "embeddings":
             return [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])]
-        if part in ("anchor", "mean"):
-            return [f"{part}{j}" for j in range(self.components_[0].shape[-2])]
-        return super()._part_names(part, inputs)
+        return self._shared_part_names(part, inputs)
 
     def _block_model(self):
-        return self.block_model_._model_
+        return self.block_model_._block_model()
 
     def _scored_model(self):
         state = self._inference_state(["latent"])
-        return state.params, (lambda B, observed: B) if self._identity else (lambda B, observed: encode(state.encoders, B, observed))
+        return state.params, lambda B, observed: encode(state.encoders, B, observed)
 
     def _to_device(self, device):
-        if self._trainer_ is not None:
-            self._trainer_.to(device)
+        self.block_model_._place(device)
+        self._trainer_.to(device)
 
-    @_threaded
+    @threaded
     def impute_representations(self, X, *, return_variance=False):
         """Per-modality representations with missing modalities imputed [design 2.3].
 
@@ -424,29 +310,26 @@ class CalMRLTransformer(MultimodalBase):
             Same layout; only when ``return_variance``.
         """
         X, blocks, observed = self._inference_input(X)
-        if self._identity:
-            reps, variances = self._completed_blocks(X, blocks, observed, self.block_model_._model_)
-        else:
-            state = self._inference_state(["embeddings"])
+        state = self._inference_state(["embeddings"])
 
-            def compute(B, obs):
-                Zhat, post = self._representations(B, obs, state, {})
-                return Zhat, [torch.where(obs[:, m, None], 0.0, v) for m, v in enumerate(predictive_variance(post, state.params))]
+        def compute(B, obs):
+            Zhat, post = self._representations(B, obs, state, {})
+            return Zhat, [torch.where(obs[:, m, None], 0.0, v) for m, v in enumerate(predictive_variance(post, state.params))]
 
-            reps, variances = self._by_modality(X, blocks, observed, compute)
+        reps, variances = self._by_modality(X, blocks, observed, compute)
         reps = dict(zip(self.modalities_, reps))
         return (reps, dict(zip(self.modalities_, variances))) if return_variance else reps
 
     @property
     def encoders_(self):
-        """The fitted torch encoders (None for the deprecated ``encoder='identity'``)."""
-        return None if self._trainer_ is None else self._trainer_.encoders
+        """The fitted torch encoders."""
+        return self._trainer_.encoders
 
 
 class _State(NamedTuple):
     """What the chunks of one inference call of :class:`CalMRLTransformer` share."""
 
     blocks: object  # the block model's Completion [design 2.9, 2.11]
-    params: object  # the float64 latent model of the representations (of the blocks for encoder='identity')
-    encoders: object  # a float64 copy of the encoders, or None
+    params: object  # the float64 latent model of the representations
+    encoders: object  # a float64 copy of the encoders
 

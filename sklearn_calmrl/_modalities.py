@@ -22,6 +22,8 @@ __all__ = [
     "stack_modalities",
     "is_list_of_blocks",
     "check_fit_input",
+    "check_rows_observe",
+    "linking_rows",
     "non_numeric_column",
     "warn_disconnected",
     "warn_few_rows",
@@ -328,6 +330,25 @@ def check_fit_input(blocks, observed, n_rows, feature_count, where, feature_name
                 "they carry no information (they are filled with the modality's mean, 0 after standardization). "
                 "Drop them from X and from modalities."
             )
+
+
+def check_rows_observe(n_empty, n_rows, caller, *, first=True):
+    """Rows that observe no modality [design 1.2]: an error when every row of a first fit is one, else a warning that
+    ``caller`` ignores them."""
+    if first and n_empty == n_rows:
+        raise ValueError(f"None of the {n_rows} rows observes any modality (every block is all NaN).")
+    if n_empty:
+        warn(f"{n_empty} of {n_rows} rows observe no modality (every block is NaN); {caller} ignores them.")
+
+
+def linking_rows(observed, counts=None):
+    """Rows that observe at least two modalities, or every observing row of a single-modality model [design 2.10].
+
+    ``observed`` is a boolean mask (n, k), numpy or torch; with ``counts`` its rows
+    are distinct patterns and ``counts`` their numbers of rows.
+    """
+    linking = observed.any(1) if observed.shape[1] == 1 else observed.sum(1) >= 2
+    return int(linking.sum()) if counts is None else int(counts[linking].sum())
 
 
 def non_numeric_column(X):

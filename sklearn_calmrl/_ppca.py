@@ -9,8 +9,9 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import MultimodalBase, shared_docs
+from ._base import MultimodalBase
 from ._closed_form import ClosedFormModel
+from ._docs import shared_docs
 from ._latent import posterior
 
 __all__ = ["MultiViewPPCA"]
@@ -50,10 +51,7 @@ class MultiViewPPCA(MultimodalBase):
         Maximum number of EM iterations.
     tol : float, default=1e-3
         EM stops when the mean per-sample log-likelihood gains less than this.
-    {device}
-    {n_jobs}
-    {random_state}
-    {verbose}
+    {runtime}
 
     Attributes
     ----------
@@ -64,10 +62,7 @@ class MultiViewPPCA(MultimodalBase):
         since the first.
     loglik_curve_ : list of float
         Mean observed-data log-likelihood before each M-step (non-decreasing).
-    {n_samples_seen_}
-    {device_}
-    {n_features_in_}
-    {feature_names_in_}
+    {fitted_input}
 
     See Also
     --------
@@ -76,12 +71,14 @@ class MultiViewPPCA(MultimodalBase):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn_calmrl import MultiViewPPCA
     >>> from sklearn_calmrl.datasets import load_multiple_features, ampute_modalities
     >>> data = load_multiple_features()
     >>> X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
-    >>> MultiViewPPCA(data.modalities, latent_dim=8, random_state=0).fit_transform(X).shape
-    (2000, 649)
+    >>> ppca = MultiViewPPCA(data.modalities, latent_dim=8, random_state=0).fit(X)
+    >>> ppca.transform(X).shape, bool(np.isnan(ppca.impute(X)).any())
+    ((2000, 655), False)
     """
 
     _parameter_constraints: dict = {
@@ -92,41 +89,15 @@ class MultiViewPPCA(MultimodalBase):
     }
 
     def __init__(
-        self,
-        modalities=None,
-        *,
-        latent_dim="auto",
-        n_components=1,
-        local_bandwidth=0.3,
-        max_block_width=256,
-        add_indicator=True,
-        noise="isotropic",
-        output="concat",
-        standardize=True,
-        partial_nan="mean",
-        max_iter=200,
-        tol=1e-3,
-        device="auto",
-        n_jobs=None,
-        random_state=None,
-        verbose=0,
+        self, modalities=None, *, latent_dim="auto", n_components=1, local_bandwidth=0.3, max_block_width=256,
+        add_indicator=True, noise="isotropic", output="concat", standardize=True, partial_nan="mean", max_iter=200,
+        tol=1e-3, device="auto", n_jobs=None, random_state=None, verbose=0,
     ):
-        self.modalities = modalities
-        self.latent_dim = latent_dim
-        self.n_components = n_components
-        self.local_bandwidth = local_bandwidth
-        self.max_block_width = max_block_width
-        self.add_indicator = add_indicator
-        self.noise = noise
-        self.output = output
-        self.standardize = standardize
-        self.partial_nan = partial_nan
-        self.max_iter = max_iter
-        self.tol = tol
-        self.device = device
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+        self.modalities, self.latent_dim, self.n_components = modalities, latent_dim, n_components
+        self.local_bandwidth, self.max_block_width, self.add_indicator = local_bandwidth, max_block_width, add_indicator
+        self.noise, self.output, self.standardize, self.partial_nan = noise, output, standardize, partial_nan
+        self.max_iter, self.tol = max_iter, tol
+        self.device, self.n_jobs, self.random_state, self.verbose = device, n_jobs, random_state, verbose
 
     def _model(self, seed):
         """An unfitted :class:`~sklearn_calmrl._closed_form.ClosedFormModel` with this estimator's parameters."""
@@ -135,18 +106,15 @@ class MultiViewPPCA(MultimodalBase):
             local_bandwidth=self.local_bandwidth, max_block_width=self.max_block_width, seed=seed, verbose=self.verbose, label="closed-form model of the blocks",
         )
 
-    def _fit_prepared(self, prep, **sample):
-        """Fit the closed-form model on the prepared rows [design 2]; ``sample`` passes ``n_linking`` and
-        ``fit_single`` when the rows are a sample (:func:`~sklearn_calmrl.distributed.fit_dask`)."""
-        self._model_ = self._model(prep.seed).fit(prep.X, prep.observed, warn_cap=True, **sample)
-        self._set_fitted(prep, prep.n_rows)
-
-    def _partial_fit_prepared(self, prep):
-        """One incremental step of the closed-form model on a chunk [design 3.2], on a copy kept only when it succeeds."""
-        model = self._model_.clone() if hasattr(self, "_model_") else self._model(prep.seed)
-        if not model.partial_fit(prep.X, prep.observed, prep.key, n_linking=prep.n_linking):
+    def _fit(self, prep, incremental):
+        """Fit the closed-form model on the prepared rows [design 2], or take one incremental step on a chunk
+        [design 3.2] on a copy kept only when it succeeds."""
+        first = not hasattr(self, "_model_")
+        model = self._model(prep.seed) if first or not incremental else self._model_.clone()
+        sample = dict(n_linking=prep.n_linking, fit_single=prep.fit_single)
+        if not model.fit(prep.X, prep.observed, incremental=incremental, key=prep.key, warn_cap=not incremental, **sample):
             return False
-        seen = self.n_samples_seen_ if model.n_iter > 1 else 0  # a fresh incremental run counts from 0
+        seen = self.n_samples_seen_ if incremental and model.n_iter > 1 else 0  # a fresh incremental run counts from 0
         self._model_ = model
         self._set_fitted(prep, seen + prep.n_rows)
         return True
@@ -169,6 +137,9 @@ class MultiViewPPCA(MultimodalBase):
         if part == "blocks":
             return torch.cat(self._model_.compact(self._model_.complete(B, observed, state)[0], state), dim=1)  # [design 2.3, 2.9, 2.11, 5.1]
         return posterior(B, observed, state.params).mean  # "latent" [design 2.2]
+
+    def _part_names(self, part, inputs):
+        return self._shared_part_names(part, inputs)
 
     def _block_model(self):
         return self._model_

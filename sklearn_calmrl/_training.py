@@ -11,9 +11,11 @@ of the blocks that :class:`~sklearn_calmrl.CalMRLTransformer` fitted first
 :class:`Trainer` holds what the loop carries (encoders, loss, optimizer, the model
 of the representations, curves and timings) and reads the training parameters from
 the estimator it is given (``batch_size``, ``learning_rate``, ...), as
-scikit-learn's MLP reads its own. Early stopping, the divergence guard and the
-progress lines are small callbacks the epoch loop calls [design 3.3].
-Optimizers are constructed here and nowhere else.
+scikit-learn's MLP reads its own. ``fit`` and ``partial_fit`` take one path,
+:meth:`Trainer._fit` (``incremental``, as scikit-learn's MLP ``_fit``); the
+divergence guard, early stopping and the progress lines are the callbacks of its
+epoch loop (:mod:`sklearn_calmrl._callbacks`) [design 3.3]. Optimizers are
+constructed here and nowhere else.
 
 References ``[design x.y]`` point into ``doc/design.rst``.
 """
@@ -27,25 +29,17 @@ from typing import Dict, List
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
 
-from ._alignment import ALIGNMENTS, pair_infonce
-from ._closed_form import (
-    INIT_ROWS,
-    ClosedFormModel,
-    Seeded,
-    chunk_rows,
-    finite,
-    init_rows,
-    plain,
-    random_stream,
-    register_record,
-    unplain,
-)
-from ._encoders import make_encoder, make_encoders
+from ._alignment import ALIGNMENTS
+from ._callbacks import DivergenceGuard, Progress, Run
+from ._chunks import chunk_rows
+from ._closed_form import ClosedFormModel, finite
+from ._encoders import ENCODERS, make_encoders
 from ._latent import calibrated, imputation_confidence, posterior, single_modality_maps
+from ._losses import pair_infonce
 from ._modalities import drop_modalities
-from ._utils import warn
+from ._persistence import plain, register_record, unplain
+from ._streams import INIT_ROWS, Seeded, init_rows, random_stream
 
 __all__ = ["History", "Trainer", "encode", "encode_all", "represent", "hold_out"]
 
@@ -53,7 +47,6 @@ EPOCH_ROWS = 2048  # rows an epoch passes over at most (drawn afresh each epoch)
 EM_EVERY = 2  # epochs between refreshes of the model of the representations [design 3.1]
 EM_REFRESH_ITER = 3  # EM iterations of each refresh [design 3.1]
 REPRESENTATION_START_ITER = 20  # EM steps of the first model of the representations: the encoders move next [design 3.1]
-VALIDATION_TOL = 1e-4  # improvement of the validation score that counts for early stopping [design 3.3]
 
 
 @register_record
@@ -86,7 +79,7 @@ def encode(encoders, X, observed):
 
 @torch.no_grad()
 def encode_all(encoders, X, observed, *, dtype=torch.float64):
-    """Encode every row without gradients, in chunks (bounded working set, :func:`~sklearn_calmrl._closed_form.chunk_rows`)."""
+    """Encode every row without gradients, in chunks (bounded working set, :func:`~sklearn_calmrl._chunks.chunk_rows`)."""
     chunk_size = chunk_rows(observed.device)
     parts = [
         encode(encoders, [x[s : s + chunk_size] for x in X], observed[s : s + chunk_size])
@@ -131,85 +124,6 @@ def alignment_score(Z, observed, min_rows=3):
     return float(np.mean(scores)) if scores else None
 
 
-# ---------------------------------------------------------------------- callbacks of the epoch loop [design 3.3]
-class DivergenceGuard:
-    """Keeps the state of the last finite epoch; a non-finite loss, log-likelihood or latent model restores it,
-    warns and stops training."""
-
-    def __init__(self, trainer, learning_rate):
-        self.learning_rate = learning_rate
-        self.snapshot = trainer.snapshot()
-
-    def diverged(self, trainer, epoch, terms):
-        if finite(terms["total"], trainer.history.loglik_curve[-1], *trainer.model.params.tensors()):
-            return False
-        trainer.restore(self.snapshot)
-        warn(
-            f"CalMRL training diverged at epoch {epoch} (loss={terms['total']}); kept the parameters of epoch {epoch - 1} "
-            f"and stopped. Lower learning_rate (now {self.learning_rate}).",
-            RuntimeWarning,
-        )
-        return True
-
-    def on_epoch_end(self, trainer, epoch, terms):
-        self.snapshot = trainer.snapshot()
-        return False
-
-    def on_train_end(self, trainer):
-        pass
-
-
-class ValidationStopping:
-    """Early stopping on held-out rows [design 3.3]: their cross-modal Recall@1 after every epoch, the best epoch
-    (the start included) restored at the end, a stop after ``n_iter_no_change`` epochs without a gain of
-    ``VALIDATION_TOL``."""
-
-    def __init__(self, trainer, validation, n_iter_no_change, max_epochs, calibrate):
-        self.validation, self.patience, self.max_epochs, self.calibrate = validation, n_iter_no_change, max_epochs, calibrate
-        self.best = (trainer.validation_score(*validation, calibrate), trainer.snapshot())
-        self.no_improve, self.stopped = 0, False
-
-    def on_epoch_end(self, trainer, epoch, terms):
-        score = trainer.validation_score(*self.validation, self.calibrate)
-        trainer.history.validation_scores.append(score)
-        if score > self.best[0] + VALIDATION_TOL:
-            self.best, self.no_improve = (score, trainer.snapshot()), 0
-        else:
-            self.no_improve += 1
-        self.stopped = self.no_improve >= self.patience
-        return self.stopped
-
-    def on_train_end(self, trainer):
-        trainer.history.best_validation_score = self.best[0]
-        trainer.restore(self.best[1])
-        if not self.stopped and self.max_epochs > 0:
-            warn(
-                f"CalMRL's validation score was still improving at max_epochs={self.max_epochs} "
-                f"(n_iter_no_change={self.patience}); consider raising max_epochs.",
-                ConvergenceWarning,
-            )
-
-
-class Progress:
-    """One line per epoch at verbose 1 or more: the loss and its terms, the validation score, the log-likelihood."""
-
-    def __init__(self, max_epochs):
-        self.max_epochs, self.t0 = max_epochs, time.perf_counter()
-
-    def on_epoch_end(self, trainer, epoch, terms):
-        history = trainer.history
-        line = f"epoch {epoch}/{self.max_epochs}: loss {terms['total']:.4f} (" + ", ".join(f"{k} {v:.4f}" for k, v in terms.items() if k != "total") + ")"
-        if len(history.validation_scores) == epoch:
-            line += f", validation score {history.validation_scores[-1]:.4f}"
-        now = time.perf_counter()
-        trainer.log(f"{line}, log-likelihood {history.loglik_curve[-1]:.4f}, {now - self.t0:.2f}s")
-        self.t0 = now
-        return False
-
-    def on_train_end(self, trainer):
-        pass
-
-
 class Trainer(Seeded):
     """State and steps of the bi-step loop of the encoders [design 3].
 
@@ -220,6 +134,12 @@ class Trainer(Seeded):
         Seeds the encoders' initial weights, the shuffles and the start of the
         model of the representations (named random streams [design 3.5]; never
         the global torch RNG).
+    epoch_rows : int or None, default=None
+        Rows an epoch of ``fit`` passes over at most, drawn afresh each epoch
+        [design 3.1]; None: ``EPOCH_ROWS`` (read when the trainer is made).
+    refresh_size : int, default=INIT_ROWS
+        Rows that start and refresh the model of the representations at most
+        [design 2.6].
 
     Attributes
     ----------
@@ -227,14 +147,17 @@ class Trainer(Seeded):
     model : ClosedFormModel
         The latent model of the representations.
     spec : dict
-        What rebuilds the encoders and the loss: encoder kind, input widths,
-        ``embed_dim``, hidden sizes, alignment objective and its parameters.
+        What rebuilds the encoders and the loss: the encoder's kind and
+        parameters, input widths, ``embed_dim``, the alignment objective and its
+        parameters.
     history : History
     """
 
-    def __init__(self, *, device, seed):
+    def __init__(self, *, device, seed, epoch_rows=None, refresh_size=INIT_ROWS):
         self.device = device
         self.seed = seed
+        self.epoch_rows = EPOCH_ROWS if epoch_rows is None else epoch_rows
+        self.refresh_size = refresh_size
         self.encoders = self.loss_fn = self.optimizer = self.model = self.spec = self.refresh_rows = None
         self.history = History()
         self.incremental = True  # False after fit: the next partial_fit starts fresh curves
@@ -258,20 +181,16 @@ class Trainer(Seeded):
                 "posterior-mean map onto the latent_dim shared coordinates, which needs embed_dim >= latent_dim "
                 "(embed_dim=None makes them equal)."
             )
-        alignment = est._alignment()
+        encoder, alignment = est._encoder(), est._alignment()
         vars(self).pop("objective", None)  # the cached objective of an earlier spec
         self.spec = {
-            "encoder": est.encoder,
+            "encoder": [_kind(encoder, ENCODERS), encoder.get_params()],
             "n_features": [x.shape[1] for x in X],
             "embed_dim": embed_dim,
-            "hidden_layer_sizes": tuple(est.hidden_layer_sizes),
-            "alignment": [next(k for k, c in ALIGNMENTS.items() if isinstance(alignment, c)), alignment.get_params()],
+            "alignment": [_kind(alignment, ALIGNMENTS), alignment.get_params()],
         }
         maps = [(A.float(), c.float()) for A, c in single_modality_maps(block.single)]
-        self.encoders = make_encoders(
-            est.encoder, X, observed, embed_dim, self.spec["hidden_layer_sizes"], shared_maps=maps,
-            generator=self.random("encoders"), device=self.device,
-        )
+        self.encoders = make_encoders(encoder, X, observed, embed_dim, shared_maps=maps, generator=self.random("encoders"), device=self.device)
         self.new_loss(est.learning_rate)
         self.model = ClosedFormModel(
             latent_dim=latent_dim, n_components=block.n_components_, noise=block.noise, max_iter=block.max_iter, tol=block.tol,
@@ -303,7 +222,7 @@ class Trainer(Seeded):
     def refresh(self, X, observed, generator, max_iter, label, level=1):
         """Encode the refresh rows (no grad), then EM warm-started from the model of the representations [design 3.1].
 
-        The refresh rows are all rows, or ``INIT_ROWS`` of them drawn at the first
+        The refresh rows are all rows, or ``refresh_size`` of them drawn at the first
         call and kept for the fit when there are more [design 2.6]: the model of
         the representations has ``k d (q + 2)`` parameters, which 20,000 rows
         estimate, and a refresh then costs the same at 10^5 or 10^6 rows.
@@ -311,7 +230,7 @@ class Trainer(Seeded):
         t0 = time.perf_counter()
         first = self.model.params is None
         if first:
-            self.refresh_rows = init_rows(observed.shape[0], generator, INIT_ROWS).to(self.device)
+            self.refresh_rows = init_rows(observed.shape[0], generator, self.refresh_size).to(self.device)
         rows = self.refresh_rows
         Z = encode_all(self.encoders, [x[rows] for x in X], observed[rows])
         if first:
@@ -407,9 +326,19 @@ class Trainer(Seeded):
         self.optimizer.load_state_dict(snap[2])
         self.model.params = snap[3]
 
-    # ------------------------------------------------------------------ fit
-    def fit(self, est, Xs, observed, block, validation=None):
-        """Encoders started from ``block``, then the epochs of the bi-step loop on the standardized blocks [design 3].
+    # ------------------------------------------------------------------ fit and partial_fit
+    def _fit(self, est, Xs, observed, block, *, incremental=False, key=None, early_stopping=None, validation=None):
+        """The one training path of ``fit`` and ``partial_fit`` [design 3.1, 3.2]; returns False when a
+        ``partial_fit`` chunk was rejected.
+
+        ``fit`` starts the encoders from ``block`` and runs ``max_epochs`` epochs of
+        the bi-step loop. A ``partial_fit`` chunk (``incremental``) runs one pass of
+        gradient steps over the chunk (the first chunk starts the encoders from
+        ``block``, fitted on it), then recomputes the chunk's EM statistics under
+        the current model, replaces its earlier contribution (``key``) in the
+        running totals and does one M-step from them. Training that diverges
+        (non-finite loss, log-likelihood or latent model) keeps the last finite
+        state with a RuntimeWarning (:class:`~sklearn_calmrl._callbacks.DivergenceGuard`).
 
         Parameters
         ----------
@@ -420,85 +349,64 @@ class Trainer(Seeded):
         observed : bool Tensor (n, k)
         block : ClosedFormModel
             The fitted closed-form model of the blocks.
+        incremental : bool, default=False
+            A ``partial_fit`` chunk.
+        key : str or None
+            The chunk's fingerprint (``partial_fit``).
+        early_stopping : EarlyStopping or None
+            The early-stopping callback of a ``fit`` [design 3.3], with ``validation``.
         validation : (list of Tensor, bool Tensor) or None
-            Held-out rows for early stopping [design 3.3], drawn before anything was fitted.
-
-        Training that diverges (non-finite loss or log-likelihood) stops with a
-        RuntimeWarning and keeps the last finite state.
+            Its held-out rows, drawn before anything was fitted.
         """
-        generator = self.random("training")
-        self.incremental = False
+        if incremental and not self.incremental:  # continuing a fitted model: fresh curves
+            self.history, self.incremental = History(), True
+        generator = self.random("partial_fit", self.history.n_iter) if incremental else self.random("training")
         X = [x.float() for x in Xs]
-        self.start(est, X, observed, block, generator)
-
-        guard = DivergenceGuard(self, est.learning_rate)
-        callbacks = []
-        if validation is not None:
-            callbacks.append(ValidationStopping(self, validation, est.n_iter_no_change, est.max_epochs, est.calibrate))
-        if est.verbose >= 1:
-            callbacks.append(Progress(est.max_epochs))
-        for epoch in range(1, est.max_epochs + 1):
+        first = self.encoders is None
+        if first or not incremental:
+            self.incremental = incremental
+            self.start(est, X, observed, block, generator)
+            if incremental:  # the curves count the chunks, not the start
+                self.history.loglik_curve, self.history.n_iter = [], 0
+        run = Run(1 if incremental else est.max_epochs, est.learning_rate, est.calibrate, validation, incremental, first)
+        guard = DivergenceGuard()
+        callbacks = [guard]
+        if early_stopping is not None:
+            callbacks.append(early_stopping)
+        if est.verbose >= 1 and not incremental:
+            callbacks.append(Progress())
+        for callback in callbacks:
+            callback.on_train_begin(self, run)
+        diverged = False
+        for epoch in range(1, run.max_epochs + 1):
             if epoch > 1 and (epoch - 1) % EM_EVERY == 0:
                 self.refresh(X, observed, generator, EM_REFRESH_ITER, f"epoch {epoch} refresh", level=2)
-            terms = self.gradient_pass(X, observed, generator, est.batch_size, est.calibrate, rows=EPOCH_ROWS)
-            if guard.diverged(self, epoch, terms):
+            terms = self.gradient_pass(X, observed, generator, est.batch_size, est.calibrate, rows=None if incremental else self.epoch_rows)
+            diverged = guard.diverged(self, epoch, terms)
+            if diverged:
                 break
             self._record_terms(terms)
-            self.history.n_iter = epoch
-            stop = [callback.on_epoch_end(self, epoch, terms) for callback in callbacks]
-            guard.on_epoch_end(self, epoch, terms)
-            if any(stop):
+            if not incremental:
+                self.history.n_iter = epoch
+            if any([callback.on_epoch_end(self, epoch, terms) for callback in callbacks]):
                 break
         for callback in callbacks:
             callback.on_train_end(self)
-        self.encoders.eval()
-        self.refresh_rows = None  # only the fit's refreshes read them
-        return self
-
-    # ------------------------------------------------------------------ partial_fit
-    def partial_fit(self, est, Xs, observed, key, block):
-        """One incremental step on a chunk [design 3.2]; returns False when the chunk was rejected.
-
-        The first call starts the encoders from ``block`` (the closed-form model of
-        the blocks, fitted on this chunk) and the model of the representations.
-        Every call then runs one pass of gradient steps over the chunk, recomputes
-        the chunk's EM statistics under the current model, replaces its earlier
-        contribution (``key``) in the running totals and does one M-step from them.
-        """
-        if not self.incremental:  # continuing a fitted model: fresh curves
-            self.history, self.incremental = History(), True
-        generator = self.random("partial_fit", self.history.n_iter)
-        X = [x.float() for x in Xs]
-        first = self.encoders is None
-        if first:
-            self.start(est, X, observed, block, generator)
-            self.history.loglik_curve, self.history.n_iter = [], 0
-        snap = self.snapshot()
-        terms = self.gradient_pass(X, observed, generator, est.batch_size, est.calibrate)
-        if not (finite(terms["total"]) and finite(*self.model.params.tensors())):
-            self.restore(snap)
-            warn(
-                f"partial_fit diverged on this chunk (loss={terms['total']}); "
-                + ("kept the initial encoders." if first else "the model was left as it was.")
-                + f" Lower learning_rate (now {est.learning_rate}).",
-                RuntimeWarning,
-            )
-            if not first:
-                return False
-            self.new_loss(est.learning_rate)
-        else:
-            self._record_terms(terms)
-        t0 = time.perf_counter()
-        stats = self.model.incremental_step(encode_all(self.encoders, X, observed), observed, key)
-        self.history.time_em += time.perf_counter() - t0
-        if stats is None:
-            if first:
-                raise ValueError("partial_fit's M-step on the first chunk gave non-finite latent parameters; rescale X.")
-            warn("partial_fit's M-step gave non-finite parameters; the model was left as it was.", RuntimeWarning)
+        if not incremental:
+            self.encoders.eval()
+            self.refresh_rows = None  # only the fit's refreshes read them
+            return True
+        if diverged and not first:
             return False
-        self.history.n_iter += 1
-        self.history.loglik_curve.append(float(stats.loglik) / stats.n_rows)
-        return True
+        if diverged:  # the first chunk keeps the initial encoders, with a fresh loss and optimizer
+            self.new_loss(est.learning_rate)
+        t0 = time.perf_counter()
+        accepted = self.model.incremental_step(encode_all(self.encoders, X, observed), observed, key, first=first)
+        self.history.time_em += time.perf_counter() - t0
+        if accepted:
+            self.history.n_iter += 1
+            self.history.loglik_curve.append(self.model.loglik_curve[-1])
+        return accepted
 
     # ------------------------------------------------------------------ inference
     def inference_state(self, device):
@@ -548,13 +456,17 @@ class Trainer(Seeded):
         self.device = "cpu"
         self.model = ClosedFormModel.__new__(ClosedFormModel)
         self.model.__setstate__(model)
-        spec = self.spec
-        self.encoders = torch.nn.ModuleList(
-            make_encoder(spec["encoder"], d, spec["embed_dim"], spec["hidden_layer_sizes"]) for d in spec["n_features"]
-        )
+        (kind, params), spec = self.spec["encoder"], self.spec
+        encoder = ENCODERS[kind](**params)
+        self.encoders = torch.nn.ModuleList(encoder.make(d, spec["embed_dim"]) for d in spec["n_features"])
         for module, weights in zip(self.encoders, encoders):
             module.load_state_dict(weights)
         groups = optimizer["param_groups"]
         self.new_loss(groups[0]["lr"])
         self.loss_fn.load_state_dict(loss_state)
         self.optimizer = self._optimizer(groups[0]["lr"], {"state": {int(i): s for i, s in optimizer["state"].items()}, "param_groups": groups})
+
+
+def _kind(config, kinds):
+    """The name under which ``kinds`` lists the class of the parameter object ``config``."""
+    return next(name for name, cls in kinds.items() if isinstance(config, cls))

@@ -1,4 +1,5 @@
-"""Runtime helpers without torch: warnings that point at the caller's line, and the threads a fit may use."""
+"""Helpers without torch: warnings that point at the caller's line, the threads a fit may use, and the parameters
+that take a name or a parameter object."""
 
 import os
 import sys
@@ -6,8 +7,9 @@ import warnings
 
 import joblib
 import sklearn
+from sklearn.base import clone
 
-__all__ = ["warn", "free_threads"]
+__all__ = ["free_threads", "resolved", "warn"]
 
 # Frames in these folders are library plumbing (ours, scikit-learn's wrappers and meta-estimators, joblib's
 # workers): a warning points at the first frame outside them, the user's line.
@@ -44,3 +46,11 @@ def free_threads(n_jobs):
     except (AttributeError, OSError):  # no load average on this system: trust n_jobs
         busy = 0
     return max(1, min(n, cores - busy))
+
+
+def resolved(value, options):
+    """The value of a parameter that takes a name or a parameter object (``alignment``, ``encoder``,
+    ``early_stopping``): ``options[value]()`` for a name (or ``True``), a validated copy of an object."""
+    config = clone(value) if hasattr(value, "get_params") else options[value]()
+    config._validate_params()
+    return config

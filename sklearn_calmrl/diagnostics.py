@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ._alignment import leading_direction
+from ._losses import leading_direction
 
 __all__ = ["anchor_shift"]
 

@@ -3,8 +3,7 @@
 Three functions take an estimator and a ``dask.array.Array`` ``X`` (rows in
 chunks, every column in each chunk; other column chunkings are merged first):
 
-- :func:`fit_dask` fits the closed-form model (:class:`~sklearn_calmrl.MultiViewPPCA`,
-  or :class:`~sklearn_calmrl.CalMRLTransformer` with ``encoder='identity'``)
+- :func:`fit_dask` fits the closed-form model (:class:`~sklearn_calmrl.MultiViewPPCA`)
   exactly as ``fit`` would on the same rows in memory. The workers reduce the
   standardization statistics of their chunks, then every EM iteration sums the
   chunks' sufficient statistics on the workers (a tree reduction) and the M-step
@@ -33,12 +32,13 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import Prepared, _all_or_nothing, _fitted_names, resolve_device
-from ._closed_form import CHUNK, INIT_ROWS, init_rows
-from ._estimator import CalMRLTransformer
+from ._base import Prepared, _all_or_nothing, _fitted_names
+from ._chunks import CHUNK
 from ._latent import chunked_statistics, run_em, summed_statistics
-from ._modalities import FeatureMoments, feature_moments, observed_mask, standardized_blocks
-from ._utils import warn
+from ._modalities import FeatureMoments, check_rows_observe, feature_moments, linking_rows, observed_mask, standardized_blocks
+from ._ppca import MultiViewPPCA
+from ._runtime import resolve_device
+from ._streams import INIT_ROWS, init_rows
 
 try:
     import dask
@@ -100,6 +100,15 @@ def _summarize(estimator, chunk):
     return _Summary(feature_moments(X, blocks, observed), {tuple(p): int(c) for p, c in zip(patterns.tolist(), counts)})
 
 
+def _summary(estimator, chunks, split_every):
+    """Every chunk summarized on the workers and summed: the moments, the distinct missingness patterns (P, k) and
+    their numbers of rows."""
+    unfitted = _broadcast(estimator)
+    summary = _tree_sum([dask.delayed(_summarize)(unfitted, c) for c in chunks], split_every).compute()
+    patterns = np.array(list(summary.patterns), dtype=bool).reshape(len(summary.patterns), -1)
+    return summary.moments, patterns, np.array(list(summary.patterns.values()), dtype=np.int64)
+
+
 def _standardized_rows(X, blocks, standardization):
     """The rows of ``X`` that observe a modality: float64 standardized blocks as tensors and their mask [design 1]."""
     observed = observed_mask(X, blocks)
@@ -144,9 +153,9 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     Parameters
     ----------
     estimator : MultiViewPPCA
-        (or the deprecated ``CalMRLTransformer(encoder='identity')``).
         Its parameters are used as ``fit`` uses them; fitted attributes are
-        replaced (on error the estimator is left as it was).
+        replaced (on error the estimator is left as it was). For the encoders
+        of a :class:`~sklearn_calmrl.CalMRLTransformer` use :func:`partial_fit_dask`.
     X : dask.array.Array of shape (n_samples, n_features)
         Blocks side by side as described by ``modalities``; NaN blocks mark
         missing modalities.
@@ -172,15 +181,12 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     (5, 2)
     """
     X = _dask_array(X)
+    if not isinstance(estimator, MultiViewPPCA):
+        raise ValueError(
+            f"fit_dask fits the closed-form model only (MultiViewPPCA), got {type(estimator).__name__}; "
+            "train torch encoders on a dask array with partial_fit_dask."
+        )
     estimator._validate_params()
-    target = estimator
-    if isinstance(estimator, CalMRLTransformer):
-        if estimator.encoder != "identity":
-            raise ValueError(
-                f"fit_dask fits the closed-form model only (MultiViewPPCA), got encoder={estimator.encoder!r}; "
-                "train torch encoders on a dask array with partial_fit_dask."
-            )
-        target = estimator._block_estimator()  # the deprecated encoder='identity' is its model of the blocks
     if estimator.n_components != 1:
         raise ValueError(f"fit_dask fits a single latent model (n_components=1), got n_components={estimator.n_components!r}.")
     device = resolve_device(estimator.device)
@@ -193,20 +199,13 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
     sample, blocks, _ = estimator._validate_input(X[sample_rows.numpy()].compute(), reset=True)
     chunks = list(X.to_delayed().ravel())
 
-    unfitted = _broadcast(estimator)
-    summary = _tree_sum([dask.delayed(_summarize)(unfitted, c) for c in chunks], split_every).compute()
-    patterns = np.array(list(summary.patterns), dtype=bool).reshape(-1, len(blocks))
-    counts = np.array(list(summary.patterns.values()), dtype=np.int64)
+    moments, patterns, counts = _summary(estimator, chunks, split_every)
     seen = patterns.any(axis=1)
     n_empty = int(counts[~seen].sum())
-    if n_empty == n:
-        raise ValueError(f"None of the {n} rows observes any modality (every block is all NaN).")
-    if n_empty:
-        warn(f"{n_empty} of {n} rows observe no modality (every block is NaN); fit_dask ignores them.")
+    check_rows_observe(n_empty, n, "fit_dask")
     # the checks and the standardization of fit, on the chunks' patterns and moments [design 1.2, 1.3]
-    standardization = estimator._checked_standardization(blocks, patterns[seen], n - n_empty, summary.moments, "X (all its rows are NaN across its block)")
+    standardization = estimator._checked_standardization(blocks, patterns[seen], n - n_empty, moments, "X (all its rows are NaN across its block)")
 
-    linking = counts[seen].sum() if len(blocks) == 1 else counts[patterns.sum(axis=1) >= 2].sum()
     Z_sample, observed_sample = _standardized_rows(sample, blocks, standardization)
     del sample
     standardizer = _broadcast((blocks, standardization))
@@ -217,19 +216,17 @@ def fit_dask(estimator, X, *, init_size=INIT_ROWS, split_every=8):
         return _tree_sum([dask.delayed(_chunk_statistics)(c, standardizer, current) for c in chunks], split_every).compute()
 
     def fit_single(start):  # the model of all rows, EM on the workers [design 3.4]
-        return run_em(statistics, start, max_iter=target.max_iter, tol=target.tol, noise=target.noise)
+        return run_em(statistics, start, max_iter=estimator.max_iter, tol=estimator.tol, noise=estimator.noise)
 
-    # the start, the stored rows [design 2.9], the cross-fitted weights [design 2.11] and the variance explained
-    # [design 2.12] from the sample; the EM on every chunk
+    # the estimator's own fit path [design 3.4]: the start, the stored rows [design 2.9], the cross-fitted weights
+    # [design 2.11] and the variance explained [design 2.12] from the sample, EM on every chunk
     prep = Prepared(
         blocks, standardization, Z_sample, observed_sample, n - n_empty, seed, "cpu", None,
         estimator.n_features_in_, getattr(estimator, "feature_names_in_", None),
+        n_linking=linking_rows(patterns, counts), fit_single=fit_single,
     )
-    target._fit_prepared(prep, n_linking=int(linking), fit_single=fit_single)
-    target._place(device)  # fitted on the client's CPU, computing where the estimator asks
-    if target is not estimator:
-        estimator.block_model_, estimator._trainer_ = target, None
-        estimator._set_fitted(prep._replace(device=device), n - n_empty)
+    estimator._fit(prep, incremental=False)
+    estimator._place(device)  # fitted on the client's CPU, computing where the estimator asks
     estimator._warn_few_rows((patterns[seen] * counts[seen, None]).sum(axis=0), blocks)
     return estimator
 
@@ -273,10 +270,8 @@ def partial_fit_dask(estimator, X, *, n_passes=1):
     chunks = X.to_delayed().ravel()
     n_linking = None
     if not hasattr(estimator, "modalities_") and estimator.latent_dim == "auto":
-        summary = _tree_sum([dask.delayed(_summarize)(_broadcast(estimator), c) for c in chunks], 8).compute()
-        patterns = np.array(list(summary.patterns), dtype=bool).reshape(len(summary.patterns), -1)
-        counts = np.array(list(summary.patterns.values()), dtype=np.int64)
-        n_linking = int(counts[patterns.any(axis=1)].sum() if patterns.shape[1] == 1 else counts[patterns.sum(axis=1) >= 2].sum())
+        _, patterns, counts = _summary(estimator, chunks, 8)
+        n_linking = linking_rows(patterns, counts)
     for p in range(n_passes):
         for c, chunk in enumerate(chunks):
             estimator.partial_fit(chunk.compute(), **({"n_linking_rows": n_linking} if p == c == 0 else {}))

@@ -137,13 +137,13 @@ def plot_variance_explained(estimator, ax=None, *, cmap="Blues"):
 
     Examples
     --------
+    >>> from sklearn_calmrl import MultiViewPPCA
+    >>> from sklearn_calmrl.datasets import load_image_segmentation
+    >>> from sklearn_calmrl.plotting import plot_variance_explained
     >>> import matplotlib
     >>> matplotlib.use("Agg")
-    >>> from sklearn_calmrl import MultiViewPPCA
-    >>> from sklearn_calmrl.datasets import make_latent_modalities
-    >>> from sklearn_calmrl.plotting import plot_variance_explained
-    >>> X, mods, _ = make_latent_modalities(n_samples=200, random_state=0)
-    >>> ax = plot_variance_explained(MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X))
+    >>> data = load_image_segmentation()
+    >>> ax = plot_variance_explained(MultiViewPPCA(data.modalities, latent_dim=3, random_state=0).fit(data.data))
     >>> ax.get_xlabel()
     'latent dimension'
     """

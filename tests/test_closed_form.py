@@ -1,10 +1,12 @@
-"""The closed-form model of the blocks: cross-fitted weights and variance factors, EM warnings, random streams."""
+"""The closed-form model of the blocks: cross-fitted weights and variance factors, EM warnings, the output's width,
+incremental EM."""
 
 import numpy as np
 import pytest
 import torch
 
-from sklearn_calmrl.datasets import make_latent_modalities
+from sklearn_calmrl import MultiViewPPCA
+from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 
 def _with_noise_columns(n=400, seed=0):
@@ -23,30 +25,26 @@ def _with_noise_columns(n=400, seed=0):
 
 @pytest.mark.parametrize("local_bandwidth", [None, 0.3])
 def test_imputation_weights_keep_predictable_features_and_drop_noise(local_bandwidth):
-    from sklearn_calmrl import MultiViewPPCA
-
     X, mods = _with_noise_columns()
     est = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
-    weights = [a.numpy() for a in est._model_.imputation_weights]
+    weights = [a.numpy() for a in est._block_model().imputation_weights]
     assert [w.shape[0] for w in weights] == [len(c) for c in mods.values()]
     assert all(((w >= 0) & (w <= 1)).all() for w in weights)
     assert min(w.min() for w in weights[:2]) > 0.8  # features the other blocks predict keep their imputation
     assert weights[2][:4].min() > 0.6  # (.67 to 1 over random_state 0-3: the block shares its loadings with noise)
     assert np.median(weights[2][4:]) < 0.3  # noise columns are imputed by (nearly) their mean
     again = MultiViewPPCA(mods, latent_dim=2, local_bandwidth=local_bandwidth, random_state=0).fit(X)
-    for a, b in zip(weights, again._model_.imputation_weights):
+    for a, b in zip(weights, again._block_model().imputation_weights):
         np.testing.assert_array_equal(a, b.numpy())
 
 
 def test_weights_scale_only_the_imputed_entries():
     """Output with the weights = observed blocks as they are, imputed entries times a_j [design 2.11]."""
-    from sklearn_calmrl import MultiViewPPCA
-
     X, mods = _with_noise_columns(seed=1)
     est = MultiViewPPCA(mods, latent_dim=2, add_indicator=False, random_state=0).fit(X)
     shrunk, (filled, std) = est.transform(X), est.impute(X, return_std=True)
-    weights, scales = est._model_.imputation_weights, est._model_.variance_scales
-    est._model_.imputation_weights = est._model_.variance_scales = None
+    weights, scales = est._block_model().imputation_weights, est._block_model().variance_scales
+    est._block_model().imputation_weights = est._block_model().variance_scales = None
     plain, (plain_filled, plain_std) = est.transform(X), est.impute(X, return_std=True)
     np.testing.assert_allclose(std, plain_std * np.sqrt(torch.cat(scales).numpy()), rtol=1e-10)  # std scaled by sqrt(c_j)
     a = torch.cat(weights).numpy()
@@ -60,8 +58,6 @@ def test_weights_scale_only_the_imputed_entries():
 
 def test_imputation_weights_reduce_held_out_imputation_error():
     """On rows never seen in fit, the weighted imputation errs less than the plain one on the noisy block."""
-    from sklearn_calmrl import MultiViewPPCA
-
     X, mods = _with_noise_columns(n=800, seed=2)
     train, test = X[:400], X[400:]
     est = MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(train)
@@ -70,7 +66,7 @@ def test_imputation_weights_reduce_held_out_imputation_error():
     last = mods[list(mods)[-1]]
     hidden[:, last] = np.nan
     err = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
-    est._model_.imputation_weights = None
+    est._block_model().imputation_weights = None
     err_plain = np.mean((est.impute(hidden)[:, last] - full[:, last]) ** 2)
     assert err < err_plain
 
@@ -80,7 +76,7 @@ def test_predictive_std_covers_95_percent_of_held_out_errors(loader):
     """1.96 predictive std cover 95% +- 3 points of the errors of imputed held-out blocks (issue 21, design 2.11)."""
     from sklearn.model_selection import train_test_split
 
-    from sklearn_calmrl import MultiViewPPCA, datasets
+    from sklearn_calmrl import datasets
     from sklearn_calmrl.datasets import ampute_modalities
 
     data = getattr(datasets, loader)()
@@ -105,27 +101,12 @@ def test_user_visible_em_warns_when_it_stops_at_its_cap():
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from sklearn_calmrl import MultiViewPPCA
-
     X, mods = _with_noise_columns()
     with pytest.warns(ConvergenceWarning, match=r"stopped at its cap of 2 steps.*raise max_iter"):
         MultiViewPPCA(mods, latent_dim=2, max_iter=2, random_state=0).fit(X)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         MultiViewPPCA(mods, latent_dim=2, random_state=0).fit(X)
-
-
-def test_random_streams_are_distinct_and_reproducible():
-    """Every named stream of a seed draws its own numbers, the same on every call (design 3.5, issue 18)."""
-    from sklearn_calmrl._closed_form import STREAMS, random_stream
-
-    draws = {(name, key): torch.rand(8, generator=random_stream(7, name, *key)) for name in STREAMS for key in ((), (1,), (2,))}
-    flat = torch.stack(list(draws.values()))
-    assert torch.unique(flat, dim=0).shape[0] == len(draws)  # no two streams (or keys) coincide
-    torch.testing.assert_close(torch.rand(8, generator=random_stream(7, "encoders")), draws["encoders", ()], rtol=0, atol=0)
-    assert not torch.equal(torch.rand(8, generator=random_stream(8, "encoders")), draws["encoders", ()])
-    with pytest.raises(ValueError):
-        random_stream(7, "no such stream")
 
 
 # ----------------------------------------------------------------------------- the output's width [design 5.1]
@@ -163,7 +144,7 @@ def test_wide_blocks_enter_the_output_as_their_principal_scores():
     assert names[0] == "m0_pc0" and names[256] == "x2000" and names[296] == "x2040" and names[-1] == "observed_m2"
     assert ppca.impute(X).shape == X.shape
     standardized = (ppca.impute(X) - ppca.feature_mean_) / ppca.feature_scale_
-    axes = ppca._model_.axes
+    axes = ppca._block_model().axes
     assert axes[1] is None and axes[2] is None and axes[0].shape == (2000, 256)
     np.testing.assert_allclose(Z[:, :256], standardized[:, :2000] @ axes[0].numpy(), atol=1e-8)
     np.testing.assert_allclose(Z[:, 256:446], standardized[:, 2000:], atol=1e-10)
@@ -175,3 +156,37 @@ def test_wide_blocks_enter_the_output_as_their_principal_scores():
     q = calmrl.latent_dim_
     assert calmrl.transform(X).shape == (300, 3 * q + 256 + 40 + 150 + 3)
     np.testing.assert_allclose(calmrl.transform(X)[:, 3 * q :], Z, atol=1e-8)  # the same blocks as MultiViewPPCA's
+
+
+# ----------------------------------------------------------------------------- incremental EM [design 3.2]
+def _model_summary(est):
+    W = np.concatenate(est.components_)
+    return {"WWt": W @ W.T, "mu": np.concatenate(est.means_), "noise": est.noise_variance_}
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_partial_fit_of_the_closed_form_model_reaches_full_batch_em():
+    """Incremental EM over 5 chunks, 20 passes, reaches the full-batch EM fixed point to 1e-3 relative.
+
+    The data are noisy (noise sd 2 on N(0, 1) loadings) so that EM itself converges fast: with small
+    noise, EM's mean/latent-shift direction contracts by about 1 - s^2 / (s^2 + ||W||^2) per iteration
+    for full-batch and incremental EM alike, and reaching 1e-3 takes thousands of iterations.
+    """
+    X, mods, _ = make_latent_modalities(1500, block_sizes=(6, 5, 4, 5), latent_dim=2, noise=2.0, random_state=0)
+    X = ampute_modalities(X, mods, rate=0.3, random_state=0)
+    kw = dict(latent_dim=2, standardize=False, device="cpu", random_state=0)
+    full = _model_summary(MultiViewPPCA(mods, tol=1e-10, **kw).fit(X))
+    inc = MultiViewPPCA(mods, **kw)
+    chunks = np.array_split(X, 5)
+    for _ in range(20):
+        for chunk in chunks:
+            inc.partial_fit(chunk)
+    got = _model_summary(inc)
+    for name in full:
+        assert _rel(got[name], full[name]) < 1e-3, name
+    # revisited chunks replace their contribution: the totals count every row once
+    assert inc._block_model().statistics.total.n_rows == X.shape[0]
+    assert inc.n_iter_ == 100 and inc.n_samples_seen_ == 100 * 300 and len(inc.loglik_curve_) == 100

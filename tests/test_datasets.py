@@ -581,6 +581,7 @@ def test_docstring_examples_run():
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
+@pytest.mark.slow  # a process
 def test_datasets_import_without_torch():
     """``sklearn_calmrl.datasets`` loads and amputes without importing torch (issue 18)."""
     import subprocess

@@ -9,9 +9,10 @@ import torch
 from sklearn.utils import check_random_state
 
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
-from sklearn_calmrl._closed_form import CHUNK, init_rows
+from sklearn_calmrl._chunks import CHUNK
 from sklearn_calmrl._latent import fit_em
 from sklearn_calmrl._modalities import feature_statistics, observed_mask, standardized_blocks
+from sklearn_calmrl._streams import init_rows
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 dask = pytest.importorskip("dask", reason="dask is not installed (optional: pip install 'sklearn-calmrl[distributed]')")
@@ -82,7 +83,7 @@ def test_fit_dask_equals_fit(data, synchronous, make):
     got, want = _dask_fit(make(mods), Xd), _fit(make(mods), X)
     assert want.n_iter_ > 15  # a long fit: rounding had iterations to grow
     assert_same_model(got, want)
-    assert got._model_.incremental is False and got._model_.time_em > 0
+    assert got._block_model().incremental is False and got._block_model().time_em > 0
     Y = transform_dask(got, Xd)
     assert isinstance(Y, da.Array) and Y.chunks[0] == Xd.chunks[0]
     with warnings.catch_warnings():
@@ -125,7 +126,7 @@ def test_fit_dask_initialises_on_a_sample(data, synchronous):
     assert rows.numel() == 400
     sample = torch.as_tensor(keep)[rows]
     start = model._initial_params([z[rows][sample] for z in Z], torch.as_tensor(observed)[rows][sample])
-    params, curve, n_iter = fit_em([z[keep] for z in Z], torch.as_tensor(observed[keep]), start, max_iter=200, tol=1e-6, chunk_size=CHUNK)
+    params, curve, n_iter = fit_em([z[keep] for z in Z], torch.as_tensor(observed[keep]), start, max_iter=200, tol=1e-6, noise="isotropic", chunk_size=CHUNK)
     assert est.n_iter_ == n_iter
     np.testing.assert_allclose(est.loglik_curve_, curve, rtol=1e-8)
     for got, want in zip(est.components_, params.W):
@@ -193,6 +194,7 @@ def test_partial_fit_dask_gives_the_columns_of_fit(data, synchronous):
     assert told.latent_dim_ == want.latent_dim_
 
 
+@pytest.mark.slow  # starts a cluster of two worker processes
 def test_fit_dask_on_a_two_worker_local_cluster(data):
     """Two worker processes, X persisted across them: each runs EM tasks; the model equals the in-memory fit.
 
@@ -216,16 +218,3 @@ def test_fit_dask_on_a_two_worker_local_cluster(data):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         np.testing.assert_allclose(Y, want.transform(X), rtol=1e-8, atol=1e-10)
-
-
-def test_fit_dask_of_the_deprecated_identity_encoder_is_multiviewppca(data, synchronous):
-    """encoder='identity' (deprecated, a FutureWarning) still fits on dask arrays: as its model of the blocks."""
-    X, mods = data
-    Xd = da.from_array(X, chunks=(500, -1))
-    want = _dask_fit(MultiViewPPCA(mods, latent_dim=3, random_state=0), Xd)
-    with pytest.warns(FutureWarning, match="encoder='identity' is deprecated"):
-        got = _dask_fit(CalMRLTransformer(mods, encoder="identity", latent_dim=3, random_state=0), Xd)
-    assert isinstance(got.block_model_, MultiViewPPCA) and got.encoders_ is None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        np.testing.assert_array_equal(got.transform(X), want.transform(X))

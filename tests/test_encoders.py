@@ -1,17 +1,18 @@
-"""Encoders start from the block's PCA projection."""
+"""Encoders start from the block's PCA projection; Linear and MLP build them (design 7.1)."""
 
 import numpy as np
 import pytest
 import torch
 
-from sklearn_calmrl._encoders import LinearEncoder, MLPEncoder, make_encoder
+from sklearn_calmrl import MLP, Linear
+from sklearn_calmrl._encoders import LinearEncoder, MLPEncoder, resolve_encoder
 
 
-@pytest.mark.parametrize("cls", [LinearEncoder, MLPEncoder])
-def test_pca_initialisation(cls):
+@pytest.mark.parametrize("kind", [Linear(), MLP()])
+def test_pca_initialisation(kind):
     rng = np.random.default_rng(0)
     X = torch.tensor(rng.normal(size=(200, 5)) @ rng.normal(size=(5, 5)), dtype=torch.float32)
-    enc = cls(5, 8)
+    enc = kind.make(5, 8, generator=torch.Generator().manual_seed(0))
     enc.init_from_data(X)
     out = enc(X).detach().numpy()
     Xc = X.numpy() - X.numpy().mean(0)
@@ -30,11 +31,23 @@ def test_mlp_residual_starts_at_zero_and_trains():
     assert enc.residual[-1].weight.grad.abs().sum() > 0
 
 
-def test_make_encoder():
-    assert isinstance(make_encoder("linear", 3, 2), LinearEncoder)
-    assert isinstance(make_encoder("mlp", 3, 2, (4, 4)), MLPEncoder)
-    with pytest.raises(ValueError, match="'cnn'"):
-        make_encoder("cnn", 3, 2)
+def test_each_kind_makes_its_encoder_from_its_generator():
+    assert isinstance(Linear().make(3, 2), LinearEncoder)
+    mlp = MLP(hidden_layer_sizes=(4, 4)).make(3, 2, generator=torch.Generator().manual_seed(0))
+    assert isinstance(mlp, MLPEncoder) and [m.out_features for m in mlp.residual if isinstance(m, torch.nn.Linear)] == [4, 4, 2]
+    again = MLP(hidden_layer_sizes=(4, 4)).make(3, 2, generator=torch.Generator().manual_seed(0))
+    for a, b in zip(mlp.parameters(), again.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # the same draws from the same generator
+    assert len(MLP().make(3, 2).residual) == 3  # by default one hidden layer (Linear, GELU), then the output layer
+
+
+def test_resolve_encoder_validates_the_hidden_widths():
+    assert isinstance(resolve_encoder("linear"), Linear) and resolve_encoder("mlp").hidden_layer_sizes == (128,)
+    given = MLP(hidden_layer_sizes=[8])
+    assert resolve_encoder(given) is not given and resolve_encoder(given).get_params() == given.get_params()
+    for bad in [(0,), ("a",), (True,)]:
+        with pytest.raises(ValueError, match="hidden_layer_sizes must be a tuple of positive integers"):
+            resolve_encoder(MLP(hidden_layer_sizes=bad))
 
 
 def test_shared_map_fills_first_rows_then_pca():

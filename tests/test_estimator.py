@@ -13,18 +13,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
 
-from sklearn_calmrl import CalMRLTransformer, stack_modalities
+from sklearn_calmrl import MLP, CalMRLTransformer, EarlyStopping, MultiViewPPCA, stack_modalities
 from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, load_multiple_features
 
-pytestmark = [
-    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
-    # the options deprecated in 0.2 (design 7.2) are still tested for the release that keeps them
-    pytest.mark.filterwarnings("ignore:encoder='identity' is deprecated:FutureWarning"),
-    pytest.mark.filterwarnings("ignore:output='(anchor|mean)' is deprecated:FutureWarning"),
-]
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, add_indicator=False, device="cpu", random_state=0)
+SMALL = dict(latent_dim=3, embed_dim=8, max_epochs=1, batch_size=64, add_indicator=False, device="cpu", random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +39,20 @@ def segment():
     return X, data.target, data.modalities, data
 
 
-@pytest.mark.parametrize("encoder", ["identity", "linear", "mlp"])
+@pytest.mark.parametrize("encoder", ["ppca", "linear", "mlp"])
 def test_pipeline_on_real_data_beats_chance_by_far(mfeat, encoder):
     X, y, mods = mfeat
-    pipe = make_pipeline(StandardScaler(), CalMRLTransformer(mods, encoder=encoder, **FAST), LogisticRegression(max_iter=500))
+    if encoder == "ppca":  # the closed-form model alone
+        est = MultiViewPPCA(mods, latent_dim=8, add_indicator=False, device="cpu", random_state=0)
+    else:
+        est = CalMRLTransformer(mods, encoder=encoder, **FAST)
+    pipe = make_pipeline(StandardScaler(), est, LogisticRegression(max_iter=500))
     pipe.fit(X[:450], y[:450])
     assert pipe.score(X[450:], y[450:]) > 0.8  # chance is 0.1
 
 
 @pytest.mark.parametrize(
-    "output,width", [("latent", 8), ("anchor", 16), ("mean", 16), ("embeddings", 6 * 16), ("concat", 6 * 16 + 649)]
+    "output,width", [("latent", 8), ("embeddings", 6 * 16), ("concat", 6 * 16 + 649)]
 )
 def test_outputs_and_feature_names(mfeat, output, width):
     X, _, mods = mfeat
@@ -68,8 +69,6 @@ def test_outputs_and_feature_names(mfeat, output, width):
             np.testing.assert_array_equal(Z[:, :96], est.transform(X))
     else:
         assert names[0] == f"{output}0"
-    if output in ("anchor", "mean"):
-        np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, atol=1e-6)
 
 
 def test_fitted_attributes(mfeat):
@@ -99,37 +98,13 @@ def test_calibrated_columns_keep_observed_and_impute_missing(mfeat):
     assert np.all(norms[missing] <= 1 + 1e-9) and np.all(norms[missing] > 0)  # imputed: shrunk by the posterior
 
 
-def test_identity_encoder_imputes_in_feature_space():
-    data = load_multiple_features()
-    mods = data.modalities
-    X = ampute_modalities(data.data, mods, rate=0.5, random_state=0)
-    est = CalMRLTransformer(mods, encoder="identity", latent_dim=16, random_state=0).fit(X)
-    reps = est.impute_representations(X)
-    cols = mods["kar"]
-    missing = np.isnan(X[:, cols]).all(axis=1)
-    # the imputed standardized block, from the other modalities, is far better than the mean (0)
-    truth = (data.data[:, cols] - est.feature_mean_[cols]) / est.feature_scale_[cols]
-    err_impute = np.mean((reps["kar"][missing] - truth[missing]) ** 2)
-    err_mean = np.mean(truth[missing] ** 2)
-    assert err_impute < 0.7 * err_mean
-    assert est.encoders_ is None and est.loss_curve_ == []
-
-
-def test_score_is_mean_loglik_and_em_improves(segment):
-    X, _, mods, _ = segment
-    est = CalMRLTransformer(mods, encoder="identity", latent_dim=4, random_state=0).fit(X)
-    assert np.isclose(est.score(X), est.score_samples(X).mean())
-    assert np.all(np.diff(est.loglik_curve_) >= -1e-9)
-
-
-def test_grid_search_two_params_n_jobs_2(mfeat):
+def test_grid_search_over_two_parameters_of_a_pipeline(mfeat):
     X, y, mods = mfeat
     pipe = make_pipeline(CalMRLTransformer(mods, **FAST), LogisticRegression(max_iter=300))
     grid = GridSearchCV(
         pipe,
         {"calmrltransformer__latent_dim": [4, 8], "calmrltransformer__output": ["latent", "concat"]},
         cv=StratifiedKFold(2),
-        n_jobs=2,
     )
     grid.fit(X, y)
     assert grid.best_score_ > 0.7 and len(grid.cv_results_["params"]) == 4
@@ -202,7 +177,7 @@ def test_dtype_follows_input_and_input_not_modified(segment):
     assert not np.shares_memory(Z, X32)
 
 
-@pytest.mark.parametrize("encoder", ["identity", "linear", "mlp"])
+@pytest.mark.parametrize("encoder", ["linear", "mlp"])
 def test_pickle_round_trip(segment, encoder):
     X, _, mods, _ = segment
     est = CalMRLTransformer(mods, encoder=encoder, **FAST).fit(X)
@@ -223,28 +198,6 @@ def test_alignment_and_calibration_variants_train(segment, alignment):
     assert not np.allclose(fitted[True].transform(X[:50]), fitted[False].transform(X[:50]))
 
 
-def test_early_stopping_restores_best_and_warns_on_max_epochs(segment, monkeypatch):
-    import sklearn_calmrl._training as training
-
-    X, _, mods, _ = segment
-    # a gain of 10 needed: no epoch counts as an improvement on the start, so training stops after 2 epochs and
-    # restores the start
-    monkeypatch.setattr(training, "VALIDATION_TOL", 10.0)
-    kw = dict(early_stopping=True, n_iter_no_change=2, **{**FAST, "max_epochs": 30})
-    est = CalMRLTransformer(mods, **kw).fit(X)
-    assert est.n_iter_ == 2 and len(est.validation_scores_) == 2 and len(est.loss_curve_) == 2
-    assert all(0 <= s <= 1 for s in est.validation_scores_) and 0 <= est.best_validation_score_ <= 1
-    assert est.loss_curve_[1] != est.loss_curve_[0]  # the weights moved during the two epochs
-    start = CalMRLTransformer(mods, **{**kw, "max_epochs": 0}).fit(X)  # same split, same start, no epoch
-    np.testing.assert_array_equal(est.transform(X), start.transform(X))  # the best (the start) was restored
-    monkeypatch.setattr(training, "VALIDATION_TOL", 0.0)
-    with pytest.warns(ConvergenceWarning, match="still improving at max_epochs=2"):
-        CalMRLTransformer(mods, **{**kw, "max_epochs": 2, "n_iter_no_change": 5}).fit(X)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no early stopping: a fixed number of epochs, no warning
-        CalMRLTransformer(mods, **FAST).fit(X)
-
-
 def test_cuda_path_runs():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device on this machine")
@@ -260,26 +213,28 @@ def test_cuda_path_runs():
 def test_refit_with_another_encoder_leaves_the_attributes_of_a_fresh_fit(segment):
     X, _, mods, _ = segment
     est = CalMRLTransformer(mods, encoder="linear", early_stopping=True, **FAST).fit(X[:300])
-    est.set_params(encoder="identity", early_stopping=False).fit(X[:300])
-    fresh = CalMRLTransformer(mods, encoder="identity", **FAST).fit(X[:300])
+    est.set_params(encoder=MLP(hidden_layer_sizes=(8,)), early_stopping=False).fit(X[:300])
+    fresh = CalMRLTransformer(mods, encoder=MLP(hidden_layer_sizes=(8,)), **FAST).fit(X[:300])
     assert sorted(vars(est)) == sorted(vars(fresh))
-    assert est.loss_curve_ == [] and est.validation_scores_ == [] and est.fit_time_gradient_ == 0.0
-    assert est.encoders_ is None and est.n_iter_ == fresh.n_iter_
+    assert est.validation_scores_ == [] and np.isnan(est.best_validation_score_) and est.n_iter_ == fresh.n_iter_
     np.testing.assert_array_equal(est.transform(X), fresh.transform(X))
 
 
-@pytest.mark.parametrize("encoder", ["identity", "linear"])
+@pytest.mark.parametrize("encoder", ["ppca", "linear"])
 def test_verbose_reports_the_closed_form_fit_and_every_epoch(segment, encoder, capsys):
     X, _, mods, _ = segment
+    make = (lambda **kw: MultiViewPPCA(mods, latent_dim=8, random_state=0, **kw)) if encoder == "ppca" else (
+        lambda **kw: CalMRLTransformer(mods, encoder=encoder, **{**FAST, "max_epochs": 3, **kw})
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        est = CalMRLTransformer(mods, encoder=encoder, verbose=1, **{**FAST, "max_epochs": 3}).fit(X)
+        est = make(verbose=1).fit(X)
     lines = capsys.readouterr().out.splitlines()
     em_lines = [line for line in lines if "EM steps, log-likelihood" in line]
     assert em_lines and all(line.startswith("[CalMRL] ") for line in lines)
     epochs = [line for line in lines if line.startswith("[CalMRL] epoch ")]
-    assert len(epochs) == (0 if encoder == "identity" else est.n_iter_)
-    CalMRLTransformer(mods, encoder="identity", **FAST).fit(X[:100])  # verbose=0 prints nothing
+    assert len(epochs) == (0 if encoder == "ppca" else est.n_iter_)
+    make().fit(X[:100])  # verbose=0 prints nothing
     assert capsys.readouterr().out == ""
 
 
@@ -295,7 +250,7 @@ def test_add_indicator_appends_the_observed_modalities(segment):
         np.testing.assert_array_equal(Z[:, -2:], observed.astype(float))
 
 
-@pytest.mark.parametrize("encoder", ["identity", "linear", "mlp"])
+@pytest.mark.parametrize("encoder", ["linear", "mlp"])
 def test_mixture_of_latent_models_through_the_estimator(segment, encoder):
     """n_components > 1 [design 2.8] runs end to end for every encoder: fit, attributes, outputs, impute, pickle."""
     X, _, mods, _ = segment
@@ -315,13 +270,6 @@ def test_mixture_of_latent_models_through_the_estimator(segment, encoder):
     assert np.isfinite(filled).all()
     np.testing.assert_array_equal(filled[~np.isnan(X)], X[~np.isnan(X)])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(est)).transform(X), latent)
-
-
-def test_mixture_size_chosen_by_held_out_likelihood(segment):
-    X, _, mods, _ = segment
-    est = CalMRLTransformer(mods, encoder="identity", n_components="auto", latent_dim=3, local_bandwidth=None, random_state=0)
-    est.fit(X[:800])
-    assert est.n_components_ in (1, 2, 4, 8, 16) and est.weights_.shape == (est.n_components_,)
 
 
 def test_mixture_partial_fit_with_torch_encoders(segment):
@@ -365,60 +313,83 @@ def test_readme_lists_options_that_fit_with_every_other_default():
         assert out.shape[0] == 300 and np.isfinite(out).all(), option
 
 
-def test_output_changed_after_fit_is_checked_at_transform():
-    """set_params(output=...) after fit: the one output definition checks it at transform (issue 18)."""
+def test_output_changed_after_fit_is_read_at_transform():
+    """set_params(output=...) after fit: the one output definition gives every output and its names (issue 18)."""
     data = load_image_segmentation()
     X = ampute_modalities(data.data[:200], data.modalities, rate=0.3, random_state=0)
-    est = CalMRLTransformer(data.modalities, encoder="identity", latent_dim=3, random_state=0).fit(X)
-    for output in ("anchor", "mean"):
-        est.set_params(output=output)
-        with pytest.raises(ValueError, match=f"output='{output}' needs representations of equal size"):
-            est.transform(X)
-        with pytest.raises(ValueError, match="equal size"):
-            est.get_feature_names_out()
+    est = CalMRLTransformer(data.modalities, **{**FAST, "latent_dim": 3}).fit(X)
     for output in ("latent", "embeddings", "concat"):
         out = est.set_params(output=output).transform(X)
         assert out.shape[1] == len(est.get_feature_names_out())
 
 
 @pytest.mark.parametrize(
-    "params, match",
+    "params, error",
     [
-        ({"encoder": "identity"}, "encoder='identity' is deprecated since 0.2 and will be removed in 0.3"),
-        ({"output": "anchor"}, "output='anchor' is deprecated"),
-        ({"output": "mean"}, "output='mean' is deprecated"),
-        ({"noise": "shared"}, "noise='shared' is deprecated"),
+        ({"encoder": "identity"}, InvalidParameterError),  # MultiViewPPCA is the closed-form model alone
+        ({"output": "anchor"}, InvalidParameterError),  # diagnostics.anchor_shift computes the anchor
+        ({"output": "mean"}, InvalidParameterError),
+        ({"noise": "shared"}, InvalidParameterError),
+        ({"encoder": MLP(hidden_layer_sizes=(0,))}, ValueError),
+        ({"early_stopping": EarlyStopping(validation_fraction=1.0)}, InvalidParameterError),
     ],
 )
-def test_deprecated_options_warn_and_still_work(segment, params, match):
-    """The research options deprecated by issue 18 warn (FutureWarning) for a release and still fit."""
+def test_removed_and_invalid_values_are_rejected_before_anything_is_fitted(segment, params, error):
+    """The values deprecated in 0.2 were removed before the first release (CHANGELOG.md); the parameter objects are
+    validated at fit."""
     X, _, mods, _ = segment
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        warnings.filterwarnings("error", category=FutureWarning)
-        with pytest.raises(FutureWarning, match=match):
-            CalMRLTransformer(mods, **{**FAST, **params}).fit(X[:200])
-    with pytest.warns(FutureWarning, match=match):
-        out = CalMRLTransformer(mods, **{**FAST, **params}).fit_transform(X[:200])
-    assert np.isfinite(out).all()
+    with pytest.raises(error):
+        CalMRLTransformer(mods, **{**FAST, **params}).fit(X[:200])
 
 
-def test_alignment_parameters_are_reachable_through_set_params(segment):
-    """A structured alignment parameter (issue 18): PMRL's temperatures through set_params and a grid search."""
-    from sklearn.base import clone
-    from sklearn.model_selection import GridSearchCV
+@pytest.mark.parametrize("name", ["hidden_layer_sizes", "validation_fraction", "n_iter_no_change"])
+def test_parameters_moved_into_their_objects_are_not_the_estimators(name):
+    """hidden_layer_sizes is MLP's, validation_fraction and n_iter_no_change EarlyStopping's (issue 27)."""
+    with pytest.raises(TypeError, match=name):
+        CalMRLTransformer(**{name: 1})
+    assert name not in CalMRLTransformer().get_params() and len(CalMRLTransformer().get_params()) == 22
 
-    from sklearn_calmrl import GRAM, PMRL
 
-    X, _, mods, _ = segment
-    est = CalMRLTransformer(mods, alignment=PMRL(tau_intra=0.2), **FAST)
-    assert est.get_params()["alignment__tau_intra"] == 0.2
-    est.set_params(alignment__tau_inter=0.05)
-    assert est.alignment.tau_inter == 0.05 and clone(est).alignment.tau_inter == 0.05
-    search = GridSearchCV(est, {"alignment__tau_intra": [0.1, 0.3]}, cv=2).fit(X[:200])
-    assert search.best_params_["alignment__tau_intra"] in (0.1, 0.3)
-    with pytest.raises(ValueError, match="tau_intra"):
-        CalMRLTransformer(mods, alignment=PMRL(tau_intra=-1.0), **FAST).fit(X[:100])
-    fitted = CalMRLTransformer(mods, alignment=GRAM(pair_weight=0.0), **FAST).fit(X[:200])
-    assert set(fitted.loss_terms_curve_) == {"gram"}  # no pair term at weight 0
-    assert "pair" in CalMRLTransformer(mods, alignment="gram", **FAST).fit(X[:200]).loss_terms_curve_
+# ----------------------------------------------------------------------------- partial_fit [design 3.2]
+@pytest.mark.parametrize("encoder,alignment", [("linear", "pmrl"), (MLP(hidden_layer_sizes=(8,)), "gram")])
+def test_partial_fit_torch_encoders(latent_data, encoder, alignment):
+    X, mods = latent_data
+    est = CalMRLTransformer(mods, encoder=encoder, alignment=alignment, **SMALL)
+    chunks = np.array_split(X, 3)
+    for chunk in chunks:
+        assert est.partial_fit(chunk) is est
+    assert est.n_iter_ == 3 and len(est.loss_curve_) == 3 and np.isfinite(est.loss_curve_).all()
+    assert est.fit_time_gradient_ > 0 and est.fit_time_em_ > 0
+    Z = est.transform(X)
+    assert Z.shape == (X.shape[0], 3 * SMALL["embed_dim"] + X.shape[1]) and np.isfinite(Z).all()
+    # the width is checked on every call
+    with pytest.raises(ValueError, match="features"):
+        est.partial_fit(X[:, :-1])
+    # pickled state continues (statistics and optimizer travel on the CPU)
+    clone = pickle.loads(pickle.dumps(est))
+    np.testing.assert_allclose(clone.transform(X), Z)
+    clone.partial_fit(chunks[0])
+    assert clone.n_iter_ == 4 and clone._trainer_.model.statistics.total.n_rows == X.shape[0]
+
+
+def test_partial_fit_is_seeded_and_fit_resets(latent_data):
+    X, mods = latent_data
+    a, b = CalMRLTransformer(mods, **SMALL), CalMRLTransformer(mods, **SMALL)
+    for chunk in np.array_split(X, 2):
+        a.partial_fit(chunk)
+        b.partial_fit(chunk)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    a.fit(X)  # a fresh fit: partial_fit afterwards starts new running totals from the fitted model
+    a.partial_fit(X[:100])
+    assert a.n_iter_ == 1 and a._trainer_.model.statistics.total.n_rows == 100 and a._block_model().statistics.total.n_rows == 100
+
+
+def test_docstring_examples_run():
+    """The Examples sections of both estimators run as doctests (CalMRLTransformer's output width included)."""
+    import doctest
+
+    from sklearn_calmrl import _estimator, _ppca
+
+    for module in (_estimator, _ppca):
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

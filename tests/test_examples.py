@@ -1,5 +1,5 @@
 """Every gallery example (``examples/plot_*.py``) runs to the end in its quick mode, and the demo runs; neither
-makes the library warn.
+makes the library warn. Each runs in its own process, so these tests are slow (``--runslow``).
 
 Each example runs in its own process with ``CALMRL_QUICK=1`` (fewer epochs and
 settings) and matplotlib's Agg backend, as the documentation build runs them,
@@ -21,8 +21,6 @@ import pytest
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLES = sorted(EXAMPLES_DIR.glob("plot_*.py"))
 
-# Examples that take more than ~60 s even in quick mode on 2 CPU cores: run only with --runslow.
-SLOW = set()
 TIMEOUT_S = 600
 
 
@@ -43,8 +41,7 @@ def _env(**extra):
 
 
 def _param(path):
-    marks = [pytest.mark.slow] if path.name in SLOW else []
-    return pytest.param(path, id=path.stem, marks=marks)
+    return pytest.param(path, id=path.stem)
 
 
 def test_examples_are_found():
@@ -53,6 +50,7 @@ def test_examples_are_found():
     }
 
 
+@pytest.mark.slow  # a process
 def test_a_library_warning_fails_an_example(tmp_path):
     """The mechanism the example runs rely on: a warning of the library, raised from a script's call (through
     a scikit-learn Pipeline), is attributed to ``__main__`` and so becomes an error under ``-W error:::__main__``."""
@@ -76,6 +74,7 @@ def test_a_library_warning_fails_an_example(tmp_path):
     assert "UserWarning: 1 of 300 rows observe no modality" in out.stderr, out.stderr[-3000:]
 
 
+@pytest.mark.slow  # a process per example
 @pytest.mark.parametrize("path", [_param(p) for p in EXAMPLES])
 def test_example_runs_in_quick_mode(path, tmp_path):
     start = time.perf_counter()
@@ -114,6 +113,7 @@ def test_example_has_a_title_docstring(path):
         assert len(overline) == len(underline), f"{path.name}: title overline and underline differ in length"
 
 
+@pytest.mark.slow  # a process
 def test_demo_runs_without_warnings(tmp_path):
     """``python -m sklearn_calmrl.demo`` (the README's first command) fits with default parameters and prints no
     warning: UserWarning (scikit-learn's ConvergenceWarning is one) and RuntimeWarning are errors, and nothing

@@ -41,7 +41,7 @@ modalities overlap                            ValueError "Modalities 'm0' and 'm
 modalities leave columns out                  ValueError "modalities leave 1 column(s) out (indices [2])"
 block sizes that do not sum to the width      ValueError "block sizes [3, 2] sum to 5, but X has 7 columns"
 modalities name missing DataFrame columns     ValueError "Modality 'b' names columns that X does not have"
-hidden_layer_sizes (0,) or ('a',), mlp        ValueError "hidden_layer_sizes must be a tuple of positive integers"
+MLP(hidden_layer_sizes=(0,)) or (('a',))      ValueError "hidden_layer_sizes must be a tuple of positive integers"
 column names without a DataFrame              ValueError "given by column names, but X has no column names"
 empty modalities (list, dict, block, size 0)  ValueError "empty list" / "empty dict" / "Modality 'm1' is
                                               empty" / "block sizes must be positive"
@@ -64,7 +64,7 @@ import pytest
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 
-from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
+from sklearn_calmrl import MLP, CalMRLTransformer, MultiViewPPCA
 from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
 
 N = 40
@@ -90,9 +90,9 @@ def _amputed():
 
 
 def _est(**kw):
-    """A cheap CalMRLTransformer, or with ``encoder='identity'`` the closed-form model alone (MultiViewPPCA)."""
+    """A cheap CalMRLTransformer, or with ``encoder='ppca'`` the closed-form model alone (MultiViewPPCA)."""
     params = dict(modalities=SIZES, latent_dim=2, add_indicator=False, device="cpu", random_state=0)
-    if kw.get("encoder") == "identity":
+    if kw.get("encoder") == "ppca":
         return MultiViewPPCA(**{**params, **{k: v for k, v in kw.items() if k != "encoder"}})
     return CalMRLTransformer(**{**params, "embed_dim": 4, "max_epochs": 2, "batch_size": 64, **kw})
 
@@ -194,17 +194,17 @@ def _frame_with_text():
     return X
 
 
-# id, estimator params (encoder='identity' unless given), input of fit, input of transform (None: the error is
+# id, estimator params (encoder='ppca' unless given), input of fit, input of transform (None: the error is
 # raised by fit), error, message
 ERROR_CASES = [
     ("inf-fit", {}, _with(_set(0, 0, np.inf)), None, ValueError, "Input X contains infinity"),
     ("minus-inf-fit", {}, _with(_set(1, 4, -np.inf)), None, ValueError, "Input X contains infinity"),
     ("inf-transform", {}, _amputed, _with(_set(0, 0, np.inf)), ValueError, "Input X contains infinity"),
     ("huge-fit", {"encoder": "linear"}, _with(_set(0, 0, 1e300)), None, ValueError, r"Modality 'm0' has values too large.*limit 1e\+15"),
-    ("huge-fit-identity", {}, _with(_set(0, 0, 1e300)), None, ValueError, "Modality 'm0' has values too large"),
+    ("huge-fit-ppca", {}, _with(_set(0, 0, 1e300)), None, ValueError, "Modality 'm0' has values too large"),
     ("huge-all-fit", {}, lambda: _amputed() * 1e300, None, ValueError, "has values too large"),
     ("huge-transform", {"encoder": "linear"}, _amputed, _with(_set(1, 5, 1e300)), ValueError, "Modality 'm2' has values too large"),
-    ("huge-transform-identity", {}, _amputed, _with(_set(1, 5, -1e300)), ValueError, "Modality 'm2' has values too large"),
+    ("huge-transform-ppca", {}, _amputed, _with(_set(1, 5, -1e300)), ValueError, "Modality 'm2' has values too large"),
     ("words", {}, _as_words, None, ValueError, "Column 4 of X holds a value that is not a number: 'abc'.*OneHotEncoder"),
     ("words-in-frame", {"modalities": NAMED}, _frame_with_text, None, ValueError,
      "Column 'd' \\(index 3\\) of X holds a value that is not a number: 'red'"),
@@ -248,9 +248,9 @@ ERROR_CASES = [
      r"latent_dim=8 is larger than the 7 feature\(s\) of X in all blocks together"),
     ("modalities-2d-array", {"modalities": np.array([[3, 2, 2]])}, _amputed, None, ValueError,
      r"modalities given as an array must be 1-D \(block sizes\), got shape \(1, 3\)"),
-    ("hidden-layer-zero", {"encoder": "mlp", "hidden_layer_sizes": (0,)}, _amputed, None, ValueError,
+    ("hidden-layer-zero", {"encoder": MLP(hidden_layer_sizes=(0,))}, _amputed, None, ValueError,
      r"hidden_layer_sizes must be a tuple of positive integers.*\(0,\)"),
-    ("hidden-layer-string", {"encoder": "mlp", "hidden_layer_sizes": ("a",)}, _amputed, None, ValueError,
+    ("hidden-layer-string", {"encoder": MLP(hidden_layer_sizes=("a",))}, _amputed, None, ValueError,
      r"hidden_layer_sizes must be a tuple of positive integers.*\('a',\)"),
 ]
 
@@ -260,7 +260,7 @@ ERROR_CASES = [
     [pytest.param(*case[1:], id=case[0]) for case in ERROR_CASES],
 )
 def test_bad_input_raises_clear_error(params, make_fit, make_transform, error, match):
-    est = _est(**{"encoder": "identity", **params})  # validation is shared by both estimators and every encoder
+    est = _est(**{"encoder": "ppca", **params})  # validation is shared by both estimators and every encoder
     X_fit = make_fit()
     X_fit0 = copy.deepcopy(X_fit)
     if make_transform is None:
@@ -309,7 +309,7 @@ WORKING_CASES = [
 ]
 
 
-@pytest.mark.parametrize("encoder", ["linear", "identity"])
+@pytest.mark.parametrize("encoder", ["linear", "ppca"])
 @pytest.mark.parametrize(
     "params, make_X, dtype, n_rows, make_reference",
     [pytest.param(*case[1:], id=case[0]) for case in WORKING_CASES],
@@ -327,7 +327,7 @@ def test_input_that_works(encoder, params, make_X, dtype, n_rows, make_reference
         np.testing.assert_array_equal(out, ref.astype(dtype))
 
 
-@pytest.mark.parametrize("encoder", ["linear", "identity"])
+@pytest.mark.parametrize("encoder", ["linear", "ppca"])
 def test_y_is_ignored(encoder):
     X = _amputed()
     y = np.arange(N) % 2
@@ -340,7 +340,7 @@ def test_y_is_ignored(encoder):
 
 # ----------------------------------------------------------------------------- partial NaN, empty rows, disconnection
 @pytest.mark.parametrize("standardize", [True, False])
-@pytest.mark.parametrize("encoder", ["linear", "identity"])
+@pytest.mark.parametrize("encoder", ["linear", "ppca"])
 def test_partial_nan_filled_with_training_mean(encoder, standardize):
     X = _with(_partial_nan)()
     est = _est(encoder=encoder, standardize=standardize)
@@ -358,7 +358,7 @@ def test_partial_nan_filled_with_training_mean(encoder, standardize):
     np.testing.assert_allclose(out, est.transform(X_hand), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("encoder", ["linear", "identity"])
+@pytest.mark.parametrize("encoder", ["linear", "ppca"])
 def test_rows_without_modality_are_ignored_by_fit(encoder):
     X = _amputed()
     X_empty = X.copy()
@@ -372,7 +372,7 @@ def test_rows_without_modality_are_ignored_by_fit(encoder):
     np.testing.assert_array_equal(est.transform(X[kept]), reference.transform(X[kept]))
 
 
-@pytest.mark.parametrize("encoder", ["linear", "identity"])
+@pytest.mark.parametrize("encoder", ["linear", "ppca"])
 def test_rows_without_modality_get_the_prior_in_transform(encoder):
     est = _est(encoder=encoder).fit(_amputed())
     X = _amputed()
@@ -387,7 +387,7 @@ def test_rows_without_modality_get_the_prior_in_transform(encoder):
     block = est._block_model()
     weights = [a.numpy() for a in block.imputation_weights]  # imputed entries shrunk [design 2.11]
     block_means = [a * p.numpy() for a, p in zip(weights, block.params.mu)]  # the prior's standardized blocks
-    prior = np.concatenate(means + block_means) if encoder != "identity" else np.concatenate(block_means)
+    prior = np.concatenate(means + block_means) if encoder != "ppca" else np.concatenate(block_means)
     np.testing.assert_allclose(concat[[2, 7]], np.tile(prior, (2, 1)), rtol=1e-12, atol=1e-12)
     assert np.isfinite(concat).all()
     est.set_params(output="latent")
@@ -418,7 +418,7 @@ def test_modalities_that_never_cooccur_warn_with_groups():
     X[20:, :5] = np.nan  # rows 20-39: m2 only
     X0 = X.copy()
     with pytest.warns(UserWarning, match=re.escape("never co-occur in any row, directly or through a chain: [['m0', 'm1'], ['m2']]")):
-        est = _est(encoder="identity").fit(X)
+        est = _est(encoder="ppca").fit(X)
     _assert_unchanged(X, X0)
     assert np.isfinite(est.transform(X)).all()
 
@@ -429,7 +429,7 @@ def test_modalities_linked_through_a_chain_do_not_warn():
     X[20:, :3] = np.nan  # rows 20-39: m1 with m2; m0 and m2 never meet directly
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        _est(encoder="identity").fit(X)
+        _est(encoder="ppca").fit(X)
     assert not [w for w in record if "co-occur" in str(w.message)]
 
 
@@ -451,7 +451,7 @@ def test_feature_nan_in_every_observed_row_warns_with_its_name():
     X = _frame()
     X["b"] = np.nan
     with pytest.warns(UserWarning, match=r"Feature\(s\) \['b'\] of modality 'a' are NaN in every row that observes the modality"):
-        est = _est(modalities=NAMED, encoder="identity").fit(X)
+        est = _est(modalities=NAMED, encoder="ppca").fit(X)
     assert np.isfinite(est.transform(X)).all()
 
 
@@ -461,7 +461,7 @@ def test_modality_observed_in_too_few_rows_warns(observed_rows):
     X = _complete()
     X[observed_rows:, 3:5] = np.nan
     with pytest.warns(UserWarning, match=rf"Modality 'm1' is observed in {observed_rows} training row\(s\), no more than latent_dim_=2"):
-        _est(encoder="identity").fit(X)
+        _est(encoder="ppca").fit(X)
 
 
 def test_modality_observed_in_enough_rows_does_not_warn():
@@ -470,11 +470,11 @@ def test_modality_observed_in_enough_rows_does_not_warn():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", ConvergenceWarning)  # the 20-step cap of _est is not what this test checks
-        _est(encoder="identity").fit(X)
+        _est(encoder="ppca").fit(X)
 
 
 def test_modality_observed_in_too_few_rows_warns_in_partial_fit_too():
     X = _complete()
     X[2:, 3:5] = np.nan
     with pytest.warns(UserWarning, match=r"Modality 'm1' is observed in 2 training row\(s\)"):
-        _est(encoder="identity").partial_fit(X)
+        _est(encoder="ppca").partial_fit(X)

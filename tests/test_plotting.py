@@ -8,7 +8,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
-from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA  # noqa: E402
+from sklearn_calmrl import CalMRLTransformer, EarlyStopping, MultiViewPPCA  # noqa: E402
 from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation  # noqa: E402
 from sklearn_calmrl.plotting import plot_training_curves  # noqa: E402
 
@@ -50,7 +50,7 @@ def test_new_figure_with_loss_and_loglik(data):
 
 def test_validation_scores_and_loss_terms_are_drawn_with_best_epoch(data):
     X, mods = data
-    est = CalMRLTransformer(mods, max_epochs=5, early_stopping=True, n_iter_no_change=2, **FAST).fit(X)
+    est = CalMRLTransformer(mods, max_epochs=5, early_stopping=EarlyStopping(n_iter_no_change=2), **FAST).fit(X)
     assert len(est.validation_scores_) == est.n_iter_
     ax_loss = plot_training_curves(est)[0]
     lines = _line_data(ax_loss)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
-from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, make_latent_modalities
+from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, load_multiple_features, make_latent_modalities
 
 
 @pytest.fixture(scope="module")
@@ -34,34 +34,17 @@ def test_calmrl_block_model_is_this_estimator(segment, noise):
     np.testing.assert_array_equal(blocks_out, ppca.transform(X))
 
 
-@pytest.mark.parametrize("output", ["concat", "latent"])
-def test_deprecated_identity_encoder_is_multiviewppca(segment, output):
-    X, mods = segment
-    kw = dict(latent_dim=4, output=output, device="cpu", random_state=0)
-    ppca = MultiViewPPCA(mods, **kw).fit(X)
-    with pytest.warns(FutureWarning, match="encoder='identity' is deprecated"):
-        calmrl = CalMRLTransformer(mods, encoder="identity", **kw).fit(X)
-    np.testing.assert_array_equal(ppca.transform(X), calmrl.transform(X))
-    np.testing.assert_array_equal(ppca.score_samples(X), calmrl.score_samples(X))
-    assert ppca.n_iter_ == calmrl.n_iter_ and ppca.loglik_curve_ == calmrl.loglik_curve_
-    assert list(ppca.get_feature_names_out()) == list(calmrl.get_feature_names_out())
-    assert calmrl.encoders_ is None and calmrl.loss_curve_ == []
-
-
-@pytest.mark.filterwarnings("ignore:encoder='identity' is deprecated:FutureWarning")
-def test_partial_fit_equals_calmrl_identity():
+def test_partial_fit_equals_the_calmrl_block_model():
     X, mods, _ = make_latent_modalities(300, block_sizes=(4, 3, 3), latent_dim=2, random_state=0)
     X = ampute_modalities(X, mods, rate=0.3, random_state=0)
     a = MultiViewPPCA(mods, latent_dim=2, device="cpu", random_state=0)
-    b = CalMRLTransformer(mods, encoder="identity", latent_dim=2, device="cpu", random_state=0)
     c = CalMRLTransformer(mods, latent_dim=2, device="cpu", random_state=0)
     for chunk in np.array_split(X, 3):
         a.partial_fit(chunk)
-        b.partial_fit(chunk)
         c.partial_fit(chunk)
-    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    np.testing.assert_array_equal(a.set_params(add_indicator=False).transform(X), c.block_model_.transform(X))
     np.testing.assert_array_equal(a.impute(X), c.impute(X))  # the transformer's block model learns incrementally too
-    assert a.n_samples_seen_ == b.n_samples_seen_ == c.n_samples_seen_ == X.shape[0]
+    assert a.n_samples_seen_ == c.n_samples_seen_ == X.shape[0]
 
 
 def test_has_no_torch_training_attributes(segment):
@@ -78,7 +61,7 @@ def test_impute_is_the_standardized_imputation_in_the_callers_units(segment):
     X[rows[0], mods["shape"][2]] = np.nan  # a partial NaN inside an observed block
     est = MultiViewPPCA(mods, latent_dim=3, random_state=0).fit(X)
     filled, std = est.impute(X, return_std=True)
-    reps, variances = est._completed_blocks(*est._inference_input(X), est._model_)  # the standardized completion
+    reps, variances = est._completed_blocks(*est._inference_input(X), est._block_model())  # the standardized completion
     assert not np.isnan(filled).any() and filled.shape == X.shape and filled.dtype == np.float64
     for name, cols in mods.items():
         missing = np.isnan(X[:, cols]).all(axis=1)
@@ -114,8 +97,54 @@ def test_mixture_composes_with_the_default_local_correction():
         warnings.simplefilter("error")
         mixed = MultiViewPPCA(data.modalities, n_components="auto", random_state=0).fit(X)
     plain = MultiViewPPCA(data.modalities, n_components=mixed.n_components_, local_bandwidth=None, random_state=0).fit(X)
-    assert mixed.local_bandwidth == 0.3 and mixed._model_.centres is not None
+    assert mixed.local_bandwidth == 0.3 and mixed._block_model().centres is not None
     filled, bare = mixed.impute(X), plain.impute(X)
     observed = ~np.isnan(X)
     np.testing.assert_array_equal(filled[observed], X[observed])
     assert np.isfinite(filled).all() and not np.allclose(filled[~observed], bare[~observed])
+
+
+def test_imputes_missing_blocks_from_the_observed_ones():
+    """The imputed standardized block, from the other modalities, is far better than the block's mean (0)."""
+    data = load_multiple_features()
+    mods = data.modalities
+    X = ampute_modalities(data.data, mods, rate=0.5, random_state=0)
+    est = MultiViewPPCA(mods, latent_dim=16, random_state=0).fit(X)
+    cols = mods["kar"]
+    missing = np.isnan(X[:, cols]).all(axis=1)
+    scale, mean = est.feature_scale_[cols], est.feature_mean_[cols]
+    imputed = (est.impute(X)[:, cols] - mean) / scale
+    truth = (data.data[:, cols] - mean) / scale
+    err_impute = np.mean((imputed[missing] - truth[missing]) ** 2)
+    err_mean = np.mean(truth[missing] ** 2)
+    assert err_impute < 0.7 * err_mean
+
+
+def test_score_is_mean_loglik_and_em_improves(segment):
+    X, mods = segment
+    est = MultiViewPPCA(mods, latent_dim=4, random_state=0).fit(X)
+    assert np.isclose(est.score(X), est.score_samples(X).mean())
+    assert np.all(np.diff(est.loglik_curve_) >= -1e-9)
+
+
+def test_mixture_size_chosen_by_held_out_likelihood(segment):
+    X, mods = segment
+    est = MultiViewPPCA(mods, n_components="auto", latent_dim=3, local_bandwidth=None, random_state=0).fit(X)
+    assert est.n_components_ in (1, 2, 4, 8, 16) and est.weights_.shape == (est.n_components_,)
+
+
+def test_partial_fit_single_chunk_is_one_em_step_after_init(latent_data):
+    """First call = init + EM on the chunk, then one incremental M-step: finite, every attribute set."""
+    X, mods = latent_data
+    est = MultiViewPPCA(mods, latent_dim=3, device="cpu", random_state=0).partial_fit(X)
+    assert est.n_iter_ == 1 and est.n_samples_seen_ == X.shape[0]
+    assert np.isfinite(est.transform(X)).all() and np.isfinite(est.score(X))
+    np.testing.assert_allclose(est.feature_mean_, np.nanmean(X, axis=0))  # standardization from the first chunk
+
+
+def test_partial_fit_first_chunk_must_observe_every_modality(latent_data):
+    X, mods = latent_data
+    X = X.copy()
+    X[:, mods["m2"]] = np.nan
+    with pytest.raises(ValueError, match="first chunk"):
+        MultiViewPPCA(mods, latent_dim=2, device="cpu").partial_fit(X)

@@ -4,8 +4,6 @@ Every check runs and passes; none is marked as an expected failure. The only ski
 scikit-learn's own: ``check_array_api_input`` skips itself ("SCIPY_ARRAY_API is not set:
 not checking array_api input"), once per estimator, because array-API dispatch is not
 enabled in the test environment (the estimators convert input with numpy anyway).
-``encoder='identity'`` is not checked: it is deprecated (FutureWarning) and is MultiViewPPCA,
-which is.
 """
 
 import warnings
@@ -13,7 +11,7 @@ import warnings
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_calmrl import CalMRLTransformer, MultiViewPPCA
+from sklearn_calmrl import MLP, CalMRLTransformer, MultiViewPPCA
 
 # Every check expected to fail, with the reason (empty: all checks pass).
 EXPECTED_FAILED_CHECKS = {}
@@ -25,7 +23,7 @@ def _cheap(**kw):
 
 ESTIMATORS = [
     _cheap(encoder="linear"),
-    _cheap(encoder="mlp", hidden_layer_sizes=(8,)),
+    _cheap(encoder=MLP(hidden_layer_sizes=(8,))),
     MultiViewPPCA(latent_dim=2, max_iter=20, device="cpu"),
 ]
 

@@ -86,17 +86,21 @@ def test_unobserved_encoder_gets_no_gradient():
     assert encoders[2].linear.weight.grad is None or torch.all(encoders[2].linear.weight.grad == 0)
 
 
-def _fitted_trainer(n, **params):
-    """A trainer fitted by the loop of an estimator with ``params`` on three latent-model blocks, 30% of them missing."""
+def _fitted_trainer(n, trainer=None, **params):
+    """A trainer (``Trainer(device='cpu', seed=0)`` unless given) fitted by the loop of an estimator with ``params`` on
+    three latent-model blocks, 30% of them missing."""
     X, mods, _ = make_latent_modalities(n_samples=n, block_sizes=(6, 5, 4), latent_dim=2, noise=0.2, random_state=0)
     blocks = [X[:, cols] for cols in mods.values()]
     rng = np.random.default_rng(0)
     observed = torch.tensor(rng.random((n, 3)) < 0.7)
     observed[observed.sum(1) == 0, 0] = True
     blocks = [torch.as_tensor(np.where(observed[:, [m]].numpy(), b, 0.0)) for m, b in enumerate(blocks)]
-    block = _model().fit(blocks, observed)
+    block = _model()
+    block.fit(blocks, observed)
     est = CalMRLTransformer(latent_dim=2, embed_dim=4, batch_size=50, **params)
-    return Trainer(device="cpu", seed=0).fit(est, blocks, observed, block)
+    trainer = Trainer(device="cpu", seed=0) if trainer is None else trainer
+    trainer._fit(est, blocks, observed, block)
+    return trainer
 
 
 def test_train_lowers_the_loss_and_records_both_pmrl_terms():
@@ -129,25 +133,22 @@ def _rows_seen_by(monkeypatch, cls, method):
 
 
 def test_an_epoch_passes_over_at_most_epoch_rows(monkeypatch):
-    """A budget in samples seen (issue 19): above EPOCH_ROWS rows an epoch draws that many afresh; below, all rows."""
+    """A budget in samples seen (issue 19): above epoch_rows rows an epoch draws that many afresh; below, all rows."""
     import sklearn_calmrl._training as training
 
     seen = _rows_seen_by(monkeypatch, training.Trainer, "batch_terms")
+    assert Trainer(device="cpu", seed=0).epoch_rows == training.EPOCH_ROWS > 200
     _fitted_trainer(200, max_epochs=2)
     assert sum(seen) == 2 * 200  # every row once per epoch
     seen.clear()
-    monkeypatch.setattr(training, "EPOCH_ROWS", 120)
-    _fitted_trainer(200, max_epochs=3)
+    _fitted_trainer(200, Trainer(device="cpu", seed=0, epoch_rows=120), max_epochs=3)
     assert sum(seen) == 3 * 120
 
 
 def test_refreshes_use_a_fixed_sample_of_init_rows(monkeypatch):
-    """Above INIT_ROWS rows the model of the representations is started and refreshed on one sample of them."""
-    import sklearn_calmrl._training as training
-
-    sizes = _rows_seen_by(monkeypatch, training.ClosedFormModel, "refresh")
-    monkeypatch.setattr(training, "INIT_ROWS", 150)
-    trainer = _fitted_trainer(200, max_epochs=3)
+    """Above refresh_size rows (INIT_ROWS) the model of the representations is started and refreshed on one sample."""
+    sizes = _rows_seen_by(monkeypatch, ClosedFormModel, "refresh")
+    trainer = _fitted_trainer(200, Trainer(device="cpu", seed=0, refresh_size=150), max_epochs=3)
     assert sizes == [150, 150] and trainer.refresh_rows is None  # the start and the refresh of epoch 3
 
 

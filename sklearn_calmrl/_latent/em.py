@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from .gaussian import NOISE_FLOOR
+
 
 def summed_statistics(parts):
     """Sum an iterable of :class:`SufficientStatistics` (chunks, mini-batches or workers); None if empty."""
@@ -61,7 +63,7 @@ class RunningStatistics:
         return new
 
 
-def run_em(statistics, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, accelerate=True, callback=None):
+def run_em(statistics, params, *, max_iter, tol, noise, noise_floor=NOISE_FLOOR, accelerate=True, callback=None):
     """EM from a function that sums the statistics of all rows, until the log-likelihood gains less than ``tol`` [design 2.7].
 
     With ``accelerate`` every two EM steps are followed by a SQUAREM
@@ -84,8 +86,8 @@ def run_em(statistics, params, *, max_iter=100, tol=1e-4, noise="isotropic", noi
         Maximum number of E-steps (calls of ``statistics``, accelerated or not).
     tol : float
         Stop when an accepted step gains less than this in mean per-row log-likelihood.
-    noise : {'isotropic', 'diagonal', 'shared'}
-    noise_floor : float
+    noise : {'isotropic', 'diagonal'}
+    noise_floor : float, default=NOISE_FLOOR
     accelerate : bool, default=True
         SQUAREM extrapolation between EM steps.
     callback : callable or None
@@ -150,7 +152,7 @@ def run_em(statistics, params, *, max_iter=100, tol=1e-4, noise="isotropic", noi
     return em_map(stats, params), history, n_iter
 
 
-def fit_em(Z, observed, params, *, max_iter=100, tol=1e-4, noise="isotropic", noise_floor=1e-6, chunk_size=None, accelerate=True, callback=None):
+def fit_em(Z, observed, params, *, max_iter, tol, noise, noise_floor=NOISE_FLOOR, chunk_size=None, accelerate=True, callback=None):
     """:func:`run_em` on in-memory or streamed representations [design 2.7].
 
     Parameters

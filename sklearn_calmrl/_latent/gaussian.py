@@ -2,9 +2,9 @@
 
     z^m = W_m b + mu_m + e_m,   b ~ N(0, I_q),   e_m ~ N(0, Psi_m)        [design 2.1]
 
-with ``Psi_m = s_m^2 I`` (isotropic, the paper's model), ``diag(psi_m)`` (factor
-analysis) or one ``s^2`` shared by all modalities. The noise is always stored as a
-per-dimension vector ``psi_m`` so one code path serves the three noise models.
+with ``Psi_m = s_m^2 I`` (isotropic, the paper's model) or ``diag(psi_m)`` (factor
+analysis). The noise is always stored as a per-dimension vector ``psi_m`` so one
+code path serves both noise models.
 """
 
 import math
@@ -13,7 +13,9 @@ from typing import List, NamedTuple
 
 import torch
 
-NOISE_MODELS = ("isotropic", "diagonal", "shared")
+NOISE_MODELS = ("isotropic", "diagonal")
+NOISE_FLOOR = 1e-6  # the smallest noise variance of a fitted model: keeps Psi_m invertible [design 2.4]
+RIDGE = 1e-8  # the ridge on the loading block of the M-step's solve, relative to its mean diagonal [design 2.4]
 
 
 def missingness_patterns(observed):
@@ -248,7 +250,7 @@ class LatentParams(NamedTuple):
         loglik = self.log_likelihood(Z, observed, post).sum() if weights is None else torch.zeros((), dtype=dtype, device=obs.device)
         return SufficientStatistics(obs.sum(dim=0), A, C, S, loglik, int(observed.shape[0]))
 
-    def m_step(self, stats, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8, prior=None):
+    def m_step(self, stats, *, noise, noise_floor=NOISE_FLOOR, ridge=RIDGE, prior=None):
         """M-step: exact maximiser of the expected complete-data log-likelihood [design 2.4].
 
         ``W~_m = [W_m, mu_m] = C_m A_m^-1`` (solved with a small ridge on the loading
@@ -291,11 +293,6 @@ class LatentParams(NamedTuple):
                 resid.append((sq + prior.noise * prior.noise_target[m]) / (n_m + prior.noise))
             else:
                 resid.append(sq / n_m.clamp_min(1e-300))
-        if noise == "shared":
-            # one s^2 for all modalities: the pooled mean over every observed entry
-            shared = sum(stats.count[m] * r.sum() for m, r in enumerate(resid) if r is not None) / sum(
-                stats.count[m] * r.numel() for m, r in enumerate(resid) if r is not None
-            )
         psi_new = []
         for m, r in enumerate(resid):
             if r is None:
@@ -303,10 +300,8 @@ class LatentParams(NamedTuple):
             elif noise == "isotropic":
                 # s_m^2 <- 1/(|I_m| d) sum_{i in I_m} E||z_i^m - W_m b - mu_m||^2  [design 2.4]
                 psi_new.append((torch.zeros_like(r) + r.mean()).clamp_min(noise_floor))
-            elif noise == "diagonal":
+            else:  # "diagonal"
                 psi_new.append(r.clamp_min(noise_floor))
-            else:
-                psi_new.append((torch.zeros_like(r) + shared).clamp_min(noise_floor))
         return LatentParams(W_new, mu_new, psi_new)
 
     def flat(self):
@@ -344,7 +339,7 @@ def single_modality_maps(params):
     return maps
 
 
-def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=1e-6):
+def init_params(Z, observed, latent_dim, *, generator=None, noise_floor=NOISE_FLOOR):
     """Initial parameters [design 2.6].
 
     Probabilistic PCA (Tipping & Bishop's closed form) of the concatenated

@@ -5,9 +5,9 @@ from typing import List, NamedTuple
 
 import torch
 
-from .seeding import seed_rows
-from .gaussian import LatentParams, Posterior, SufficientStatistics
+from .gaussian import NOISE_FLOOR, RIDGE, LatentParams, Posterior, SufficientStatistics
 from .protocol import impute_calibrated
+from .seeding import seed_rows
 
 MIXTURE_NOISE_FLOOR = 1e-3  # a component's noise floor: 1e-6 lets components collapse on collinear features [design 2.8]
 
@@ -151,7 +151,7 @@ class MixtureParams(NamedTuple):
         parts = [c.statistics(Z, observed, p, weights=post.resp[:, k]) for k, (c, p) in enumerate(zip(self.components, post.components))]
         return MixtureStatistics(parts, post.resp.sum(dim=0), post.loglik.sum(), int(observed.shape[0]))
 
-    def m_step(self, stats, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
+    def m_step(self, stats, *, noise, noise_floor=NOISE_FLOOR, ridge=RIDGE):
         """Each component's MAP update under :attr:`prior` and ``pi_c = (N_c + a) / (N + K a)`` [design 2.8]."""
         prior = self.prior
         floor = max(noise_floor, MIXTURE_NOISE_FLOOR)
@@ -189,7 +189,7 @@ def _kmeans(X, K, generator, n_iter=30):
     return labels
 
 
-def init_mixture(Z, observed, base, n_components, *, generator, prior_strength=(1.0, 2.0, 1.0), noise_floor=1e-3):
+def init_mixture(Z, observed, base, n_components, *, generator, prior_strength=(1.0, 2.0, 1.0), noise_floor=MIXTURE_NOISE_FLOOR):
     """Initial mixture from a fitted single model ``base`` [design 2.8].
 
     The rows, their missing blocks filled by ``base``'s imputation, are

@@ -8,6 +8,8 @@ the estimators never ask which kind they hold.
 
 import torch
 
+from .gaussian import NOISE_FLOOR, RIDGE
+
 
 def posterior(Z, observed, params):
     """E-step: ``params.posterior(Z, observed)`` [design 2.2, 2.8]."""
@@ -76,7 +78,7 @@ def sufficient_statistics(Z, observed, params, post=None, weights=None):
     return params.statistics(Z, observed, post, weights)
 
 
-def m_step(stats, params, *, noise="isotropic", noise_floor=1e-6, ridge=1e-8):
+def m_step(stats, params, *, noise, noise_floor=NOISE_FLOOR, ridge=RIDGE):
     """M-step of ``params``'s kind from summed statistics [design 2.4, 2.8]."""
     return params.m_step(stats, noise=noise, noise_floor=noise_floor, ridge=ridge)
 

@@ -7,6 +7,7 @@ helpers mask whole modality blocks with NaN, which is how the estimators of this
 package recognise a missing modality.
 """
 
+import functools
 import numbers
 import warnings
 from importlib import resources
@@ -14,12 +15,34 @@ from importlib import resources
 import numpy as np
 from sklearn.utils import Bunch, check_array, check_random_state
 
+from .._docs import shared_docs
 from .._modalities import observed_mask, resolve_modalities
 
 _DATA_MODULE = "sklearn_calmrl.datasets"
 
 _MULTIPLE_FEATURES_BLOCKS = ("fou", "fac", "kar", "pix", "zer", "mor")
 _IMAGE_SEGMENTATION_BLOCKS = ("shape", "color")
+
+# what the loaders' docstrings share, put in place of a line ``{name}``
+_LOADER_DOCS = {
+    "as_frame": """\
+Parameters
+----------
+as_frame : bool, default=False
+    If True, ``data`` is a pandas DataFrame with columns ``feature_names``,
+    ``target`` a Series named ``"target"`` and ``frame`` a DataFrame with both.
+
+Returns
+-------
+data : :class:`~sklearn.utils.Bunch`""",
+    "bunch_end": """\
+modalities : dict of str to list of int
+    ``{modality name: column indices}``, ready for the ``modalities``
+    parameter of the estimators.
+DESCR : str
+    Description of the data set, with its citation.""",
+}
+_loader_docs = functools.partial(shared_docs, docs=_LOADER_DOCS)
 
 
 # --------------------------------------------------------------------------- #
@@ -67,6 +90,7 @@ def _make_bunch(blocks, block_names, feature_names, target, target_names, descr,
     )
 
 
+@_loader_docs
 def load_multiple_features(*, as_frame=False):
     """Load the UCI Multiple Features (handwritten digits) data set.
 
@@ -79,15 +103,7 @@ def load_multiple_features(*, as_frame=False):
     features). Rows are ordered by class. Licensed CC BY 4.0; cite van Breukelen
     et al. (1998) and the UCI Machine Learning Repository (see ``DESCR``).
 
-    Parameters
-    ----------
-    as_frame : bool, default=False
-        If True, ``data`` is a pandas DataFrame with columns ``feature_names``,
-        ``target`` a Series named ``"target"`` and ``frame`` a DataFrame with both.
-
-    Returns
-    -------
-    data : :class:`~sklearn.utils.Bunch`
+    {as_frame}
         Dictionary-like object with the attributes:
 
         data : ndarray of shape (2000, 649) or DataFrame
@@ -97,15 +113,11 @@ def load_multiple_features(*, as_frame=False):
             Digit labels 0-9 (int64).
         frame : DataFrame of shape (2000, 650) or None
             ``data`` and ``target`` together; only when ``as_frame=True``.
-        modalities : dict of str to list of int
-            ``{modality name: column indices}``, ready for the ``modalities``
-            parameter of the estimators.
         feature_names : ndarray of str of shape (649,)
             ``fou_0, ..., fou_75, fac_0, ..., mor_5``.
         target_names : ndarray of str of shape (10,)
             ``'0'`` to ``'9'``.
-        DESCR : str
-            Description of the data set, with its citation.
+        {bunch_end}
 
     Examples
     --------
@@ -121,17 +133,11 @@ def load_multiple_features(*, as_frame=False):
     feature_names = [
         f"{name}_{j}" for name, b in zip(_MULTIPLE_FEATURES_BLOCKS, blocks) for j in range(b.shape[1])
     ]
-    return _make_bunch(
-        blocks,
-        _MULTIPLE_FEATURES_BLOCKS,
-        feature_names,
-        arrays["target"],
-        [str(d) for d in range(10)],
-        _load_descr("multiple_features.rst"),
-        as_frame,
-    )
+    descr = _load_descr("multiple_features.rst")
+    return _make_bunch(blocks, _MULTIPLE_FEATURES_BLOCKS, feature_names, arrays["target"], [str(d) for d in range(10)], descr, as_frame)
 
 
+@_loader_docs
 def load_image_segmentation(*, as_frame=False):
     """Load the UCI Image Segmentation data set as two modalities.
 
@@ -142,15 +148,7 @@ def load_image_segmentation(*, as_frame=False):
     features). Licensed CC BY 4.0; cite the UCI Machine Learning Repository (see
     ``DESCR``).
 
-    Parameters
-    ----------
-    as_frame : bool, default=False
-        If True, ``data`` is a pandas DataFrame with columns ``feature_names``,
-        ``target`` a Series named ``"target"`` and ``frame`` a DataFrame with both.
-
-    Returns
-    -------
-    data : :class:`~sklearn.utils.Bunch`
+    {as_frame}
         Dictionary-like object with the attributes:
 
         data : ndarray of shape (2310, 18) or DataFrame
@@ -159,36 +157,30 @@ def load_image_segmentation(*, as_frame=False):
             Class codes 0-6 (int64).
         frame : DataFrame of shape (2310, 19) or None
             ``data`` and ``target`` together; only when ``as_frame=True``.
-        modalities : dict of str to list of int
-            ``{'shape': [0, ..., 7], 'color': [8, ..., 17]}``.
         feature_names : ndarray of str of shape (18,)
-            The original UCI attribute names.
+            The original UCI attribute names (the ``shape`` features, then the
+            ``color`` ones).
         target_names : ndarray of str of shape (7,)
             brickface, cement, foliage, grass, path, sky, window.
-        DESCR : str
-            Description of the data set, with its citation.
+        {bunch_end}
 
     Examples
     --------
     >>> from sklearn_calmrl.datasets import load_image_segmentation
-    >>> seg = load_image_segmentation()
-    >>> seg.data.shape, list(seg.modalities)
-    ((2310, 18), ['shape', 'color'])
+    >>> seg = load_image_segmentation(as_frame=True)
+    >>> seg.frame.shape
+    (2310, 19)
+    >>> list(seg.modalities), seg.modalities["color"][:3]
+    (['shape', 'color'], [8, 9, 10])
     """
     arrays = _load_npz("image_segmentation.npz")
     blocks = [arrays[name] for name in _IMAGE_SEGMENTATION_BLOCKS]
     feature_names = list(arrays["shape_names"]) + list(arrays["color_names"])
-    return _make_bunch(
-        blocks,
-        _IMAGE_SEGMENTATION_BLOCKS,
-        feature_names,
-        arrays["target"],
-        arrays["target_names"],
-        _load_descr("image_segmentation.rst"),
-        as_frame,
-    )
+    descr = _load_descr("image_segmentation.rst")
+    return _make_bunch(blocks, _IMAGE_SEGMENTATION_BLOCKS, feature_names, arrays["target"], arrays["target_names"], descr, as_frame)
 
 
+@_loader_docs
 def load_digits_halves(*, as_frame=False):
     """Load scikit-learn's 8x8 digits as two modalities: the left and the right half of each image.
 
@@ -199,14 +191,7 @@ def load_digits_halves(*, as_frame=False):
     split by pixel column: ``left`` holds columns 0-3 of every image row (32
     features) and ``right`` columns 4-7 (32 features). Nothing is downloaded.
 
-    Parameters
-    ----------
-    as_frame : bool, default=False
-        If True, ``data`` is a DataFrame, ``target`` a Series and ``frame`` both.
-
-    Returns
-    -------
-    data : :class:`~sklearn.utils.Bunch`
+    {as_frame}
         ``data`` (1797, 64): left then right half; ``target`` digit labels;
         ``modalities`` ``{'left': [0..31], 'right': [32..63]}``;
         ``feature_names`` ``pixel_<row>_<col>``; ``target_names``; ``DESCR``.
@@ -232,6 +217,7 @@ def load_digits_halves(*, as_frame=False):
     return _make_bunch(blocks, ("left", "right"), names, raw.target, [str(d) for d in range(10)], descr, as_frame)
 
 
+@_loader_docs
 def load_breast_cancer_views(*, as_frame=False):
     """Load scikit-learn's breast cancer data as three modalities: means, standard errors and worst values.
 
@@ -243,14 +229,7 @@ def load_breast_cancer_views(*, as_frame=False):
     10 "mean ..." features), ``error`` (the 10 "... error" standard errors) and
     ``worst`` (the 10 "worst ..." values). Nothing is downloaded.
 
-    Parameters
-    ----------
-    as_frame : bool, default=False
-        If True, ``data`` is a DataFrame, ``target`` a Series and ``frame`` both.
-
-    Returns
-    -------
-    data : :class:`~sklearn.utils.Bunch`
+    {as_frame}
         ``data`` (569, 30); ``target`` 0 malignant, 1 benign; ``modalities``
         ``{'mean': [0..9], 'error': [10..19], 'worst': [20..29]}``;
         ``feature_names``; ``target_names``; ``DESCR``.
