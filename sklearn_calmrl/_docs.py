@@ -73,7 +73,8 @@ local_bandwidth : float or None, default=0.3
     ``n_components > 1`` it corrects the mixture's imputations, with the
     mixture's noise variances. Applies to the calibrated blocks of the
     output and to :meth:`impute`. The fitted model stores those training rows
-    (standardized; up to 4096 of them) for the correction, so a pickle of it
+    (256 weighted representatives, each the mean of a group of similar standardized
+    rows; a group may be a single row) for the correction, so a pickle of it
     carries them: fit with ``local_bandwidth=None`` to share a model without
     them.""",
     'max_block_width': """\
