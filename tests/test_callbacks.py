@@ -15,26 +15,14 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from _tiny import SIZES, quiet_convergence, tiny_data  # noqa: F401 - quiet_convergence: autouse fixture
 from sklearn.exceptions import ConvergenceWarning
 
 import sklearn_calmrl._training as training
 from sklearn_calmrl import PMRL, CalMRLTransformer, EarlyStopping
-from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation, make_latent_modalities
+from sklearn_calmrl.datasets import ampute_modalities, load_image_segmentation
 
-SIZES = [3, 2, 2]
 FAST = dict(latent_dim=8, embed_dim=16, max_epochs=3, add_indicator=False, device="cpu", random_state=0)
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
-
-
-def _data(n=48, random_state=0):
-    X, _, _ = make_latent_modalities(n_samples=n, block_sizes=SIZES, latent_dim=2, random_state=random_state)
-    return ampute_modalities(X, SIZES, rate=0.4, random_state=random_state)
 
 
 def _est(**kw):
@@ -44,7 +32,7 @@ def _est(**kw):
 
 # ----------------------------------------------------------------------------- divergence guard
 def test_absurd_learning_rate_pmrl_gives_finite_output():
-    X = _data()
+    X = tiny_data()
     est = _est(learning_rate=1e12, max_epochs=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no divergence: the weights stay finite
@@ -56,7 +44,7 @@ def test_absurd_learning_rate_pmrl_gives_finite_output():
 
 
 def test_absurd_learning_rate_gram_diverges_with_warning_and_keeps_last_good_state():
-    X = _data()
+    X = tiny_data()
     with pytest.warns(RuntimeWarning, match=r"diverged at epoch 1 .*kept the parameters of epoch 0 and stopped"):
         est = _est(alignment="gram", learning_rate=1e12).fit(X)
     out = est.transform(X)
@@ -70,14 +58,14 @@ def test_absurd_learning_rate_gram_diverges_with_warning_and_keeps_last_good_sta
 def test_underflowing_temperature_warns_instead_of_crashing(param):
     # 1e-45 is 0 in float32: the logits are inf, the first step writes NaN into the weights. Before the per-step
     # check the next batch crashed in eigh with an obscure LinAlgError.
-    X = _data()
+    X = tiny_data()
     with pytest.warns(RuntimeWarning, match="diverged at epoch 1"):
         est = _est(alignment=PMRL(**{param: 1e-45})).fit(X)
     assert np.isfinite(est.transform(X)).all()
 
 
 def test_nan_loss_mid_training_keeps_last_completed_epoch(monkeypatch):
-    X = _data()  # 48 rows, batch_size 16: 3 batches per epoch
+    X = tiny_data()  # 48 rows, batch_size 16: 3 batches per epoch
     calls = []
     real = training.Trainer.batch_terms
 
@@ -97,7 +85,7 @@ def test_nan_loss_mid_training_keeps_last_completed_epoch(monkeypatch):
 
 def test_a_diverging_partial_fit_chunk_is_rejected_by_the_same_guard():
     """partial_fit: the first chunk keeps the initial encoders (and its EM step); a later one changes nothing."""
-    X = _data(n=96)
+    X = tiny_data(n=96)
     est = _est(alignment="gram", learning_rate=1e12)
     with pytest.warns(RuntimeWarning, match=r"partial_fit diverged on this chunk \(loss=.*kept the initial encoders"):
         est.partial_fit(X[:48])

@@ -12,33 +12,18 @@ Documented behaviour checked here:
 - transform called concurrently from several threads gives the sequential result.
 """
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from _tiny import SIZES, quiet_convergence, tiny_data  # noqa: F401 - quiet_convergence: autouse fixture
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 import sklearn_calmrl._training as training
 from sklearn_calmrl import MLP, CalMRLTransformer, MultiViewPPCA
-from sklearn_calmrl.datasets import ampute_modalities, make_latent_modalities
-
-SIZES = [3, 2, 2]
-
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
-
-
-def _data(n=48, random_state=0):
-    X, _, _ = make_latent_modalities(n_samples=n, block_sizes=SIZES, latent_dim=2, random_state=random_state)
-    return ampute_modalities(X, SIZES, rate=0.4, random_state=random_state)
 
 
 def _est(**kw):
@@ -58,13 +43,13 @@ def _fitted_attributes(est):
 
 def test_learning_rate_beyond_float32_is_rejected():
     with pytest.raises(InvalidParameterError, match="learning_rate"):
-        _est(learning_rate=1e38).fit(_data())
+        _est(learning_rate=1e38).fit(tiny_data())
 
 
 # ----------------------------------------------------------------------------- determinism
 @pytest.mark.parametrize("encoder", ["linear", "mlp", "ppca"])
 def test_same_random_state_is_bitwise_identical(encoder):
-    X = _data()
+    X = tiny_data()
     kw = dict(encoder=encoder)
     a = _est(**kw).fit(X).transform(X)
     b = _est(**kw).fit(X).transform(X)
@@ -79,7 +64,7 @@ def test_fit_leaves_global_rng_states_unchanged(encoder):
     torch.manual_seed(456)
     np_state = np.random.get_state()
     torch_state = torch.get_rng_state()
-    _est(encoder=encoder).fit(_data())
+    _est(encoder=encoder).fit(tiny_data())
     after = np.random.get_state()
     assert after[0] == np_state[0] and after[2:] == np_state[2:]
     np.testing.assert_array_equal(after[1], np_state[1])
@@ -105,22 +90,22 @@ def test_interrupted_fit_leaves_fresh_estimator_unfitted(monkeypatch):
     est = _est(max_epochs=5)
     calls = _interrupt_after(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
-        est.fit(_data())
+        est.fit(tiny_data())
     assert len(calls) == 5  # interrupted during epoch 2
     with pytest.raises(NotFittedError):
         check_is_fitted(est)
     assert _fitted_attributes(est) == {}
     with pytest.raises(NotFittedError):
-        est.transform(_data())
+        est.transform(tiny_data())
 
 
 def test_interrupted_refit_leaves_fitted_estimator_unchanged(monkeypatch):
-    X = _data()
+    X = tiny_data()
     est = _est(max_epochs=5).fit(X)
     before = est.transform(X)
     attributes = _fitted_attributes(est)
     _interrupt_after(monkeypatch, 4)
-    X_other = 3 * _data(random_state=1) + 5  # different statistics: a half-updated standardization would show
+    X_other = 3 * tiny_data(random_state=1) + 5  # different statistics: a half-updated standardization would show
     with pytest.raises(KeyboardInterrupt):
         est.fit(X_other)
     after = _fitted_attributes(est)
@@ -130,7 +115,7 @@ def test_interrupted_refit_leaves_fitted_estimator_unchanged(monkeypatch):
 
 
 def test_failed_refit_on_other_width_leaves_fitted_estimator_unchanged():
-    X = _data()
+    X = tiny_data()
     est = _est(encoder="ppca").fit(X)
     before = est.transform(X)
     X_bad = np.full((10, 4), np.nan)
@@ -144,7 +129,7 @@ def test_failed_refit_on_other_width_leaves_fitted_estimator_unchanged():
 # ----------------------------------------------------------------------------- thread safety
 @pytest.mark.parametrize("encoder", ["mlp", "ppca"])
 def test_concurrent_transform_equals_sequential(encoder):
-    X = _data(n=64)
+    X = tiny_data(n=64)
     est = _est(encoder=encoder).fit(X)
     chunks = [X[i::4] for i in range(4)] * 4
     sequential = [est.transform(c) for c in chunks]
