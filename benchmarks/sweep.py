@@ -171,7 +171,35 @@ def summarize(records, probe="linear"):
     for m, v in diffs.items():
         if v:
             lines.append(f"| {m} | {min(v):+.1f} | {np.mean(v):+.2f} | {sum(x < -0.5 for x in v)} | {len(v)} |")
-    return "\n".join(lines)
+    return "\n".join(lines + by_regime(cells, [m for m, v in diffs.items() if v]))
+
+
+def regimes(cell):
+    """The regimes a cell label (``_cell``) belongs to: its data set, widened or not, the missingness, the rows."""
+    dataset, n, widen, setting = cell.split(" ")
+    return [dataset, "no noise columns" if widen == "w=0" else "noise columns", "structured" if setting == "structured"
+            else "random missing", "150 training rows" if n == "n=150" else ("all training rows" if n == "n=all" else None)]
+
+
+def by_regime(cells, methods):
+    """Lines of a table: every default's worst / mean margin over the cells of each regime (``regimes``)."""
+    groups = {}
+    for cell, (mean, best) in cells.items():
+        for regime in filter(None, regimes(cell)):
+            for m in methods:
+                if m in mean and best is not None:
+                    groups.setdefault(regime, {}).setdefault(m, []).append(100 * (mean[m] - mean[best]))
+    if len(groups) < 2:
+        return []
+    lines = ["", "| regime (cells) | " + " | ".join(f"{m}: worst / mean" for m in methods) + " |", "|---|" + "---|" * len(methods)]
+    order = {}  # a regime's kind (data set, widening, ...), then its first cell
+    for k, cell in enumerate(cells):
+        for i, regime in enumerate(regimes(cell)):
+            order.setdefault(regime, (i, k))
+    for regime, per in sorted(groups.items(), key=lambda item: order[item[0]]):
+        n = max(len(v) for v in per.values())
+        lines.append(f"| {regime} ({n}) | " + " | ".join(f"{min(per[m]):+.1f} / {np.mean(per[m]):+.2f}" if m in per else "" for m in methods) + " |")
+    return lines
 
 
 def main(argv=None):

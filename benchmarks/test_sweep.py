@@ -27,6 +27,11 @@ def test_cells_merge_and_margins(tmp_path, capsys):
     records += [dict(rec, n_train="all", n_used=265, method=m, fold=0, acc=a) for m, a in (("mean", 0.8), ("ppca", 0.85))]
     text = sweep.summarize(records)
     assert text.count("| d n=all w=0 0.5 |") == 1 and "| ppca | +5.0 | +5.00 | 0 | 1 |" in text
+    records += [dict(rec, dataset="e", n_train="150", n_used=150, setting="structured", method=m, fold=0, acc=a)
+                for m, a in (("knn", 0.9), ("ppca", 0.88))]
+    text = sweep.summarize(records)
+    assert "| ppca | -2.0 | +1.50 | 1 | 2 |" in text  # worst, mean over both cells
+    assert "| d (1) | +5.0 / +5.00 |" in text and "| structured (1) | -2.0 / -2.00 |" in text and "| 150 training rows (1) |" in text
     harness.write_csv(records, tmp_path / "sweep_eval.csv", formatted=False)
     assert sweep.main(["--summarize", str(tmp_path / "sweep_eval.csv")]) == 0
     assert capsys.readouterr().out.strip() == text
