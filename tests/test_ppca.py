@@ -145,6 +145,6 @@ def test_partial_fit_single_chunk_is_one_em_step_after_init(latent_data):
 def test_partial_fit_first_chunk_must_observe_every_modality(latent_data):
     X, mods = latent_data
     X = X.copy()
-    X[:, mods["m2"]] = np.nan
-    with pytest.raises(ValueError, match="first chunk"):
+    X[:, mods["m2"]] = np.nan  # the rows that observed only m2 now observe nothing: partial_fit warns, then raises
+    with pytest.raises(ValueError, match="first chunk"), pytest.warns(UserWarning, match="observe no modality"):
         MultiViewPPCA(mods, latent_dim=2, device="cpu").partial_fit(X)
