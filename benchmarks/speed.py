@@ -15,8 +15,8 @@ Modes (one per call; the default is ``--transform``):
 - ``--fit-ratio``: the two estimators with their defaults fitted side by side on ``--ratio-rows`` rows of 3 blocks of
   50 features (issue 19's target: ``CalMRLTransformer`` within 3x ``MultiViewPPCA``), alternating, median of
   ``--repeats`` runs.
-- ``--fit-time --repo LABEL=PATH ...``: the default ``CalMRLTransformer`` fit on Multiple Features (rate .5) for one
-  or more checkouts side by side, each fit in a fresh process importing the package from its checkout, the
+- ``--fit-time --repo LABEL=PATH ...``: the default fit of ``--fit-estimators`` (``CalMRLTransformer``) on
+  ``--fit-datasets`` (Multiple Features; rate .5) for one or more checkouts side by side, each fit in a fresh process importing the package from its checkout, the
   checkouts alternating (``--repeats`` rounds): one JSON line per fit and a Markdown summary.
 - ``--scaling``: fit time, transform time and peak memory against n (default 1e4, 1e5, 1e6) of both estimators with
   their defaults and of ``StandardScaler`` + ``SimpleImputer`` / ``KNNImputer`` / ``IterativeImputer`` + ``PCA(8)``,
@@ -306,37 +306,43 @@ def run_fit_ratio(args):
 # ----------------------------------------------------------------------------- --fit-time
 FIT_TIME_CHILD = r"""
 import json, time, warnings
-from sklearn_calmrl import CalMRLTransformer
-from sklearn_calmrl.datasets import ampute_modalities, load_multiple_features
-data = load_multiple_features()
+from sklearn_calmrl import {estimator} as Estimator
+from sklearn_calmrl.datasets import ampute_modalities, load_{dataset} as load
+data = load()
 X = ampute_modalities(data.data, data.modalities, rate=0.5, random_state=0)
 warnings.simplefilter("ignore")
 start = time.perf_counter()
-est = CalMRLTransformer(data.modalities, random_state=0).fit(X)
+est = Estimator(data.modalities, random_state=0).fit(X)
 total = time.perf_counter() - start
-print(json.dumps(dict(total=total, em=est.fit_time_em_, gradient=est.fit_time_gradient_)))
+print(json.dumps(dict(total=total, em=getattr(est, "fit_time_em_", total), gradient=getattr(est, "fit_time_gradient_", 0.0))))
 """
 
 
 def run_fit_time(args):
-    """The default fit on Multiple Features (rate .5), one fresh process per fit with ``PYTHONPATH`` set to the
-    checkout it measures, the checkouts alternating."""
+    """The default fit of each ``--fit-estimators`` on each ``--fit-datasets`` (rate .5), one fresh process per fit
+    with ``PYTHONPATH`` set to the checkout it measures, the checkouts alternating."""
     if not args.repo:
         raise SystemExit("--fit-time needs one or more --repo LABEL=PATH")
     repos = dict(item.split("=", 1) for item in args.repo)
-    runs = {label: [] for label in repos}
+    cases = [(e, d) for d in args.fit_datasets for e in args.fit_estimators]
+    runs = {(e, d, label): [] for e, d in cases for label in repos}
     for _ in range(args.repeats):
-        for label, path in repos.items():
-            load = os.getloadavg()[0]
-            env = {**os.environ, "PYTHONPATH": str(Path(path).resolve())}
-            result = dict(child("-c", FIT_TIME_CHILD, cwd="/", env=env), label=label, load=round(load, 2))
-            runs[label].append(result)
-            print(json.dumps(result), flush=True)
-    print("\n| checkout | fit (s), median | closed-form part (s) | closed-form share | runs |\n|---|---|---|---|---|")
-    for label, results in runs.items():
+        for estimator, dataset in cases:
+            for label, path in repos.items():
+                load = os.getloadavg()[0]
+                env = {**os.environ, "PYTHONPATH": str(Path(path).resolve())}
+                code = FIT_TIME_CHILD.format(estimator=estimator, dataset=dataset)
+                result = dict(child("-c", code, cwd="/", env=env), estimator=estimator, dataset=dataset, label=label, load=round(load, 2))
+                runs[estimator, dataset, label].append(result)
+                print(json.dumps(result), flush=True)
+    first = next(iter(repos))
+    print(f"\n| estimator | data set | checkout | fit (s), median | closed-form part (s) | closed-form share | against {first} | runs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (estimator, dataset, label), results in runs.items():
         total = statistics.median(r["total"] for r in results)
         em = statistics.median(r["em"] for r in results)
-        print(f"| {label} | {total:.2f} | {em:.2f} | {em / total:.0%} | {len(results)} |")
+        base = statistics.median(r["total"] for r in runs[estimator, dataset, first])
+        print(f"| {estimator} | {dataset} | {label} | {total:.2f} | {em:.2f} | {em / total:.0%} | {total / base:.2f}x | {len(results)} |")
 
 
 # ----------------------------------------------------------------------------- --scaling
@@ -805,7 +811,7 @@ def parse_args(argv=None):
     mode = p.add_mutually_exclusive_group()
     for name, text in (("transform", "the fit and transform table against n (the default)"),
                        ("fit-ratio", "the two default fits side by side"),
-                       ("fit-time", "the default fit on Multiple Features for the --repo checkouts, side by side"),
+                       ("fit-time", "the default fits on the bundled sets for the --repo checkouts, side by side"),
                        ("scaling", "fit, transform and peak memory against n, a fresh process per (method, n)"),
                        ("memory", "the peak memory of transform"), ("busy", "quiet vs beside one busy process"),
                        ("grid", "GridSearchCV with n_jobs=1 vs 2"), ("estep", "the E-step per pattern vs per row"),
@@ -824,6 +830,8 @@ def parse_args(argv=None):
     p.add_argument("--mofa-iter", type=int, default=100, help="MOFA+ iteration cap")
     p.add_argument("--ratio-rows", type=int, default=100_000, help="rows of the --fit-ratio fits")
     p.add_argument("--repo", action="append", default=[], metavar="LABEL=PATH", help="--fit-time: a checkout to time")
+    p.add_argument("--fit-estimators", nargs="+", default=["CalMRLTransformer"], choices=["CalMRLTransformer", "MultiViewPPCA"], help="--fit-time: the estimators")
+    p.add_argument("--fit-datasets", nargs="+", default=["multiple_features"], choices=["multiple_features", "image_segmentation"], help="--fit-time: the bundled sets")
     p.add_argument("--methods", nargs="+", default=list(SCALING_METHODS), choices=SCALING_METHODS, help="--scaling: methods")
     p.add_argument("--timeout", type=float, default=600.0, help="--scaling: seconds one (method, n) may run")
     p.add_argument("--memory-rows", type=int, default=1_000_000)

@@ -58,9 +58,14 @@ def test_modes_in_fresh_processes(one_thread, capsys):
     assert row[-1].strip(" |") == "" and float(row[1]) > 0
     speed.main(["--memory", "--memory-rows", "3000", "--memory-outputs", "latent"])
     assert len(_rows(capsys.readouterr().out, "MultiViewPPCA | latent")) == 2
-    speed.main(["--fit-time", "--repo", f"now={Path(speed.__file__).resolve().parents[1]}", "--repeats", "1"])
-    first = capsys.readouterr().out.splitlines()[0]
-    assert json.loads(first)["label"] == "now" and json.loads(first)["total"] > 0
+    here = Path(speed.__file__).resolve().parents[1]
+    speed.main(["--fit-time", "--repo", f"now={here}", "--repo", f"again={here}", "--repeats", "1",
+                "--fit-estimators", "MultiViewPPCA", "--fit-datasets", "image_segmentation"])
+    out = capsys.readouterr().out
+    first = json.loads(out.splitlines()[0])
+    assert first["label"] == "now" and first["estimator"] == "MultiViewPPCA" and first["total"] > 0
+    (row,) = _rows(out, "MultiViewPPCA | image_segmentation | again")
+    assert row[-2].strip(" |").endswith("x")  # the ratio against the first checkout
 
 
 @pytest.mark.slow
