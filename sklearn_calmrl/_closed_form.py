@@ -317,18 +317,21 @@ class ClosedFormModel(Seeded):
         return principal_axes(B[rows], self.max_block_width, generator)
 
     def _keep_centres(self, X, observed):
-        """Choose the stored rows of the local correction [design 2.9]: at most ``MAX_CENTRES`` representatives
-        (:func:`~sklearn_calmrl._latent.representatives`) of the stored rows so far and of at most ``CENTRE_POOL``
-        rows of ``X`` (drawn from the "stored rows" stream, keyed by the weight stored so far), each drawn row
-        weighing ``len(X) / CENTRE_POOL`` or 1."""
+        """Choose the stored rows of the local correction [design 2.9]: :meth:`_centres` of ``X`` and of the stored
+        rows so far, drawn from the "stored rows" stream keyed by the weight stored so far."""
         seen = 0 if self.centres is None else int(round(float(self.centres.weights.sum())))
-        generator = self.random("stored rows", seen)
+        self.centres = self._centres(X, observed, self.params, self.random("stored rows", seen), kept=self.centres)
+
+    def _centres(self, X, observed, params, generator, kept=None):
+        """At most ``MAX_CENTRES`` representatives (:func:`~sklearn_calmrl._latent.representatives`) of ``kept`` and
+        of at most ``CENTRE_POOL`` rows of ``X`` drawn by ``generator``, completed by ``params``, each drawn row
+        weighing ``len(X) / CENTRE_POOL`` or 1 [design 2.9]."""
         rows = init_rows(observed.shape[0], generator, CENTRE_POOL).to(observed.device)
         weights = torch.full((rows.numel(),), observed.shape[0] / max(rows.numel(), 1), dtype=X[0].dtype, device=X[0].device)
-        centres = training_centres([x[rows] for x in X], observed[rows], self.params, weights)
-        if self.centres is not None:
-            centres = concat_centres(self.centres, centres)
-        self.centres = representatives(centres, self.params, MAX_CENTRES, generator, axes=self.axes)
+        centres = training_centres([x[rows] for x in X], observed[rows], params, weights)
+        if kept is not None:
+            centres = concat_centres(kept, centres)
+        return representatives(centres, params, MAX_CENTRES, generator, axes=self.axes)
 
     def _cross_fit(self, X, observed):
         """Set ``imputation_weights`` and ``variance_scales`` by 2-fold cross-fitting [design 2.11].
@@ -356,11 +359,8 @@ class ClosedFormModel(Seeded):
             if k < 2 or held.numel() == 0 or not bool(o_fit.any(dim=0).all()):
                 continue  # a modality unseen in this half: no honest imputation of it
             model = self._fit_model(X_fit, o_fit, self._initial_params(X_fit, o_fit), self.n_components_, "cross-fitted imputation weights", level=2, max_iter=CROSS_FIT_ITER)[0]
-            centres = None
-            if self.local_bandwidth is not None:  # this half's stored rows, chosen as the fit chooses them
-                pool = init_rows(rest.numel(), generator, CENTRE_POOL).to(observed.device)
-                weights = torch.full((pool.numel(),), rest.numel() / pool.numel(), dtype=X[0].dtype, device=X[0].device)
-                centres = representatives(training_centres([x[pool] for x in X_fit], o_fit[pool], model, weights), model, MAX_CENTRES, generator, axes=self.axes)
+            # this half's stored rows, chosen as the fit chooses them
+            centres = None if self.local_bandwidth is None else self._centres(X_fit, o_fit, model, generator)
             # one query per (held-out row, block it observes beside another modality), that block hidden
             o_held = observed[held]
             pairs = (o_held & (o_held.sum(dim=1, keepdim=True) >= 2)).nonzero()

@@ -75,9 +75,9 @@ def concat_centres(a, b):
     return Centres(cat(a.rows, b.rows), cat(a.given, b.given), torch.cat([a.counts, b.counts]), torch.cat([a.weights, b.weights]))
 
 
-def _scaled_blocks(blocks, psi, which):
-    """Per block ``m`` in ``which``: ``Psi_m^-1/2 z^m``, the coordinates in which the kernel is Euclidean [design 2.9]."""
-    return [blocks[m] / psi[m].sqrt() for m in which]
+def _scaled_blocks(blocks, psi):
+    """Per block ``m``: ``Psi_m^-1/2 z^m``, the coordinates in which the kernel is Euclidean [design 2.9]."""
+    return [b / p.sqrt() for b, p in zip(blocks, psi)]
 
 
 def representatives(centres, params, size, generator, *, axes=None):
@@ -93,9 +93,9 @@ def representatives(centres, params, size, generator, *, axes=None):
         return centres
     psi = params.kernel_metric().psi
     axes = axes or [None] * len(centres.rows)
-    scaled = _scaled_blocks(centres.rows, psi, range(len(centres.rows)))
+    scaled = _scaled_blocks(centres.rows, psi)
     X = torch.cat([s if a is None else s @ a.to(s.dtype) for s, a in zip(scaled, axes)], dim=1)
-    chosen, _ = seed_rows(X, size, generator, weights=centres.weights)
+    chosen = seed_rows(X, size, generator, weights=centres.weights)
     nearest = torch.cdist(X, X[chosen]).argmin(dim=1)
 
     def summed(values, weights):  # per group, the sum of weights * values
@@ -113,7 +113,7 @@ def _stored_terms(params, centres):
     """The stored rows' terms that no pattern changes: the kernel's noise scales (:meth:`kernel_metric`), the rows
     scaled, their squared norms per block and their log-weights [design 2.9]."""
     psi = params.kernel_metric().psi
-    scaled = _scaled_blocks(centres.rows, psi, range(len(centres.rows)))
+    scaled = _scaled_blocks(centres.rows, psi)
     return psi, scaled, torch.stack([(s**2).sum(1) for s in scaled], 1), torch.log(centres.weights)
 
 

@@ -176,7 +176,7 @@ class MixtureParams(NamedTuple):
 
 def _kmeans(X, K, generator, n_iter=30):
     """k-means++ seeding and Lloyd iterations (torch; ``generator`` on the CPU); returns labels (n,)."""
-    centres = X[seed_rows(X, K, generator)[0]].clone()
+    centres = X[seed_rows(X, K, generator)].clone()
     labels = None
     for _ in range(n_iter):
         new = torch.cdist(X, centres).argmin(dim=1)

@@ -8,8 +8,7 @@ def seed_rows(X, K, generator, weights=None):
     """Indices of ``K`` rows of ``X`` (n, D) drawn by D^2 sampling: the first with probability proportional to
     ``weights``, each next one proportional to ``weights`` times its squared distance to the nearest row drawn
     (uniformly over the weights when every row coincides with a drawn one). ``generator`` is a CPU generator.
-
-    Returns the indices (K,) and every row's squared distance to its nearest drawn row (n,).
+    Returns the indices (K,).
     """
     n = X.shape[0]
     if weights is None:
@@ -25,4 +24,4 @@ def seed_rows(X, K, generator, weights=None):
         j = int(torch.multinomial(p.cpu(), 1, generator=generator))
         chosen.append(j)
         d2 = torch.minimum(d2, ((X - X[j]) ** 2).sum(dim=1))
-    return torch.tensor(chosen, device=X.device), d2
+    return torch.tensor(chosen, device=X.device)
