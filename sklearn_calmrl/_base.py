@@ -5,8 +5,7 @@ imputation, scoring, feature names and persistence.
 :class:`~sklearn_calmrl.CalMRLTransformer` holds such a ``MultiViewPPCA`` and trains encoders
 on top of it. Each implements the hooks this shell declares abstract
 (:class:`MultimodalBase`): ``_fit``, ``_output_parts``, ``_inference_state``,
-``_output_piece``, ``_part_names``, ``_block_model``, ``_scored_model`` and
-``_to_device``.
+``_output_piece``, ``_block_model``, ``_scored_model`` and ``_to_device``.
 """
 
 import functools
@@ -276,11 +275,6 @@ class MultimodalBase(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
     def _output_piece(self, part, B, observed, state, done):
         """The columns of ``part`` for a chunk of standardized blocks ``B`` and its mask; ``done`` holds what the
         chunk's parts share."""
-
-    @abstractmethod
-    def _part_names(self, part, inputs):
-        """The output column names of ``part`` (``inputs``: the input's feature names); :meth:`_shared_part_names`
-        names the parts both estimators have."""
 
     @abstractmethod
     def _block_model(self):
@@ -565,8 +559,9 @@ class MultimodalBase(TransformerMixin, BaseEstimator, metaclass=ABCMeta):
         inputs = [str(f) for f in _check_feature_names_in(self, input_features)]  # the input's names, or x0, x1, ...
         return np.asarray([n for p in parts for n in self._part_names(p, inputs)], dtype=object)
 
-    def _shared_part_names(self, part, inputs):
-        """Output column names of the parts both estimators have."""
+    def _part_names(self, part, inputs):
+        """The output column names of ``part`` (``inputs``: the input's feature names), for the parts both estimators
+        have; :class:`CalMRLTransformer` adds its embeddings."""
         if part == "blocks":  # the calibrated blocks, a wide one as its principal scores [design 5.1]
             axes = self._block_model().axes or [None] * len(self.modalities_)
             return [

@@ -71,7 +71,8 @@ class DivergenceGuard(Callback):
         return True
 
     def on_epoch_end(self, trainer, epoch, terms):
-        self.snapshot = trainer.snapshot()
+        if epoch < self.run.max_epochs:  # the last epoch's state is never restored: no copy of it
+            self.snapshot = trainer.snapshot()
         return False
 
 

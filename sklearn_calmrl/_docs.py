@@ -12,7 +12,8 @@ random_state : int, RandomState instance or None, default=None
     Seeds every random choice of the fit, each from its own stream
     [design 3.5]: the latent models' start (random loadings where too few rows
     are complete for the PCA start), the mixture's start and component
-    selection, the stored rows of the local correction, the cross-fitting of
+    selection, the stored rows of the local correction, the principal axes
+    of blocks wider than ``max_block_width``, the cross-fitting of
     the imputation weights [design 2.11], the rows of ``variance_explained_``,
     and for :class:`CalMRLTransformer` the encoders' initial weights, the
     early-stopping split and the epochs' shuffles. The caller's global torch

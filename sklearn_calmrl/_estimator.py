@@ -84,7 +84,8 @@ class CalMRLTransformer(MultimodalBase):
         What :meth:`transform` returns [design 5]. ``'concat'``: the ``k``
         calibrated representations side by side, then the calibrated
         standardized blocks of ``block_model_``, which keep the
-        modality-specific detail a downstream model may need.
+        modality-specific detail a downstream model may need (a block wider
+        than ``max_block_width`` as its principal scores ``<modality>_pc<j>``).
         ``'embeddings'``: the calibrated representations only. ``'latent'``:
         the latent posterior mean of the model of the representations
         (``latent_dim`` columns).
@@ -278,7 +279,7 @@ class CalMRLTransformer(MultimodalBase):
     def _part_names(self, part, inputs):
         if part == "embeddings":
             return [f"{name}_emb{j}" for name, w in zip(self.modalities_, self.components_) for j in range(w.shape[-2])]
-        return self._shared_part_names(part, inputs)
+        return super()._part_names(part, inputs)
 
     def _block_model(self):
         return self.block_model_._block_model()

@@ -138,9 +138,6 @@ class MultiViewPPCA(MultimodalBase):
             return torch.cat(self._model_.compact(self._model_.complete(B, observed, state)[0], state), dim=1)  # [design 2.3, 2.9, 2.11, 5.1]
         return posterior(B, observed, state.params).mean  # "latent" [design 2.2]
 
-    def _part_names(self, part, inputs):
-        return self._shared_part_names(part, inputs)
-
     def _block_model(self):
         return self._model_
 

@@ -2,7 +2,7 @@
 
 Closed-form steps (E/M on the latent model of the representations, a
 :class:`~sklearn_calmrl._closed_form.ClosedFormModel`) alternate with gradient steps
-of the alignment loss (:mod:`sklearn_calmrl._alignment`) on the calibrated
+of the alignment loss (:mod:`sklearn_calmrl._losses`) on the calibrated
 representations: observed columns from the encoders, missing columns imputed from
 the posterior of the shared latent. The encoders start from the closed-form model
 of the blocks that :class:`~sklearn_calmrl.CalMRLTransformer` fitted first

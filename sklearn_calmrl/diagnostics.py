@@ -38,8 +38,8 @@ def anchor_shift(estimator, X_full, X_masked):
     shift_calibrated : ndarray of shape (n_samples,)
         Shift of the anchor of the calibrated columns.
     """
-    if getattr(estimator, "encoders_", None) is None:
-        raise ValueError("anchor_shift needs a CalMRLTransformer fitted with encoder='linear' or 'mlp'.")
+    if getattr(estimator, "encoders_", None) is None:  # MultiViewPPCA, or a CalMRLTransformer not fitted yet
+        raise ValueError(f"anchor_shift needs a fitted CalMRLTransformer (it has encoders), got {type(estimator).__name__}.")
     X_masked = np.asarray(X_masked, dtype=np.float64)
     full = estimator.impute_representations(X_full)
     partial = estimator.impute_representations(X_masked)

@@ -49,5 +49,5 @@ def test_anchor_shift_equals_a_row_by_row_svd():
 def test_anchor_shift_needs_encoders():
     data = load_multiple_features()
     est = MultiViewPPCA(data.modalities, latent_dim=4, tol=1.0).fit(data.data[:200])
-    with pytest.raises(ValueError, match="encoder='linear' or 'mlp'"):
+    with pytest.raises(ValueError, match="needs a fitted CalMRLTransformer .* got MultiViewPPCA"):
         anchor_shift(est, data.data[:5], data.data[:5])
