@@ -85,7 +85,6 @@ from sklearn_calmrl.datasets import ampute_modalities, load_multiple_features, m
 
 K, WIDTH, TRUE_Q = 6, 10, 8
 MODEL = dict(latent_dim=8, embed_dim=16, batch_size=256, alignment="pmrl")
-MODES = ("transform", "fit_ratio", "fit_time", "scaling", "memory", "busy", "grid", "estep", "dask")
 
 
 def make_data(n, seed=0):

@@ -127,14 +127,15 @@ def run_cell(X, y, mods, *, setting, n_train, seed, folds, methods, probes, log,
 def _cell(record):
     """A cell's label; a training fold not subsampled (it has about ``n`` rows or fewer) is the whole fold ('all')."""
     n, used = record["n_train"], record.get("n_used")
-    if str(record.get("subsampled", "")) == "False" or record.get("subsampled") is False or (n != "all" and used and int(n) > int(used)):
+    if str(record.get("subsampled", "")) == "False" or (n != "all" and used and int(n) > int(used)):
         n = "all"
     kind = "m" if record.get("widen_kind") == "mix" else ""
     return f"{record['dataset']} n={n} w={float(record['widen']):g}{kind} {record['setting']}"
 
 
 def margins(records, probe):
-    """Per cell of one probe: the mean accuracy of every method and the best baseline (name, accuracy)."""
+    """Per cell of one probe: the mean accuracy of every method, the best baseline (its name) and every other
+    method's margin over it in points."""
     cells = {}
     for r in records:
         if r.get("probe", "linear") == probe:
@@ -143,7 +144,8 @@ def margins(records, probe):
     for cell, accs in cells.items():
         mean = {m: float(np.mean(list(v.values()))) for m, v in accs.items()}
         best = max((m for m in mean if m in BASELINES or m == "nan"), key=lambda m: mean[m], default=None)
-        out[cell] = (mean, best)
+        margin = {} if best is None else {m: 100 * (a - mean[best]) for m, a in mean.items() if m not in BASELINES and m != "nan"}
+        out[cell] = (mean, best, margin)
     return out
 
 
@@ -152,18 +154,18 @@ def summarize(records, probe="linear"):
     cells = margins(records, probe)
     if not cells:
         return ""
-    present = {m for mean, _ in cells.values() for m in mean}
+    present = {m for mean, _, _ in cells.values() for m in mean}
     names = [m for m in BASELINES + ["nan"] if m in present] + sorted(present - set(BASELINES) - {"nan"})
     lines = [f"### Probe: {probe}", "", "| cell | best baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
     diffs = {m: [] for m in names if m not in BASELINES and m != "nan"}
-    for cell, (mean, best) in cells.items():
+    for cell, (mean, best, margin) in cells.items():
         cols = []
         for m in names:
             if m not in mean:
                 cols.append("")
-            elif m in diffs and best is not None:
-                diffs[m].append(100 * (mean[m] - mean[best]))
-                cols.append(f"{mean[m]:.3f} ({100 * (mean[m] - mean[best]):+.1f})")
+            elif m in margin:
+                diffs[m].append(margin[m])
+                cols.append(f"{mean[m]:.3f} ({margin[m]:+.1f})")
             else:
                 cols.append(f"{mean[m]:.3f}")
         lines.append(f"| {cell} | {mean[best]:.3f} {best} | " + " | ".join(cols) + " |" if best else f"| {cell} | | " + " | ".join(cols) + " |")
@@ -177,20 +179,20 @@ def summarize(records, probe="linear"):
 def regimes(cell):
     """The regimes a cell label (``_cell``) belongs to: its data set, widened or not, the missingness, the rows."""
     dataset, n, widen, setting = cell.split(" ")
-    return [dataset, "no noise columns" if widen == "w=0" else "noise columns", "structured" if setting == "structured"
-            else "random missing", "150 training rows" if n == "n=150" else ("all training rows" if n == "n=all" else None)]
+    added = "no added columns" if float(widen[2:].rstrip("m")) == 0 else ("mixed columns" if widen.endswith("m") else "noise columns")
+    return [dataset, added, "structured" if setting == "structured" else "random missing", f"{n[2:]} training rows"]
 
 
 def by_regime(cells, methods):
     """Lines of a table: every default's worst / mean margin over the cells of each regime (``regimes``)."""
     groups = {}
-    for cell, (mean, best) in cells.items():
-        for regime in filter(None, regimes(cell)):
-            for m in methods:
-                if m in mean and best is not None:
-                    groups.setdefault(regime, {}).setdefault(m, []).append(100 * (mean[m] - mean[best]))
-    if len(groups) < 2:
+    if len(cells) < 2:
         return []
+    for cell, (_, _, margin) in cells.items():
+        for regime in regimes(cell):
+            for m in methods:
+                if m in margin:
+                    groups.setdefault(regime, {}).setdefault(m, []).append(margin[m])
     lines = ["", "| regime (cells) | " + " | ".join(f"{m}: worst / mean" for m in methods) + " |", "|---|" + "---|" * len(methods)]
     order = {}  # a regime's kind (data set, widening, ...), then its first cell
     for k, cell in enumerate(cells):
@@ -238,7 +240,9 @@ def main(argv=None):
         for w in args.widen:
             for seed in range(args.seeds):
                 X, mods = harness.widen(X0, mods0, w, seed, args.widen_kind)
-                for n in args.n_train:
+                # a row count that cuts no training fold is the whole fold: run that cell once, as 'all'
+                counts = dict.fromkeys(n if any(s for *_, s in training_folds(y0, args.folds, seed, n)) else "all" for n in args.n_train)
+                for n in counts:
                     for setting in args.settings:
                         log(f"{ds} n={n} w={w:g} {setting} seed {seed} ({X.shape[1]} features, {len(y0)} rows)")
                         for r in run_cell(X, y0, mods, setting=setting, n_train=n, seed=seed, folds=args.folds,
